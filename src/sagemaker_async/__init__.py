@@ -1,0 +1,48 @@
+"""sagemaker-async: an asyncio-native client for Amazon SageMaker Asynchronous Inference.
+
+Submit with :meth:`AsyncInferenceClient.invoke_endpoint_async`, then ``await`` the returned
+:class:`AsyncInferenceHandle` to get the :class:`InferenceResult`, or the model's failure as
+:class:`InferenceFailedError`::
+
+    async with AsyncInferenceClient(region_name="us-east-1") as client:
+        handle = await client.invoke_endpoint_async("my-endpoint", body=b'{"x": 1}',
+                                                    content_type="application/json")
+        result = await handle
+        print(result.json())
+
+``sagemaker_async.emulator`` runs a local async endpoint over real S3 for tests and demos.
+"""
+
+from ._client import AsyncInferenceClient
+from ._config import PollingConfig, RetryConfig
+from ._default import aclose_default_client, invoke_endpoint_async
+from ._errors import (
+    ClientClosedError,
+    InferenceFailedError,
+    InferenceTimeoutError,
+    InvocationError,
+    SageMakerAsyncError,
+    ValidationError,
+)
+from ._handle import AsyncInferenceHandle, InferenceStatus
+from ._result import InferenceResult
+
+__all__ = [
+    "AsyncInferenceClient",
+    "AsyncInferenceHandle",
+    "ClientClosedError",
+    "InferenceFailedError",
+    "InferenceResult",
+    "InferenceStatus",
+    "InferenceTimeoutError",
+    "InvocationError",
+    "PollingConfig",
+    "RetryConfig",
+    "SageMakerAsyncError",
+    "ValidationError",
+    "__version__",
+    "aclose_default_client",
+    "invoke_endpoint_async",
+]
+
+__version__ = "0.1.0"

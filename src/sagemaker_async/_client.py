@@ -1,0 +1,378 @@
+"""AsyncInferenceClient: submits inferences and hands out awaitable handles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from contextlib import AsyncExitStack
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+
+from ._config import PollingConfig, RetryConfig
+from ._errors import ClientClosedError, ValidationError
+from ._handle import AsyncInferenceHandle
+from ._retry import call_with_retry, retrying, to_invocation_error
+from ._s3 import ObjectStore
+from ._validation import MAX_INLINE_BODY, parse_s3_uri, validate_field, validate_invoke_request
+from ._watcher import Watcher, WatchTarget
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sagemaker_runtime import SageMakerRuntimeClient
+
+__all__ = ["AsyncInferenceClient"]
+
+logger = logging.getLogger("sagemaker_async")
+
+# Service defaults (botocore model docs) used to derive a handle's deadline.
+_DEFAULT_TTL = 21600
+_DEFAULT_INVOCATION_TIMEOUT = 900
+
+
+class AsyncInferenceClient:
+    """Client for SageMaker Asynchronous Inference.
+
+    One client owns one aiobotocore session, one sagemaker-runtime client, one S3 client and
+    their connection pool; every handle it makes shares them. Use it as an async context
+    manager, or call :meth:`aclose` when done (it also opens itself on first use)::
+
+        async with AsyncInferenceClient(region_name="us-east-1") as client:
+            handle = await client.invoke_endpoint_async("my-endpoint", body=b'{"x": 1}',
+                                                        content_type="application/json")
+            result = await handle
+
+    Args:
+        region_name: AWS region; defaults to the standard AWS configuration.
+        session: an :class:`aiobotocore.session.AioSession` to take credentials and settings
+            from (profile, credential chain); a new default session when omitted.
+        endpoint_url: sagemaker-runtime endpoint; defaults to AWS's, or to
+            ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` / ``AWS_ENDPOINT_URL`` when set.
+        s3_endpoint_url: S3 endpoint; defaults to AWS's, or to ``AWS_ENDPOINT_URL_S3``.
+        polling: how handles poll S3 (per-call override: ``invoke_endpoint_async(polling=)``).
+        retry: how transient errors are retried.
+        input_prefix: ``s3://bucket/prefix/`` where bodies larger than 128,000 bytes are
+            uploaded before the call (under a key derived from the inference id).
+        max_connections: size of the shared HTTP connection pool of each AWS client.
+    """
+
+    def __init__(
+        self,
+        *,
+        region_name: str | None = None,
+        session: AioSession | None = None,
+        endpoint_url: str | None = None,
+        s3_endpoint_url: str | None = None,
+        polling: PollingConfig | None = None,
+        retry: RetryConfig | None = None,
+        input_prefix: str | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        if input_prefix is not None:
+            if not isinstance(input_prefix, str) or not input_prefix.startswith("s3://"):
+                raise ValidationError(
+                    "input_prefix", f"{input_prefix!r} is not an s3:// URI", "s3://bucket/prefix/"
+                )
+            bucket, _ = parse_s3_uri(input_prefix, field="input_prefix")
+            if not bucket:
+                raise ValidationError("input_prefix", "has no bucket", "s3://bucket/prefix/")
+        if (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or (max_connections < 1)
+        ):
+            raise ValidationError(
+                "max_connections", f"{max_connections!r} is not a positive int", "an int >= 1"
+            )
+        for name, value, kind in (
+            ("polling", polling, PollingConfig),
+            ("retry", retry, RetryConfig),
+        ):
+            if value is not None and not isinstance(value, kind):
+                raise ValidationError(
+                    name, f"a {type(value).__name__} was given", f"a {kind.__name__}"
+                )
+        self.region_name = region_name
+        self.endpoint_url = endpoint_url
+        self.s3_endpoint_url = s3_endpoint_url
+        self.polling = polling or PollingConfig()
+        self.retry = retry or RetryConfig()
+        self.input_prefix = input_prefix
+        self._session = session
+        self._max_connections = max_connections
+        self._sleep = asyncio.sleep
+        self._state = "new"
+        self._open_lock: asyncio.Lock | None = None
+        self._stack: AsyncExitStack | None = None
+        self._runtime: SageMakerRuntimeClient | None = None
+        self._store: ObjectStore | None = None
+        self._watcher_obj: Watcher | None = None
+        self._live: set[AsyncInferenceHandle] = set()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def __aenter__(self) -> AsyncInferenceClient:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` was called."""
+        return self._state == "closed"
+
+    async def open(self) -> None:
+        """Create the AWS clients (done for you by ``async with`` or on first use)."""
+        self._check_open()
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._state != "new":
+                self._check_open()
+                return
+            session = self._session or get_session()
+            config = AioConfig(
+                retries={"mode": "standard", "total_max_attempts": 1},  # tenacity retries
+                max_pool_connections=self._max_connections,
+            )
+            stack = AsyncExitStack()
+            try:
+                runtime = await stack.enter_async_context(
+                    session.create_client(
+                        "sagemaker-runtime",
+                        region_name=self.region_name,
+                        endpoint_url=self.endpoint_url,
+                        config=config,
+                    )
+                )
+                s3: S3Client = await stack.enter_async_context(
+                    session.create_client(
+                        "s3",
+                        region_name=self.region_name,
+                        endpoint_url=self.s3_endpoint_url,
+                        config=config,
+                    )
+                )
+            except BaseException:
+                await stack.aclose()
+                raise
+            self._stack, self._runtime = stack, runtime
+            self._store = ObjectStore(s3, self.retry, self._sleep)
+            self._watcher_obj = Watcher(self._store, self._sleep)
+            self._state = "open"
+
+    async def aclose(self) -> None:
+        """Stop every watcher (waiters get :class:`ClientClosedError`) and close connections.
+
+        Handles stay pending: their ``to_dict()`` can be resumed by another client.
+        """
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        tasks = [t for h in list(self._live) if (t := h._stop_watching()) is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+        self._live.clear()
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+        self._runtime = self._store = self._watcher_obj = None
+
+    # -- the API ----------------------------------------------------------------------------
+    async def invoke_endpoint_async(
+        self,
+        endpoint_name: str,
+        *,
+        body: bytes | bytearray | memoryview | str | None = None,
+        input_location: str | None = None,
+        content_type: str | None = None,
+        accept: str | None = None,
+        custom_attributes: str | None = None,
+        inference_id: str | None = None,
+        invocation_timeout_seconds: int | None = None,
+        request_ttl_seconds: int | None = None,
+        s3_output_path_extension: str | None = None,
+        filename: str | None = None,
+        polling: PollingConfig | None = None,
+    ) -> AsyncInferenceHandle:
+        """Submit one inference with InvokeEndpointAsync; returns its handle at once.
+
+        Give exactly one of ``body`` (bytes, or str sent as UTF-8) and ``input_location``
+        (an ``s3://`` URI of an uploaded payload). A body of at most 128,000 bytes is sent
+        inline; a larger one is uploaded to the client's ``input_prefix`` first.
+
+        Transient errors (throttling, InternalFailure, ServiceUnavailable, dropped
+        connections) are retried with the same InferenceId; one is generated when none is
+        given, so a retry can never create an untraceable duplicate.
+
+        Raises:
+            ValidationError: an argument breaks a rule of the API (before any network call).
+            InvocationError: SageMaker (or the S3 upload) refused the request.
+            ClientClosedError: the client is closed.
+        """
+        self._check_open()
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        elif isinstance(body, (bytearray, memoryview)):
+            body = bytes(body)
+        upload = body is not None and len(body) > MAX_INLINE_BODY
+        fields: dict[str, Any] = {
+            "EndpointName": endpoint_name,
+            "Body": None if upload else body,
+            "InputLocation": "s3://upload/pending" if upload else input_location,
+            "ContentType": content_type,
+            "Accept": accept,
+            "CustomAttributes": custom_attributes,
+            "InferenceId": inference_id,
+            "InvocationTimeoutSeconds": invocation_timeout_seconds,
+            "RequestTTLSeconds": request_ttl_seconds,
+            "S3OutputPathExtension": s3_output_path_extension,
+            "Filename": filename,
+        }
+        if upload and input_location is not None:
+            fields["Body"] = b""  # report "both given", not a size problem
+        validate_invoke_request(fields, python_names=True)
+        if polling is not None and not isinstance(polling, PollingConfig):
+            raise ValidationError(
+                "polling", f"a {type(polling).__name__} was given", "a PollingConfig"
+            )
+        if upload and self.input_prefix is None:
+            assert body is not None
+            raise ValidationError(
+                "body",
+                f"is {len(body)} bytes, more than the {MAX_INLINE_BODY} bytes sent inline",
+                "set input_prefix='s3://bucket/prefix/' on the client to upload large bodies, "
+                "or upload it yourself and pass input_location",
+            )
+        inference_id = inference_id or str(uuid.uuid4())
+        polling = polling or self.polling
+        await self.open()
+        submitted_at = time.time()
+        deadline = submitted_at + (
+            polling.timeout
+            if polling.timeout is not None
+            else (request_ttl_seconds or _DEFAULT_TTL)
+            + (invocation_timeout_seconds or _DEFAULT_INVOCATION_TIMEOUT)
+            + polling.deadline_margin
+        )
+        assert self._store is not None and self._runtime is not None
+        if upload:
+            assert body is not None and self.input_prefix is not None
+            fields["InputLocation"] = self._upload_uri(inference_id)
+            await self._store.put(
+                fields["InputLocation"], body, content_type=content_type, deadline=deadline
+            )
+        fields["InferenceId"] = inference_id
+        request = {k: v for k, v in fields.items() if v is not None}
+        runtime = self._runtime
+        policy = retrying(
+            self.retry, deadline=deadline, max_attempts=self.retry.max_attempts, sleep=self._sleep
+        )
+        try:
+            response = await call_with_retry(
+                policy,
+                lambda: runtime.invoke_endpoint_async(**request),
+            )
+        except Exception as exc:
+            raise to_invocation_error(exc, "InvokeEndpointAsync") from exc
+        returned_id = response.get("InferenceId") or inference_id
+        logger.debug("submitted inference %s to endpoint %s", returned_id, endpoint_name)
+        return AsyncInferenceHandle(
+            self,
+            endpoint_name=endpoint_name,
+            target=WatchTarget(
+                inference_id=returned_id,
+                output_location=response["OutputLocation"],
+                failure_location=response["FailureLocation"],
+                submitted_at=submitted_at,
+                deadline=deadline,
+            ),
+            polling=polling,
+        )
+
+    def resume(
+        self, state: dict[str, Any], *, polling: PollingConfig | None = None
+    ) -> AsyncInferenceHandle:
+        """Rebuild a handle from :meth:`AsyncInferenceHandle.to_dict` (maybe from another process).
+
+        Raises:
+            ValidationError: ``state`` is not a handle's ``to_dict()``.
+        """
+        self._check_open()
+        if not isinstance(state, dict):
+            raise ValidationError(
+                "state", f"a {type(state).__name__} was given", "a dict from to_dict()"
+            )
+        if state.get("version") != 1:
+            raise ValidationError(
+                "state.version", f"{state.get('version')!r} is not supported", "version 1"
+            )
+        values: dict[str, Any] = {}
+        for key in ("inference_id", "endpoint_name", "output_location", "failure_location"):
+            value = state.get(key)
+            if not isinstance(value, str) or not value:
+                raise ValidationError(
+                    f"state.{key}", f"{value!r} is missing or empty", "a non-empty str"
+                )
+            values[key] = value
+        for key in ("output_location", "failure_location"):
+            parse_s3_uri(values[key], field=f"state.{key}")
+        validate_field("EndpointName", values["endpoint_name"])
+        times: dict[str, float] = {}
+        for key in ("submitted_at", "deadline"):
+            try:
+                parsed = datetime.fromisoformat(state[key])
+            except (KeyError, TypeError, ValueError):
+                raise ValidationError(
+                    f"state.{key}", f"{state.get(key)!r} is not a timestamp", "ISO 8601 with zone"
+                ) from None
+            if parsed.tzinfo is None:
+                raise ValidationError(f"state.{key}", "has no time zone", "ISO 8601 with zone")
+            times[key] = parsed.timestamp()
+        polling = polling or self.polling
+        return AsyncInferenceHandle(
+            self,
+            endpoint_name=values["endpoint_name"],
+            target=WatchTarget(
+                inference_id=values["inference_id"],
+                output_location=values["output_location"],
+                failure_location=values["failure_location"],
+                submitted_at=times["submitted_at"],
+                deadline=times["deadline"],
+            ),
+            polling=polling,
+        )
+
+    # -- internals used by handles ----------------------------------------------------------
+    def _upload_uri(self, inference_id: str) -> str:
+        assert self.input_prefix is not None
+        prefix = self.input_prefix if self.input_prefix.endswith("/") else self.input_prefix + "/"
+        return f"{prefix}{quote(inference_id, safe='-_.')}.in"
+
+    def _check_open(self) -> None:
+        if self._state == "closed":
+            raise ClientClosedError("the AsyncInferenceClient is closed; create a new one")
+
+    @property
+    def _watcher(self) -> Watcher:
+        if self._watcher_obj is None:
+            raise ClientClosedError("the AsyncInferenceClient is not open")
+        return self._watcher_obj
+
+    def _register(self, handle: AsyncInferenceHandle) -> None:
+        self._live.add(handle)
+
+    def _unregister(self, handle: AsyncInferenceHandle) -> None:
+        self._live.discard(handle)

@@ -1,0 +1,153 @@
+"""Which AWS errors are transient, and the tenacity policies that retry them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+import tenacity
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from ._config import RetryConfig
+from ._errors import InvocationError
+
+__all__ = [
+    "Sleep",
+    "backoff",
+    "call_with_retry",
+    "error_code",
+    "is_connection_error",
+    "is_transient",
+    "retrying",
+    "to_invocation_error",
+]
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+
+_THROTTLING = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "SlowDown",
+        "EC2ThrottledException",
+    }
+)
+_TRANSIENT = _THROTTLING | {
+    "InternalFailure",
+    "InternalError",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "PriorRequestNotComplete",
+}
+
+
+def error_code(exc: ClientError) -> str:
+    """The AWS error code of a ClientError ("" when the response carried none)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for a dropped, refused or timed-out connection (no usable answer at all)."""
+    return isinstance(
+        exc,
+        (
+            BotoConnectionError,
+            HTTPClientError,
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,
+        ),
+    )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when the same call may succeed if sent again: throttling, 5xx, connection errors."""
+    if isinstance(exc, ClientError):
+        return error_code(exc) in _TRANSIENT or _status(exc) in (429, 500, 502, 503, 504)
+    return is_connection_error(exc)
+
+
+def to_invocation_error(exc: BaseException, operation: str) -> InvocationError:
+    """Map a botocore/aiohttp error to the public :class:`InvocationError`."""
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        meta = exc.response.get("ResponseMetadata", {})
+        return InvocationError(
+            str(err.get("Message") or err.get("message") or exc),
+            code=error_code(exc) or "Unknown",
+            request_id=meta.get("RequestId"),
+            status_code=_status(exc) or None,
+            operation=operation,
+        )
+    code = "ConnectionError" if is_connection_error(exc) else type(exc).__name__
+    if isinstance(exc, BotoCoreError) and not is_connection_error(exc):
+        code = type(exc).__name__
+    return InvocationError(str(exc) or type(exc).__name__, code=code, operation=operation)
+
+
+def backoff(
+    initial: float, maximum: float, multiplier: float, jitter: float
+) -> tenacity.wait.wait_base:
+    """Capped exponential backoff plus up to ``jitter`` random seconds (tenacity policies)."""
+    return tenacity.wait_exponential(
+        multiplier=initial, exp_base=multiplier, max=maximum
+    ) + tenacity.wait_random(0, jitter)
+
+
+def retrying(
+    config: RetryConfig,
+    *,
+    deadline: float | None,
+    max_attempts: int | None,
+    sleep: Sleep,
+    retry_if: Callable[[BaseException], bool] = is_transient,
+) -> tenacity.AsyncRetrying:
+    """A tenacity policy: back off on transient errors, stop at ``max_attempts`` or ``deadline``.
+
+    ``deadline`` is a :func:`time.time` timestamp; each sleep is clamped to the time left, and no
+    attempt starts after it. The last error is re-raised as it was.
+    """
+    base = backoff(config.initial_delay, config.max_delay, config.multiplier, config.jitter)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        delay = float(base(state))
+        if deadline is not None:
+            delay = max(0.0, min(delay, deadline - time.time()))
+        return delay
+
+    stop: Any = tenacity.stop_never
+    if max_attempts is not None:
+        stop = tenacity.stop_after_attempt(max_attempts)
+    if deadline is not None:
+        stop = stop | (lambda _state: time.time() >= deadline)
+    return tenacity.AsyncRetrying(
+        sleep=sleep,
+        stop=stop,
+        wait=wait,
+        retry=tenacity.retry_if_exception(retry_if),
+        reraise=True,
+    )
+
+
+async def call_with_retry(policy: tenacity.AsyncRetrying, fn: Callable[[], Awaitable[T]]) -> T:
+    """Run ``fn`` under ``policy``."""
+    async for attempt in policy:
+        with attempt:
+            return await fn()
+    raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover

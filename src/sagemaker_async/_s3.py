@@ -1,0 +1,106 @@
+"""The S3 calls the client makes: read a result or failure object, upload a large body."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from ._config import RetryConfig
+from ._retry import Sleep, call_with_retry, error_code, retrying, to_invocation_error
+from ._validation import parse_s3_uri
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+__all__ = ["Absent", "ObjectStore", "S3Object"]
+
+logger = logging.getLogger("sagemaker_async")
+
+# "NoSuchKey" from GET, a bare "404" from HEAD; S3 answers 403 instead when the caller may not
+# s3:ListBucket, so a missing key and a forbidden one look alike.
+_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+_FORBIDDEN = frozenset({"AccessDenied", "403", "Forbidden"})
+
+
+class Absent(enum.Enum):
+    """Why an object could not be read: not there yet, or S3 said 403 (maybe not there yet)."""
+
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """An object read from S3."""
+
+    body: bytes
+    content_type: str | None
+
+
+class ObjectStore:
+    """S3 reads and writes with the client's retry policy; shares one aiobotocore S3 client."""
+
+    def __init__(self, client: S3Client, retry: RetryConfig, sleep: Sleep) -> None:
+        self._client = client
+        self._retry = retry
+        self._sleep = sleep
+
+    async def get(self, uri: str, *, deadline: float | None) -> S3Object | Absent:
+        """Read ``uri``; transient errors are retried until ``deadline``.
+
+        Raises:
+            InvocationError: on a non-transient error other than 404/403, or when the deadline
+                passes while S3 keeps failing.
+        """
+        bucket, key = parse_s3_uri(uri)
+
+        async def attempt() -> S3Object | Absent:
+            try:
+                response = await self._client.get_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                code = error_code(exc)
+                if code in _NOT_FOUND:
+                    return Absent.NOT_FOUND
+                if code in _FORBIDDEN:
+                    return Absent.FORBIDDEN
+                raise
+            async with response["Body"] as stream:
+                body = await stream.read()
+            return S3Object(body=body, content_type=response.get("ContentType"))
+
+        policy = retrying(self._retry, deadline=deadline, max_attempts=None, sleep=self._sleep)
+        try:
+            return await call_with_retry(policy, attempt)
+        except Exception as exc:
+            raise to_invocation_error(exc, "GetObject") from exc
+
+    async def put(
+        self,
+        uri: str,
+        body: bytes,
+        *,
+        content_type: str | None,
+        deadline: float | None,
+    ) -> None:
+        """Upload ``body`` to ``uri`` (idempotent: a retry overwrites the same key)."""
+        bucket, key = parse_s3_uri(uri)
+
+        async def attempt() -> None:
+            extra = {"ContentType": content_type} if content_type else {}
+            await self._client.put_object(Bucket=bucket, Key=key, Body=body, **extra)  # type: ignore[arg-type]
+
+        policy = retrying(
+            self._retry,
+            deadline=deadline,
+            max_attempts=self._retry.max_attempts,
+            sleep=self._sleep,
+        )
+        try:
+            await call_with_retry(policy, attempt)
+        except Exception as exc:
+            raise to_invocation_error(exc, "PutObject") from exc
+        logger.debug("uploaded a %d-byte body to %s", len(body), uri)

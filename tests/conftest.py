@@ -1,0 +1,59 @@
+"""Shared fixtures: a real moto server on 127.0.0.1, fake credentials, no AWS contact."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+from moto.server import ThreadedMotoServer
+
+FAKE_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fake_aws_env() -> Iterator[None]:
+    """Fake credentials; no config file, profile or endpoint from the machine leaks in."""
+    saved = dict(os.environ)
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            del os.environ[key]
+    os.environ.update(FAKE_ENV)
+    os.environ["AWS_CONFIG_FILE"] = os.devnull
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def moto_url(_fake_aws_env: None) -> Iterator[str]:
+    """URL of a moto server (S3, SQS, SNS, sagemaker-runtime stub) on 127.0.0.1."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+async def moto_admin(moto_url: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP session for moto's /moto-api/ admin calls."""
+    async with aiohttp.ClientSession(base_url=moto_url) as session:
+        yield session
