@@ -57,3 +57,44 @@ async def moto_admin(moto_url: str) -> AsyncIterator[aiohttp.ClientSession]:
     """A plain HTTP session for moto's /moto-api/ admin calls."""
     async with aiohttp.ClientSession(base_url=moto_url) as session:
         yield session
+
+
+@pytest.fixture
+def fast_polling():  # type: ignore[no-untyped-def]
+    from sagemaker_async import PollingConfig
+
+    return PollingConfig(initial_delay=0.02, max_delay=0.1, jitter=0.01)
+
+
+@pytest.fixture
+async def client(moto_url: str, fast_polling):  # type: ignore[no-untyped-def]
+    """A client on the moto server, polling fast, retrying fast."""
+    from sagemaker_async import AsyncInferenceClient, RetryConfig
+
+    async with AsyncInferenceClient(
+        region_name="us-east-1",
+        endpoint_url=moto_url,
+        s3_endpoint_url=moto_url,
+        polling=fast_polling,
+        retry=RetryConfig(initial_delay=0.01, max_delay=0.05, jitter=0.0),
+        input_prefix="s3://sagemaker-async-inputs/in/",
+    ) as c:
+        yield c
+
+
+async def set_moto_results(admin: aiohttp.ClientSession, *results: tuple[str, bool]) -> None:
+    """Queue what moto's InvokeEndpointAsync stub writes next: (data, is_failure) pairs."""
+    resp = await admin.post(
+        "/moto-api/static/sagemaker/async-endpoint-results",
+        json={
+            "results": [{"data": d, "is_failure": f} for d, f in results],
+            "region": "us-east-1",
+        },
+    )
+    assert resp.status in (200, 201), await resp.text()
+
+
+def other_tasks() -> set[object]:
+    import asyncio
+
+    return asyncio.all_tasks() - {asyncio.current_task()}

@@ -227,7 +227,7 @@ class AsyncInferenceClient:
             body = body.encode("utf-8")
         elif isinstance(body, (bytearray, memoryview)):
             body = bytes(body)
-        upload = body is not None and len(body) > MAX_INLINE_BODY
+        upload = isinstance(body, bytes) and len(body) > MAX_INLINE_BODY
         fields: dict[str, Any] = {
             "EndpointName": endpoint_name,
             "Body": None if upload else body,

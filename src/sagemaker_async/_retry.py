@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
 import tenacity
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    HTTPClientError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ._config import RetryConfig
@@ -65,15 +73,23 @@ def _status(exc: ClientError) -> int:
 
 def is_connection_error(exc: BaseException) -> bool:
     """True for a dropped, refused or timed-out connection (no usable answer at all)."""
-    return isinstance(
+    if isinstance(
         exc,
         (
             BotoConnectionError,
-            HTTPClientError,
+            ConnectionClosedError,
+            ReadTimeoutError,
+            ResponseStreamingError,
             aiohttp.ClientConnectionError,
             aiohttp.ClientPayloadError,
         ),
-    )
+    ):
+        return True
+    if isinstance(exc, HTTPClientError):
+        # aiobotocore wraps every error of its HTTP layer; only network ones are transient.
+        inner = exc.kwargs.get("error")
+        return isinstance(inner, (aiohttp.ClientError, OSError, asyncio.TimeoutError))
+    return False
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -1,0 +1,179 @@
+"""Faults a real server cannot produce on demand (503, throttling, resets), via aioresponses.
+
+Unmatched requests pass through to the real moto server (aioresponses records them too).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+
+from conftest import other_tasks, set_moto_results
+from sagemaker_async import AsyncInferenceClient, InferenceTimeoutError, InvocationError
+
+THROTTLE = {
+    "status": 400,
+    "headers": {"x-amzn-ErrorType": "ThrottlingException", "x-amzn-RequestId": "req-throttle"},
+    "body": '{"message": "Rate exceeded"}',
+}
+UNAVAILABLE = {
+    "status": 503,
+    "headers": {"x-amzn-ErrorType": "ServiceUnavailable", "x-amzn-RequestId": "req-503"},
+    "body": '{"message": "Service Unavailable"}',
+}
+INTERNAL = {
+    "status": 500,
+    "headers": {"x-amzn-ErrorType": "InternalFailure"},
+    "body": '{"message": "internal"}',
+}
+SLOW_DOWN = {
+    "status": 503,
+    "headers": {"Content-Type": "application/xml"},
+    "body": "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message>"
+    "</Error>",
+}
+
+
+class _Response(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 builds responses without aiohttp 3.14's ``stream_writer``."""
+
+    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
+def faults() -> aioresponses:
+    """An aioresponses that lets unmatched requests through to the real servers."""
+    mocked = aioresponses(passthrough_unmatched=True)
+    add = mocked.add
+
+    def add_compatible(*args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("response_class", _Response)
+        add(*args, **kwargs)
+
+    mocked.add = add_compatible  # type: ignore[method-assign]
+    return mocked
+
+
+def invoke_url(moto_url: str) -> re.Pattern[str]:
+    return re.compile(re.escape(moto_url) + r"/endpoints/[^/]+/async-invocations.*")
+
+
+def sent_inference_ids(mocked: aioresponses) -> list[str]:
+    ids = []
+    for (method, url), calls in mocked.requests.items():
+        if method == "POST" and "async-invocations" in str(url):
+            for call in calls:
+                headers: Any = call.kwargs.get("headers", {})
+                ids.append(headers["X-Amzn-SageMaker-Inference-Id"])
+    return ids
+
+
+async def test_invoke_is_retried_after_503_and_throttling_with_the_same_id(
+    client: AsyncInferenceClient, moto_url: str, moto_admin: aiohttp.ClientSession
+) -> None:
+    await set_moto_results(moto_admin, ("ok after retries", False))
+    with faults() as mocked:
+        url = invoke_url(moto_url)
+        mocked.post(url, **UNAVAILABLE)
+        mocked.post(url, **THROTTLE)
+        mocked.post(url, **INTERNAL)
+        handle = await client.invoke_endpoint_async(
+            "my-endpoint", input_location=f"s3://in/{uuid.uuid4()}"
+        )
+        ids = sent_inference_ids(mocked)
+        result = await handle
+    # three refused attempts and the real fourth one, all with the same id
+    assert ids == [handle.inference_id] * 4
+    assert result.text() == "ok after retries"
+
+
+async def test_a_connection_reset_is_retried(client: AsyncInferenceClient, moto_url: str) -> None:
+    with faults() as mocked:
+        mocked.post(
+            invoke_url(moto_url),
+            exception=aiohttp.ServerDisconnectedError("Server disconnected"),
+        )
+        handle = await client.invoke_endpoint_async("ep", input_location=f"s3://in/{uuid.uuid4()}")
+        await handle
+
+
+async def test_retries_stop_after_max_attempts_with_code_and_request_id(
+    client: AsyncInferenceClient, moto_url: str
+) -> None:
+    with faults() as mocked:
+        for _ in range(client.retry.max_attempts):
+            mocked.post(invoke_url(moto_url), **THROTTLE)
+        with pytest.raises(InvocationError) as info:
+            await client.invoke_endpoint_async("ep", input_location="s3://in/x")
+        assert len(sent_inference_ids(mocked)) == client.retry.max_attempts
+    err = info.value
+    assert err.code == "ThrottlingException"
+    assert err.request_id == "req-throttle"
+    assert err.status_code == 400
+    assert "Rate exceeded" in str(err)
+
+
+async def test_validation_and_access_errors_are_never_retried(
+    client: AsyncInferenceClient, moto_url: str
+) -> None:
+    for code, status in (("ValidationError", 400), ("AccessDeniedException", 403)):
+        with faults() as mocked:
+            mocked.post(
+                invoke_url(moto_url),
+                status=status,
+                headers={"x-amzn-ErrorType": code, "x-amzn-RequestId": "rid"},
+                body='{"message": "Endpoint ep of account 123 not found."}',
+            )
+            with pytest.raises(InvocationError) as info:
+                await client.invoke_endpoint_async("ep", input_location="s3://in/x")
+            assert len(sent_inference_ids(mocked)) == 1
+        assert info.value.code == code and info.value.request_id == "rid"
+
+
+async def test_s3_errors_during_the_wait_are_survived(
+    client: AsyncInferenceClient, moto_url: str, moto_admin: aiohttp.ClientSession
+) -> None:
+    await set_moto_results(moto_admin, ("survived", False))
+    handle = await client.invoke_endpoint_async("ep", input_location=f"s3://in/{uuid.uuid4()}")
+    bucket_url = re.compile(re.escape(moto_url) + r"/sagemaker-output-.*")
+    with faults() as mocked:
+        mocked.get(bucket_url, **SLOW_DOWN)
+        mocked.get(bucket_url, status=500, body="<Error><Code>InternalError</Code></Error>")
+        mocked.get(bucket_url, exception=aiohttp.ClientConnectionError("connection reset"))
+        mocked.get(bucket_url, **SLOW_DOWN)
+        result = await handle
+        gets = sum(len(c) for (m, u), c in mocked.requests.items() if m == "GET")
+    assert result.text() == "survived"
+    assert gets >= 5  # four faults, then the real answer
+    assert not other_tasks()
+
+
+async def test_403_on_a_missing_key_means_not_yet_and_the_timeout_says_so(
+    client: AsyncInferenceClient, moto_url: str
+) -> None:
+    handle = await client.invoke_endpoint_async("ep", input_location=f"s3://in/{uuid.uuid4()}")
+    state = handle.to_dict() | {
+        "output_location": "s3://locked-bucket/out/x.out",
+        "failure_location": "s3://locked-bucket/fail/x-error.out",
+    }
+    denied = {
+        "status": 403,
+        "headers": {"Content-Type": "application/xml"},
+        "body": "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+        "repeat": True,
+    }
+    with faults() as mocked:
+        mocked.get(re.compile(re.escape(moto_url) + r"/locked-bucket/.*"), **denied)
+        state["deadline"] = (datetime.now(timezone.utc) + timedelta(seconds=0.5)).isoformat()
+        resumed = client.resume(state)
+        with pytest.raises(InferenceTimeoutError) as info:
+            await resumed
+    assert "403" in str(info.value) and "s3:ListBucket" in str(info.value)
