@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -9,6 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 from moto.server import ThreadedMotoServer
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
 
 FAKE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

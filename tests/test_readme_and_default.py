@@ -1,0 +1,92 @@
+"""The README's examples run as written, and the top-level default client's lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+import sagemaker_async
+from sagemaker_async import AsyncInferenceClient
+from sagemaker_async._default import default_client
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+@pytest.fixture
+def aws_env_on_moto(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the standard AWS configuration at moto, as a user would with env vars."""
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10)  # fresh stub state
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", moto_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_url)
+    return moto_url
+
+
+def test_readme_has_the_three_examples() -> None:
+    blocks = python_blocks()
+    assert len(blocks) == 3
+    assert "asyncio.gather" in blocks[1] and "FastAPI" in blocks[2]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_readme_script_examples_run(
+    index: int, aws_env_on_moto: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exec(compile(python_blocks()[index], f"README-{index}", "exec"), {"__name__": "__main__"})
+    out = capsys.readouterr().out
+    assert out.strip()
+    if index == 1:
+        assert "100 succeeded, 0 failed" in out
+
+
+def test_readme_fastapi_example_runs(aws_env_on_moto: str) -> None:
+    from fastapi.testclient import TestClient
+
+    namespace: dict[str, Any] = {"__name__": "readme_fastapi"}
+    exec(compile(python_blocks()[2], "README-fastapi", "exec"), namespace)
+    with TestClient(namespace["app"]) as http:
+        response = http.post("/predict", json={"x": 1})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["inference_id"] and body["output"]
+
+
+def test_default_client_lives_as_long_as_the_loop(
+    aws_env_on_moto: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[AsyncInferenceClient] = []
+
+    async def main() -> None:
+        first = await sagemaker_async.invoke_endpoint_async("ep", input_location="s3://in/a")
+        second = await sagemaker_async.invoke_endpoint_async("ep", input_location="s3://in/b")
+        await asyncio.gather(first, second)
+        seen.append(await default_client())
+        assert first._client is second._client is seen[0]
+
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(main())
+        gc.collect()
+    assert seen[0].closed  # closed by the loop's shutdown, not by us
+    assert not [w for w in caught if "nclosed" in str(w.message)]
+    assert "nclosed" not in caplog.text
+
+    async def again() -> None:  # a new loop gets a new default client
+        client = await default_client()
+        assert client is not seen[0] and not client.closed
+        await sagemaker_async.aclose_default_client()
+        assert client.closed
+
+    asyncio.run(again())
