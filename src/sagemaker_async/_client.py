@@ -256,7 +256,7 @@ class AsyncInferenceClient:
                 "set input_prefix='s3://bucket/prefix/' on the client to upload large bodies, "
                 "or upload it yourself and pass input_location",
             )
-        inference_id = inference_id or str(uuid.uuid4())
+        inference_id = inference_id or self._new_inference_id()
         polling = polling or self.polling
         await self.open()
         submitted_at = time.time()
@@ -360,6 +360,10 @@ class AsyncInferenceClient:
         assert self.input_prefix is not None
         prefix = self.input_prefix if self.input_prefix.endswith("/") else self.input_prefix + "/"
         return f"{prefix}{quote(inference_id, safe='-_.')}.in"
+
+    @staticmethod
+    def _new_inference_id() -> str:
+        return str(uuid.uuid4())
 
     def _check_open(self) -> None:
         if self._state == "closed":

@@ -1,0 +1,246 @@
+"""Batch runs: submit many payloads, save every result, resume after an interruption.
+
+A batch keeps an append-only manifest (``manifest.jsonl``) in its output folder. Each item
+passes through ``submitting`` (the InferenceId is chosen and written *before* the call),
+``submitted`` (with the handle's ``to_dict()``), then ``succeeded`` or ``failed``. A new run
+over the same folder skips finished items, resumes the wait of submitted ones, and submits
+the rest. Only an item whose run was killed between writing ``submitting`` and ``submitted``
+is sent again, with the same InferenceId (SageMaker has no lookup by id), and is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from ._client import AsyncInferenceClient
+from ._errors import InferenceFailedError, InferenceTimeoutError, SageMakerAsyncError
+from ._errors import ValidationError as _ValidationError
+
+__all__ = ["BatchItem", "BatchSummary", "ProgressBar", "read_items", "run_batch"]
+
+logger = logging.getLogger("sagemaker_async")
+
+MANIFEST = "manifest.jsonl"
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One payload of a batch, named by ``key`` (a file name, or ``line-000001``)."""
+
+    key: str
+    body: bytes = field(repr=False)
+
+
+@dataclass
+class BatchSummary:
+    """What a batch run did."""
+
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    resumed: int = 0
+    resubmitted: int = 0
+    not_submitted: int = 0
+    latencies: list[float] = field(default_factory=list, repr=False)
+    wall_seconds: float = 0.0
+
+    def percentile(self, q: float) -> float | None:
+        """Latency percentile ``q`` (0..100) in seconds, over this run's finished items."""
+        if not self.latencies:
+            return None
+        if len(self.latencies) == 1:
+            return self.latencies[0]
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[
+            max(0, min(98, round(q) - 1))
+        ]
+
+
+def read_items(source: Path) -> list[BatchItem]:
+    """Items of a folder (each file, sorted by name) or of a JSONL file (each non-empty line).
+
+    Raises:
+        ValidationError: ``source`` is missing, empty, or neither a folder nor a file.
+    """
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file())
+        items = [BatchItem(str(p.relative_to(source)), p.read_bytes()) for p in files]
+    elif source.is_file():
+        lines = source.read_bytes().splitlines()
+        items = [
+            BatchItem(f"line-{n:06d}", line) for n, line in enumerate(lines, 1) if line.strip()
+        ]
+    else:
+        raise _ValidationError("source", f"{str(source)!r} does not exist", "a folder or a file")
+    if not items:
+        raise _ValidationError("source", f"{str(source)!r} holds no items", "at least one item")
+    return items
+
+
+def _safe_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", key)
+
+
+class _Manifest:
+    """Append-only JSONL log; each line is flushed and fsynced before the next step."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / MANIFEST
+        self.state: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by a kill: the step before it still holds
+                self.state.setdefault(record["key"], {}).update(record)
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def write(self, **record: Any) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.state.setdefault(record["key"], {}).update(record)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+async def run_batch(
+    client: AsyncInferenceClient,
+    endpoint_name: str,
+    items: list[BatchItem],
+    out_dir: Path,
+    *,
+    content_type: str | None = None,
+    accept: str | None = None,
+    max_in_flight: int = 256,
+    progress: Callable[[BatchSummary], None] | None = None,
+) -> BatchSummary:
+    """Run ``items`` through ``endpoint_name``; results go to ``out_dir/results/<key>.out``.
+
+    Failures go to ``out_dir/errors/<key>.txt``; the manifest is ``out_dir/manifest.jsonl``.
+    At most ``max_in_flight`` inferences are submitted and unfinished at once.
+    """
+    manifest = _Manifest(out_dir)
+    summary = BatchSummary(total=len(items))
+    gate = asyncio.Semaphore(max_in_flight)
+    started = time.monotonic()
+
+    def report() -> None:
+        if progress is not None:
+            progress(summary)
+
+    async def one(item: BatchItem) -> None:
+        record = manifest.state.get(item.key, {})
+        if record.get("event") in ("succeeded", "failed"):
+            summary.skipped += 1
+            report()
+            return
+        async with gate:
+            if record.get("event") == "submitted":
+                handle = client.resume(record["handle"])
+                summary.resumed += 1
+            else:
+                inference_id = record.get("inference_id")
+                if inference_id is not None:
+                    summary.resubmitted += 1
+                    logger.warning(
+                        "item %s: resubmitting with its InferenceId %s (the last run was "
+                        "interrupted after choosing it; SageMaker may hold both)",
+                        item.key,
+                        inference_id,
+                    )
+                else:
+                    inference_id = client._new_inference_id()
+                    manifest.write(key=item.key, event="submitting", inference_id=inference_id)
+                try:
+                    handle = await client.invoke_endpoint_async(
+                        endpoint_name,
+                        body=item.body,
+                        content_type=content_type,
+                        accept=accept,
+                        inference_id=inference_id,
+                    )
+                except SageMakerAsyncError as exc:
+                    summary.not_submitted += 1
+                    logger.error("item %s was not submitted: %s", item.key, exc)
+                    report()
+                    return
+                manifest.write(key=item.key, event="submitted", handle=handle.to_dict())
+            try:
+                result = await handle
+            except (InferenceFailedError, InferenceTimeoutError) as exc:
+                error_file = out_dir / "errors" / f"{_safe_name(item.key)}.txt"
+                _write_atomic(error_file, str(exc).encode())
+                manifest.write(
+                    key=item.key,
+                    event="failed",
+                    error=type(exc).__name__,
+                    file=str(error_file.relative_to(out_dir)),
+                )
+                summary.failed += 1
+            else:
+                result_file = out_dir / "results" / f"{_safe_name(item.key)}.out"
+                _write_atomic(result_file, result.body)
+                manifest.write(
+                    key=item.key,
+                    event="succeeded",
+                    file=str(result_file.relative_to(out_dir)),
+                    content_type=result.content_type,
+                )
+                summary.succeeded += 1
+            summary.latencies.append(time.time() - handle.submitted_at.timestamp())
+            report()
+
+    try:
+        await asyncio.gather(*(one(item) for item in items))
+    finally:
+        manifest.close()
+        summary.wall_seconds = time.monotonic() - started
+    return summary
+
+
+class ProgressBar:
+    """A dependency-free progress bar on stderr (redrawn on a terminal, a line per 10% else)."""
+
+    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
+        self._stream = stream or sys.stderr
+        self._width = width
+        self._tty = self._stream.isatty()
+        self._last_decile = -1
+
+    def __call__(self, s: BatchSummary) -> None:
+        done = s.succeeded + s.failed + s.skipped + s.not_submitted
+        frac = done / s.total if s.total else 1.0
+        filled = int(frac * self._width)
+        bar = "#" * filled + "." * (self._width - filled)
+        text = f"[{bar}] {done}/{s.total} ok={s.succeeded} failed={s.failed}"
+        if s.skipped:
+            text += f" skipped={s.skipped}"
+        if self._tty:
+            self._stream.write("\r" + text + ("\n" if done == s.total else ""))
+            self._stream.flush()
+        elif int(frac * 10) != self._last_decile:
+            self._last_decile = int(frac * 10)
+            self._stream.write(text + "\n")
+            self._stream.flush()
