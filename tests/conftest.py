@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
-from moto.server import ThreadedMotoServer
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
 
@@ -37,22 +36,14 @@ def _fake_aws_env() -> Iterator[None]:
     os.environ.update(saved)
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
-def moto_url(_fake_aws_env: None) -> Iterator[str]:
-    """URL of a moto server (S3, SQS, SNS, sagemaker-runtime stub) on 127.0.0.1."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def moto_url(_fake_aws_env: None, embedded_s3: Any) -> str:
+    """URL of the session's moto server (S3, SQS, SNS, sagemaker-runtime stub) on 127.0.0.1.
+
+    It is the emulator plugin's ``embedded_s3``, which counts requests server-side.
+    """
+    url: str = embedded_s3.url
+    return url
 
 
 @pytest.fixture
@@ -83,21 +74,3 @@ async def client(moto_url: str, fast_polling):  # type: ignore[no-untyped-def]
         input_prefix="s3://sagemaker-async-inputs/in/",
     ) as c:
         yield c
-
-
-async def set_moto_results(admin: aiohttp.ClientSession, *results: tuple[str, bool]) -> None:
-    """Queue what moto's InvokeEndpointAsync stub writes next: (data, is_failure) pairs."""
-    resp = await admin.post(
-        "/moto-api/static/sagemaker/async-endpoint-results",
-        json={
-            "results": [{"data": d, "is_failure": f} for d, f in results],
-            "region": "us-east-1",
-        },
-    )
-    assert resp.status in (200, 201), await resp.text()
-
-
-def other_tasks() -> set[object]:
-    import asyncio
-
-    return asyncio.all_tasks() - {asyncio.current_task()}

@@ -10,7 +10,6 @@ import aiohttp
 import pytest
 from aiobotocore.session import get_session
 
-from conftest import other_tasks, set_moto_results
 from sagemaker_async import (
     AsyncInferenceClient,
     AsyncInferenceHandle,
@@ -21,6 +20,7 @@ from sagemaker_async import (
     InferenceTimeoutError,
     PollingConfig,
 )
+from support import other_tasks, set_moto_results
 
 
 def unique_input() -> str:

@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-from conftest import other_tasks, set_moto_results
 from sagemaker_async import AsyncInferenceClient, InferenceTimeoutError, InvocationError
+from support import other_tasks, set_moto_results
 
 THROTTLE = {
     "status": 400,

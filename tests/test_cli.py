@@ -1,0 +1,209 @@
+"""The ``sagemaker-async`` command, run as a subprocess against an emulator in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sagemaker_async.emulator import EndpointConfig, LocalAsyncEndpoint
+
+CLI = [sys.executable, "-m", "sagemaker_async._cli"]
+
+
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None, timeout: float = 120
+) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        env={**os.environ, **(env or {})},
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def emulator(local_async_endpoint_factory: Any) -> LocalAsyncEndpoint:
+    endpoint: LocalAsyncEndpoint = await local_async_endpoint_factory(
+        [
+            EndpointConfig("echo", model="echo"),
+            EndpointConfig("broken", model="fail"),
+            EndpointConfig(
+                "slow",
+                model="sleep:0.4",
+                instance_count=1,
+                max_concurrent_invocations_per_instance=5,
+            ),
+        ]
+    )
+    return endpoint
+
+
+async def test_invoke_then_wait(emulator: LocalAsyncEndpoint, tmp_path: Path) -> None:
+    code, out, err = await run_cli(
+        "invoke",
+        "echo",
+        "--body",
+        '{"hello": "cli"}',
+        "--content-type",
+        "application/json",
+        env=emulator.env,
+    )
+    assert code == 0, err
+    handle = json.loads(out)
+    assert handle["endpoint_name"] == "echo" and handle["output_location"].startswith("s3://")
+    code, out, err = await run_cli("wait", env=emulator.env, stdin=out.encode())
+    assert code == 0, err
+    assert json.loads(out) == {"hello": "cli"}
+    handle_file = tmp_path / "handle.json"
+    handle_file.write_text(json.dumps(handle))
+    code, _, err = await run_cli(
+        "wait", str(handle_file), "-o", str(tmp_path / "r.json"), env=emulator.env
+    )
+    assert code == 0, err
+    assert json.loads((tmp_path / "r.json").read_text()) == {"hello": "cli"}
+
+
+async def test_wait_reports_a_model_failure(emulator: LocalAsyncEndpoint) -> None:
+    code, out, err = await run_cli("invoke", "broken", "--body", "x", env=emulator.env)
+    assert code == 0, err
+    code, _, err = await run_cli("wait", env=emulator.env, stdin=out.encode())
+    assert code == 1
+    assert "inference failed" in err and "fail" in err
+
+
+async def test_invoke_rejects_bad_input_with_field_and_rule(emulator: LocalAsyncEndpoint) -> None:
+    code, _, err = await run_cli(
+        "invoke", "echo", "--body", "x", "--request-ttl-seconds", "5", env=emulator.env
+    )
+    assert code == 2
+    assert "request_ttl_seconds (RequestTTLSeconds)" in err and "60..21600" in err
+
+
+async def test_batch_of_a_folder_and_of_jsonl(emulator: LocalAsyncEndpoint, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"item{i}.txt").write_text(f"payload {i}")
+    code, out, err = await run_cli(
+        "batch", "echo", str(folder), "--out", str(tmp_path / "out1"), env=emulator.env
+    )
+    assert code == 0, err
+    assert json.loads(out)["succeeded"] == 5
+    assert (tmp_path / "out1/results/item3.txt.out").read_text() == "payload 3"
+    assert "5/5" in err  # the progress bar
+
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"i": i}) for i in range(4)) + "\n")
+    code, out, err = await run_cli(
+        "batch", "broken", str(jsonl), "--out", str(tmp_path / "out2"), env=emulator.env
+    )
+    assert code == 0, err
+    assert json.loads(out)["failed"] == 4
+    assert len(list((tmp_path / "out2/errors").iterdir())) == 4
+
+
+def _events(manifest: Path) -> list[dict[str, Any]]:
+    if not manifest.exists():
+        return []
+    return [json.loads(line) for line in manifest.read_text().splitlines() if line.endswith("}")]
+
+
+async def test_batch_resumes_after_a_kill_without_submitting_twice(
+    emulator: LocalAsyncEndpoint, tmp_path: Path
+) -> None:
+    n = 30
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"i": i}) for i in range(n)) + "\n")
+    out = tmp_path / "out"
+    manifest = out / "manifest.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        "batch",
+        "slow",
+        str(jsonl),
+        "--out",
+        str(out),
+        "--no-progress",
+        env={**os.environ, **emulator.env},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    # Kill it once everything is submitted but only part is done (the endpoint runs 5 at once).
+    for _ in range(600):
+        events = _events(manifest)
+        submitted = sum(e["event"] == "submitted" for e in events)
+        finished = sum(e["event"] == "succeeded" for e in events)
+        if submitted == n and finished >= 3:
+            break
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    finished_before = sum(e["event"] == "succeeded" for e in _events(manifest))
+    assert 0 < finished_before < n
+
+    code, stdout, err = await run_cli(
+        "batch", "slow", str(jsonl), "--out", str(out), env=emulator.env
+    )
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["skipped"] == finished_before
+    assert report["succeeded"] + report["skipped"] == n
+    assert report["resubmitted"] == 0 and report["not_submitted"] == 0
+    results = sorted(p.name for p in (out / "results").iterdir())
+    assert results == sorted(f"line-{i:06d}.out" for i in range(1, n + 1))
+    # The endpoint received each item exactly once across both runs.
+    await emulator.endpoint("slow").join()
+    assert emulator.stats("slow").received == n
+
+
+async def test_emulate_prints_exports_that_clients_use(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        "emulate",
+        "--endpoint",
+        "echo=echo",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        env: dict[str, str] = {}
+        while True:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+            assert line, "emulate exited early"
+            if line.startswith("export "):
+                name, _, value = line[len("export ") :].strip().partition("=")
+                env[name] = value.strip("'")
+            elif line.startswith("#"):
+                break
+        assert env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"].startswith("http://127.0.0.1:")
+        assert env["AWS_ENDPOINT_URL_S3"].startswith("http://127.0.0.1:")
+        code, out, err = await run_cli("invoke", "echo", "--body", "via exports", env=env)
+        assert code == 0, err
+        code, out, err = await run_cli("wait", env=env, stdin=out.encode())
+        assert code == 0, err
+        assert out == "via exports"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_demo_runs(tmp_path: Path) -> None:
+    code, out, err = await run_cli("demo", "--count", "40", "--out", str(tmp_path), timeout=300)
+    assert code == 0, err
+    assert "succeeded" in out and "S3 requests" in out
+    succeeded = int(out.split("succeeded")[1].split()[0])
+    failed = int(out.split("failed")[1].split()[0])
+    assert succeeded + failed == 40 and succeeded > 0
