@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import Any
 
 import aiohttp
 import pytest
@@ -305,3 +306,19 @@ async def test_many_handles_share_one_client_pool(client: AsyncInferenceClient) 
     await asyncio.gather(*handles)
     # Every handle goes through the client's single ObjectStore (one aiobotocore S3 client).
     assert len({id(h._client._store) for h in handles}) == 1
+
+
+async def test_requests_per_inference_counted_by_the_server(
+    client: AsyncInferenceClient, moto_admin: aiohttp.ClientSession, embedded_s3: Any
+) -> None:
+    """A finished inference costs one GET; a failed one two (output 404, then the failure)."""
+    await set_moto_results(moto_admin, ("fine", False), ("broken", True))
+    ok = await client.invoke_endpoint_async("ep", input_location=unique_input())
+    bad = await client.invoke_endpoint_async("ep", input_location=unique_input())
+    await ok
+    with pytest.raises(InferenceFailedError):
+        await bad
+    for handle, expected in ((ok, {"GET": 1, "total": 1}), (bad, {"GET": 2, "total": 2})):
+        bucket = handle.output_location.removeprefix("s3://").split("/")[0]
+        counts = embedded_s3.counts(bucket)
+        assert {k: v for k, v in counts.items() if v} == expected

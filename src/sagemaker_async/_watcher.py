@@ -51,9 +51,11 @@ class Watcher:
             InvocationError: S3 refused a read for a reason that retrying cannot fix.
         """
         forbidden = False
+        rounds = 0
 
-        async def one_round() -> InferenceResult | None:
-            nonlocal forbidden
+        async def one_round(check_failure: bool | None = None) -> InferenceResult | None:
+            nonlocal forbidden, rounds
+            rounds += 1
             found = await self._store.get(target.output_location, deadline=target.deadline)
             if isinstance(found, S3Object):
                 return InferenceResult(
@@ -62,6 +64,11 @@ class Watcher:
                     output_location=target.output_location,
                     inference_id=target.inference_id,
                 )
+            # Failures are rare and their latency matters less than the bill: the failure
+            # location is read every other round (and once more before giving up).
+            if not (check_failure if check_failure is not None else rounds % 2 == 1):
+                forbidden = forbidden or found is Absent.FORBIDDEN
+                return None
             failed = await self._store.get(target.failure_location, deadline=target.deadline)
             if isinstance(failed, S3Object):
                 raise InferenceFailedError(
@@ -96,6 +103,8 @@ class Watcher:
         last_error: InvocationError | None = None
         try:
             result: InferenceResult | None = await policy(one_round)
+            if result is None:
+                result = await one_round(check_failure=True)  # a last look at both locations
         except InvocationError as exc:
             if time.time() < target.deadline:
                 raise
