@@ -90,3 +90,10 @@ def test_default_client_lives_as_long_as_the_loop(
         assert client.closed
 
     asyncio.run(again())
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    readme = README.read_text()
+    command = readme.split("## Tests", 1)[1].split("```bash\n", 1)[1].split("\n", 1)[0]
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    assert command in ci
