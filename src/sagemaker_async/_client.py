@@ -291,8 +291,8 @@ class AsyncInferenceClient:
         logger.debug("submitted inference %s to endpoint %s", returned_id, endpoint_name)
         return AsyncInferenceHandle(
             self,
-            endpoint_name=endpoint_name,
             target=WatchTarget(
+                endpoint_name=endpoint_name,
                 inference_id=returned_id,
                 output_location=response["OutputLocation"],
                 failure_location=response["FailureLocation"],
@@ -344,8 +344,8 @@ class AsyncInferenceClient:
         polling = polling or self.polling
         return AsyncInferenceHandle(
             self,
-            endpoint_name=values["endpoint_name"],
             target=WatchTarget(
+                endpoint_name=values["endpoint_name"],
                 inference_id=values["inference_id"],
                 output_location=values["output_location"],
                 failure_location=values["failure_location"],

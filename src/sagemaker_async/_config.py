@@ -40,6 +40,9 @@ class PollingConfig:
             derives it from the request: RequestTTLSeconds + InvocationTimeoutSeconds (their
             service defaults when not given) + ``deadline_margin``.
         deadline_margin: slack added to the derived deadline for queueing and S3 latency.
+        adaptive: learn each endpoint's usual latency from the results already read (from S3's
+            own timestamps) and make a new handle's first read near it, rather than backing
+            off from zero. Turn off when one endpoint's latencies vary wildly by payload.
     """
 
     initial_delay: float = 0.5
@@ -48,6 +51,7 @@ class PollingConfig:
     jitter: float = 0.25
     timeout: float | None = None
     deadline_margin: float = 60.0
+    adaptive: bool = True
 
     def __post_init__(self) -> None:
         _check_positive("PollingConfig", "initial_delay", self.initial_delay)

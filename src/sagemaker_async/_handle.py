@@ -63,12 +63,10 @@ class AsyncInferenceHandle:
         self,
         client: AsyncInferenceClient,
         *,
-        endpoint_name: str,
         target: WatchTarget,
         polling: PollingConfig,
     ) -> None:
         self._client = client
-        self._endpoint_name = endpoint_name
         self._target = target
         self._polling = polling
         self._status = InferenceStatus.PENDING
@@ -87,7 +85,7 @@ class AsyncInferenceHandle:
     @property
     def endpoint_name(self) -> str:
         """The endpoint the inference was submitted to."""
-        return self._endpoint_name
+        return self._target.endpoint_name
 
     @property
     def output_location(self) -> str:

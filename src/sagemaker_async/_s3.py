@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -35,10 +36,27 @@ class Absent(enum.Enum):
 
 @dataclass(frozen=True)
 class S3Object:
-    """An object read from S3."""
+    """An object read from S3.
+
+    ``age`` is how old the object was when read, in seconds, from S3's own clock (its
+    ``Date`` minus the object's ``Last-Modified``, both to the second); None if unknown.
+    """
 
     body: bytes
     content_type: str | None
+    age: float | None = None
+
+
+def _age(response: Any) -> float | None:
+    modified = response.get("LastModified")
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if modified is None or not date:
+        return None
+    try:
+        age: float = (parsedate_to_datetime(date) - modified).total_seconds()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, age)
 
 
 class ObjectStore:
@@ -70,7 +88,7 @@ class ObjectStore:
                 raise
             async with response["Body"] as stream:
                 body = await stream.read()
-            return S3Object(body=body, content_type=response.get("ContentType"))
+            return S3Object(body=body, content_type=response.get("ContentType"), age=_age(response))
 
         policy = retrying(self._retry, deadline=deadline, max_attempts=None, sleep=self._sleep)
         try:

@@ -1,0 +1,372 @@
+"""One emulated endpoint at run time: its queue, its workers and what they write to S3 and SNS."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .._validation import parse_s3_uri
+from ._config import (
+    DEFAULT_BUCKET,
+    ERROR_NOTIFICATION_TOPIC,
+    SUCCESS_NOTIFICATION_TOPIC,
+    EndpointConfig,
+    EndpointStats,
+)
+from ._models import ContainerModel, InferenceRequest, Model, ModelError, call_model
+from ._notifications import build_notification
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sns import SNSClient
+
+__all__ = ["EmulatedEndpoint", "Job"]
+
+_log = logging.getLogger("sagemaker_async.emulator")
+
+
+@dataclass(eq=False)
+class Job:
+    """One accepted request, from the queue to its output or failure object."""
+
+    inference_id: str
+    payload: bytes | None
+    input_location: str | None
+    content_type: str | None
+    accept: str | None
+    custom_attributes: str | None = field(repr=False)
+    ttl_seconds: int
+    timeout_seconds: int
+    output_location: str
+    failure_location: str
+    received_at: float  # loop time
+    received_wall: dt.datetime
+    timer: asyncio.TimerHandle | None = None
+
+
+class _Outcome(Exception):
+    """A failure reason, raised inside a worker to end a job with a failure object."""
+
+    def __init__(self, reason: str, body: bytes | None = None) -> None:
+        self.reason = reason
+        self.body = body
+        super().__init__(reason)
+
+
+class EmulatedEndpoint:
+    """An async endpoint: a FIFO queue drained by ``concurrency`` workers.
+
+    Created and started by :class:`~sagemaker_async.emulator.LocalAsyncEndpoint`; use
+    :attr:`backlog`, :attr:`in_flight`, :meth:`stats` and :meth:`join` to observe it.
+    """
+
+    def __init__(
+        self,
+        config: EndpointConfig,
+        model: Model,
+        *,
+        s3: S3Client,
+        sns: SNSClient,
+        region: str,
+        bucket: str = DEFAULT_BUCKET,
+        time_scale: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.model = model
+        self._s3 = s3
+        self._sns = sns
+        self._region = region
+        self._bucket = bucket
+        self._time_scale = time_scale
+        self._queue: collections.deque[Job] = collections.deque()
+        self._ready = asyncio.Condition()
+        self._workers: list[asyncio.Task[None]] = []
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._unfinished = 0
+        self._in_flight = 0
+        self._received = 0
+        self._completed = 0
+        self._failed = 0
+        self._expired = 0
+        self._timed_out = 0
+
+    @property
+    def name(self) -> str:
+        """The endpoint name."""
+        return self.config.name
+
+    @property
+    def output_path(self) -> str:
+        """The S3OutputPath in use (no trailing slash)."""
+        return self.config.output_path(self._bucket)
+
+    @property
+    def failure_path(self) -> str:
+        """The S3FailurePath in use (no trailing slash)."""
+        return self.config.failure_path(self._bucket)
+
+    @property
+    def backlog(self) -> int:
+        """Requests waiting in the queue (not yet handed to the model)."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests the model is processing now."""
+        return self._in_flight
+
+    def stats(self) -> EndpointStats:
+        """A snapshot of the queue and the counters."""
+        loop = asyncio.get_running_loop()
+        oldest = loop.time() - self._queue[0].received_at if self._queue else 0.0
+        return EndpointStats(
+            name=self.name,
+            backlog=self.backlog,
+            in_flight=self._in_flight,
+            concurrency=self.config.concurrency,
+            received=self._received,
+            completed=self._completed,
+            failed=self._failed,
+            expired=self._expired,
+            timed_out=self._timed_out,
+            oldest_request_age_seconds=round(oldest, 3),
+        )
+
+    async def join(self) -> None:
+        """Wait until every accepted request has its output or failure object (and notice)."""
+        await self._idle.wait()
+
+    async def start(self) -> None:
+        """Check the model container (``/ping``), create the buckets, start the workers."""
+        if isinstance(self.model, ContainerModel):
+            await self.model.start()
+        buckets = {parse_s3_uri(self.output_path)[0], parse_s3_uri(self.failure_path)[0]}
+        for bucket in sorted(buckets):
+            await self._ensure_bucket(bucket)
+        for index in range(self.config.concurrency):
+            task = asyncio.create_task(self._worker(), name=f"emulator-{self.name}-worker-{index}")
+            self._workers.append(task)
+
+    async def aclose(self) -> None:
+        """Cancel the workers and pending writes; queued requests are dropped."""
+        for job in self._queue:
+            if job.timer is not None:
+                job.timer.cancel()
+        self._queue.clear()
+        tasks = [*self._workers, *self._side_tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._workers.clear()
+        self._side_tasks.clear()
+        if isinstance(self.model, ContainerModel):
+            await self.model.aclose()
+
+    def submit(self, job: Job) -> None:
+        """Queue an accepted request; its TTL clock starts now."""
+        self._received += 1
+        self._unfinished += 1
+        self._idle.clear()
+        self._queue.append(job)
+        loop = asyncio.get_running_loop()
+        job.timer = loop.call_later(job.ttl_seconds * self._time_scale, self._expire, job)
+        self._spawn(self._wake())
+
+    async def _wake(self) -> None:
+        async with self._ready:
+            self._ready.notify()
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    def _expire(self, job: Job) -> None:
+        # Runs when the TTL passes; the job may already be with a worker (then nothing to do).
+        try:
+            self._queue.remove(job)
+        except ValueError:
+            return
+        self._expired += 1
+        reason = (
+            "ClientError: Request expired: it waited in the queue longer than "
+            f"RequestTTLSeconds ({job.ttl_seconds} s)."
+        )
+        self._spawn(self._finish_failed(job, reason, None))
+
+    async def _worker(self) -> None:
+        while True:
+            async with self._ready:
+                await self._ready.wait_for(lambda: bool(self._queue))
+                job = self._queue.popleft()
+            if job.timer is not None:
+                job.timer.cancel()
+            self._in_flight += 1
+            try:
+                await self._process(job)
+            except Exception:
+                # Keep the worker alive: one request's S3 trouble must not stop the endpoint.
+                _log.exception("endpoint %s: inference %s was lost", self.name, job.inference_id)
+            finally:
+                self._in_flight -= 1
+
+    async def _process(self, job: Job) -> None:
+        try:
+            payload = job.payload if job.payload is not None else await self._read_input(job)
+            body, content_type = await self._invoke(job, payload)
+        except _Outcome as outcome:
+            await self._finish_failed(job, outcome.reason, outcome.body)
+            return
+        await self._finish_completed(job, body, content_type)
+
+    async def _read_input(self, job: Job) -> bytes:
+        assert job.input_location is not None
+        try:
+            bucket, key = parse_s3_uri(job.input_location, field="InputLocation")
+            response = await self._s3.get_object(Bucket=bucket, Key=key)
+            async with response["Body"] as stream:
+                return await stream.read()
+        except (ClientError, BotoCoreError, ValueError) as exc:
+            code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else str(exc)
+            raise _Outcome(
+                f"ClientError: Failed to download the input data from {job.input_location}: {code}."
+            ) from None
+
+    async def _invoke(self, job: Job, payload: bytes) -> tuple[bytes, str]:
+        request = InferenceRequest(
+            payload=payload,
+            content_type=job.content_type,
+            accept=job.accept,
+            custom_attributes=job.custom_attributes,
+            inference_id=job.inference_id,
+            endpoint_name=self.name,
+        )
+        timeout = job.timeout_seconds * self._time_scale
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            body, content_type = await asyncio.wait_for(call_model(self.model, request), timeout)
+        except asyncio.TimeoutError:
+            if loop.time() - started < timeout:
+                raise _Outcome(_model_error_reason(500, "TimeoutError")) from None
+            self._timed_out += 1
+            raise _Outcome(
+                "ClientError: The model did not answer within InvocationTimeoutSeconds "
+                f"({job.timeout_seconds} s)."
+            ) from None
+        except ModelError as exc:
+            raise _Outcome(
+                _model_error_reason(exc.status, exc.message), exc.message.encode()
+            ) from None
+        except Exception as exc:
+            # A Python model's bug is the model's failure, not the emulator's.
+            message = f"{type(exc).__name__}: {exc}"
+            raise _Outcome(_model_error_reason(500, message), message.encode()) from None
+        return body, content_type or job.accept or "application/octet-stream"
+
+    async def _finish_completed(self, job: Job, body: bytes, content_type: str) -> None:
+        try:
+            await self._put(job.output_location, body, content_type)
+            self._completed += 1
+            _log.info("endpoint %s: inference %s completed", self.name, job.inference_id)
+            if self.config.success_topic:
+                include = SUCCESS_NOTIFICATION_TOPIC in self.config.include_inference_response_in
+                await self._publish(
+                    self.config.success_topic,
+                    build_notification(
+                        region=self._region,
+                        endpoint_name=self.name,
+                        inference_id=job.inference_id,
+                        received_at=job.received_wall,
+                        completed_at=dt.datetime.now(dt.timezone.utc),
+                        request_content_type=job.content_type,
+                        input_location=job.input_location,
+                        output_location=job.output_location,
+                        output_content_type=content_type,
+                        response_body=body if include else None,
+                    ),
+                )
+        finally:
+            self._done()
+
+    async def _finish_failed(self, job: Job, reason: str, body: bytes | None) -> None:
+        try:
+            await self._put(job.failure_location, reason.encode(), "text/plain; charset=utf-8")
+            self._failed += 1
+            _log.info("endpoint %s: inference %s failed", self.name, job.inference_id)
+            if self.config.error_topic:
+                include = ERROR_NOTIFICATION_TOPIC in self.config.include_inference_response_in
+                await self._publish(
+                    self.config.error_topic,
+                    build_notification(
+                        region=self._region,
+                        endpoint_name=self.name,
+                        inference_id=job.inference_id,
+                        received_at=job.received_wall,
+                        completed_at=dt.datetime.now(dt.timezone.utc),
+                        request_content_type=job.content_type,
+                        input_location=job.input_location,
+                        failure_location=job.failure_location,
+                        failure_reason=reason,
+                        response_body=(body if body is not None else reason.encode())
+                        if include
+                        else None,
+                    ),
+                )
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        self._unfinished -= 1
+        if self._unfinished == 0:
+            self._idle.set()
+
+    async def _put(self, location: str, body: bytes, content_type: str) -> None:
+        bucket, key = parse_s3_uri(location)
+        try:
+            await self._s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "NoSuchBucket":
+                _log.error("endpoint %s: could not write %s: %s", self.name, location, exc)
+                raise
+            await self._ensure_bucket(bucket)
+            await self._s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+
+    async def _ensure_bucket(self, bucket: str) -> None:
+        try:
+            if self._region == "us-east-1":
+                await self._s3.create_bucket(Bucket=bucket)
+            else:
+                await self._s3.create_bucket(
+                    Bucket=bucket,
+                    CreateBucketConfiguration={"LocationConstraint": self._region},  # type: ignore[typeddict-item]
+                )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in (
+                "BucketAlreadyOwnedByYou",
+                "BucketAlreadyExists",
+            ):
+                raise
+
+    async def _publish(self, topic_arn: str, message: str) -> None:
+        try:
+            await self._sns.publish(TopicArn=topic_arn, Message=message)
+        except (ClientError, BotoCoreError) as exc:
+            # The real service drops a notification it cannot deliver; the S3 object stands.
+            _log.warning("endpoint %s: could not notify %s: %s", self.name, topic_arn, exc)
+
+
+def _model_error_reason(status: int, message: str) -> str:
+    kind = "client" if 400 <= status < 500 else "server"
+    return (
+        f'ClientError: Received {kind} error ({status}) from model with message "{message}". '
+        "See the emulator's log for more information."
+    )

@@ -1,0 +1,289 @@
+"""LocalAsyncEndpoint: the emulator in-process, as an async context manager."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from contextlib import AsyncExitStack
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ._app import create_app
+from ._config import DEFAULT_BUCKET, EndpointConfig, EndpointStats, parse_endpoint_spec
+from ._endpoint import EmulatedEndpoint
+from ._models import resolve_model
+from ._s3 import EmbeddedS3
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sns import SNSClient
+
+__all__ = ["LocalAsyncEndpoint"]
+
+_log = logging.getLogger("sagemaker_async.emulator")
+
+
+class LocalAsyncEndpoint:
+    """SageMaker async endpoints served on ``http://host:port``, writing to a real S3.
+
+    Example::
+
+        async with LocalAsyncEndpoint(endpoints=[EndpointConfig("ep", model="echo")]) as emu:
+            client = session.create_client("sagemaker-runtime", endpoint_url=emu.url, ...)
+
+    Args:
+        endpoints: the endpoints to serve: :class:`EndpointConfig` objects or ``"NAME=MODEL"``
+            specs.
+        s3_endpoint_url: the S3 to read inputs from and write outputs to. ``None`` starts an
+            :class:`EmbeddedS3` (moto) for the emulator's lifetime, which also serves SQS and SNS.
+        sns_endpoint_url: where to publish notifications; default ``s3_endpoint_url`` (moto
+            serves every service on one port).
+        sqs_endpoint_url: reported in :attr:`env`; default ``sns_endpoint_url``.
+        host: the address to bind; keep the loopback default unless you mean otherwise.
+        port: the port to bind; 0 picks a free one (see :attr:`url`).
+        region: the region clients must sign for, and the region in notifications.
+        credentials: ``(access_key, secret_key)`` clients must sign with.
+        s3_credentials: credentials for the emulator's own S3/SNS calls; default
+            ``credentials``.
+        bucket: the bucket of default output and failure paths.
+        time_scale: multiplies RequestTTLSeconds and InvocationTimeoutSeconds (not model delays)
+            so tests can expire a 60 s TTL in 0.6 s with ``time_scale=0.01``. Wire validation is
+            unchanged.
+    """
+
+    def __init__(
+        self,
+        endpoints: Iterable[EndpointConfig | str] = (),
+        *,
+        s3_endpoint_url: str | None = None,
+        sns_endpoint_url: str | None = None,
+        sqs_endpoint_url: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        region: str = "us-east-1",
+        credentials: tuple[str, str] = ("testing", "testing"),
+        s3_credentials: tuple[str, str] | None = None,
+        bucket: str = DEFAULT_BUCKET,
+        time_scale: float = 1.0,
+    ) -> None:
+        configs = [parse_endpoint_spec(e) if isinstance(e, str) else e for e in endpoints]
+        names = [config.name for config in configs]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"endpoint names must be unique; repeated: {duplicates}")
+        if not time_scale > 0:
+            raise ValueError(f"time_scale must be > 0, not {time_scale}")
+        self._configs = configs
+        self._s3_url = s3_endpoint_url
+        self._sns_url = sns_endpoint_url
+        self._sqs_url = sqs_endpoint_url
+        self._host = host
+        self._port = port
+        self._region = region
+        self._credentials = credentials
+        self._s3_credentials = s3_credentials or credentials
+        self._bucket = bucket
+        self._time_scale = time_scale
+        self._embedded: EmbeddedS3 | None = None
+        self._endpoints: dict[str, EmulatedEndpoint] = {}
+        self._stack: AsyncExitStack | None = None
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> LocalAsyncEndpoint:
+        """Start S3 (when embedded), the endpoints' workers and the HTTP server."""
+        if self._url is not None:
+            return self
+        try:
+            await self._start()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        import aiobotocore.session
+        from aiobotocore.config import AioConfig
+
+        if self._s3_url is None:
+            self._embedded = EmbeddedS3(host=self._host)
+            await asyncio.to_thread(self._embedded.start)
+            self._s3_url = self._embedded.url
+        self._stack = AsyncExitStack()
+        session = aiobotocore.session.get_session()
+        access_key, secret_key = self._s3_credentials
+        config = AioConfig(max_pool_connections=64, retries={"mode": "standard"})
+        s3: S3Client = await self._stack.enter_async_context(
+            session.create_client(
+                "s3",
+                endpoint_url=self._s3_url,
+                region_name=self._region,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                config=config,
+            )
+        )
+        sns: SNSClient = await self._stack.enter_async_context(
+            session.create_client(
+                "sns",
+                endpoint_url=self.sns_endpoint_url,
+                region_name=self._region,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                config=config,
+            )
+        )
+        for config_ in self._configs:
+            endpoint = EmulatedEndpoint(
+                config_,
+                resolve_model(config_.model),
+                s3=s3,
+                sns=sns,
+                region=self._region,
+                bucket=self._bucket,
+                time_scale=self._time_scale,
+            )
+            self._endpoints[config_.name] = endpoint
+            await endpoint.start()
+        app = create_app(
+            self._endpoints,
+            access_key=self._credentials[0],
+            secret_key=self._credentials[1],
+            region=self._region,
+        )
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self._url = f"http://{host}:{port}"
+        _log.info(
+            "SageMaker async emulator on %s (endpoints: %s; S3: %s)",
+            self._url,
+            ", ".join(self._endpoints) or "none",
+            self._s3_url,
+        )
+
+    async def aclose(self) -> None:
+        """Stop serving, then clean up; idempotent.
+
+        Cancels the workers (queued requests are dropped), closes every client and connection,
+        and stops the embedded S3.
+        """
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for endpoint in self._endpoints.values():
+            await endpoint.aclose()
+        self._endpoints.clear()
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
+        if self._embedded is not None:
+            await asyncio.to_thread(self._embedded.stop)
+            self._embedded = None
+            self._s3_url = None
+        if self._url is not None:
+            _log.info("SageMaker async emulator on %s stopped", self._url)
+            self._url = None
+
+    async def __aenter__(self) -> LocalAsyncEndpoint:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- what clients need -------------------------------------------------------------------
+
+    def _require_started(self) -> str:
+        if self._url is None:
+            raise RuntimeError("LocalAsyncEndpoint is not started; use 'async with' or start()")
+        return self._url
+
+    @property
+    def url(self) -> str:
+        """The emulator's URL: the ``endpoint_url`` of a sagemaker-runtime client."""
+        return self._require_started()
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        """The S3 endpoint URL the emulator uses (the embedded one unless given)."""
+        self._require_started()
+        assert self._s3_url is not None
+        return self._s3_url
+
+    @property
+    def sns_endpoint_url(self) -> str:
+        """Where notifications are published."""
+        url = self._sns_url or self._s3_url
+        if url is None:
+            raise RuntimeError("LocalAsyncEndpoint is not started; use 'async with' or start()")
+        return url
+
+    @property
+    def sqs_endpoint_url(self) -> str:
+        """The SQS endpoint URL to report to clients (moto's, by default)."""
+        return self._sqs_url or self.sns_endpoint_url
+
+    @property
+    def embedded_s3(self) -> EmbeddedS3 | None:
+        """The embedded moto server (with its request counts), when the emulator started one."""
+        return self._embedded
+
+    @property
+    def region(self) -> str:
+        """The region clients sign for."""
+        return self._region
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """``(access_key, secret_key)`` that clients must sign with."""
+        return self._credentials
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment variables that point AWS SDKs (boto3, aiobotocore, the CLI) here."""
+        return {
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.url,
+            "AWS_ENDPOINT_URL_S3": self.s3_endpoint_url,
+            "AWS_ENDPOINT_URL_SQS": self.sqs_endpoint_url,
+            "AWS_ENDPOINT_URL_SNS": self.sns_endpoint_url,
+            "AWS_DEFAULT_REGION": self._region,
+            "AWS_ACCESS_KEY_ID": self._credentials[0],
+            "AWS_SECRET_ACCESS_KEY": self._credentials[1],
+        }
+
+    @property
+    def endpoints(self) -> Mapping[str, EmulatedEndpoint]:
+        """The running endpoints by name (read-only)."""
+        return MappingProxyType(self._endpoints)
+
+    def endpoint(self, name: str) -> EmulatedEndpoint:
+        """The running endpoint ``name``.
+
+        Raises:
+            KeyError: no such endpoint.
+        """
+        try:
+            return self._endpoints[name]
+        except KeyError:
+            raise KeyError(f"no endpoint {name!r}; have {sorted(self._endpoints)}") from None
+
+    def stats(self, name: str) -> EndpointStats:
+        """A snapshot of endpoint ``name``'s queue and counters."""
+        return self.endpoint(name).stats()
+
+    async def join(self) -> None:
+        """Wait until every accepted request of every endpoint has its output or failure."""
+        for endpoint in list(self._endpoints.values()):
+            await endpoint.join()

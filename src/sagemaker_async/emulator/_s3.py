@@ -1,0 +1,234 @@
+"""EmbeddedS3: moto's S3/SQS/SNS server in a thread on 127.0.0.1, counting S3 requests by kind.
+
+The counter sits in front of moto as WSGI middleware, so it sees exactly what a client sent,
+whatever the client is (ours, boto3, the emulator itself). Tests and benchmarks use it to measure
+S3 requests per inference on the server side.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+__all__ = ["S3_KINDS", "EmbeddedS3", "RequestCountingMiddleware", "classify_request"]
+
+_log = logging.getLogger("sagemaker_async.emulator")
+
+#: The request kinds EmbeddedS3 counts. S3 kinds follow S3 pricing classes; requests to other
+#: moto services are counted under the service name (``"sqs"``, ``"sns"``, ...).
+S3_KINDS = ("GET", "HEAD", "LIST", "PUT", "OTHER")
+
+# Bucket sub-resources whose GET is a configuration read, not a listing.
+_BUCKET_SUBRESOURCES = frozenset(
+    {
+        "accelerate", "acl", "analytics", "cors", "encryption", "intelligent-tiering",
+        "inventory", "lifecycle", "location", "logging", "metrics", "notification",
+        "object-lock", "ownershipControls", "policy", "policyStatus", "publicAccessBlock",
+        "replication", "requestPayment", "tagging", "versioning", "website", "uploads",
+    }
+)  # fmt: skip
+_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]*/([^/]+)/aws4_request")
+_QUERY_SCOPE = re.compile(r"^[^/]+/\d{8}/[^/]*/([^/]+)/aws4_request$")
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _service_of(environ: dict[str, Any]) -> str:
+    match = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if match:
+        return match.group(1)
+    query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+    credential = query.get("X-Amz-Credential", "")
+    match = _QUERY_SCOPE.match(credential)
+    if match:
+        return match.group(1)
+    # Unsigned requests: moto's own admin API, or plain HTTP reads of S3.
+    path = environ.get("PATH_INFO", "")
+    return "moto_api" if path.startswith("/moto-api") else "s3"
+
+
+def classify_request(environ: dict[str, Any]) -> tuple[str, str]:
+    """Return ``(kind, path)`` for a WSGI request sent to moto.
+
+    ``kind`` is one of :data:`S3_KINDS` for S3, else the service name. ``path`` is
+    ``"bucket/key"`` for object requests and ``"bucket/<list prefix>"`` for listings (path-style
+    addressing, which every client uses with an ``http://127.0.0.1`` endpoint), ``""`` otherwise.
+    """
+    service = _service_of(environ)
+    if service != "s3":
+        return service, ""
+    method = environ.get("REQUEST_METHOD", "GET").upper()
+    path = unquote(environ.get("PATH_INFO", "")).lstrip("/")
+    bucket, _, key = path.partition("/")
+    query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+    if method == "HEAD":
+        return "HEAD", path
+    if method == "PUT":
+        return "PUT", path
+    if method == "GET":
+        if key:
+            return ("OTHER" if set(query) & {"acl", "tagging", "uploadId"} else "GET"), path
+        if bucket and not set(query) & _BUCKET_SUBRESOURCES:
+            return "LIST", f"{bucket}/{query.get('prefix', '')}"
+    return "OTHER", path
+
+
+class RequestCountingMiddleware:
+    """WSGI middleware that counts requests by ``(kind, path)``; thread-safe."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str]] = Counter()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """Count the request, then hand it to the wrapped app."""
+        kind = classify_request(environ)
+        with self._lock:
+            self._counts[kind] += 1
+        return self._app(environ, start_response)
+
+    def counts(self, prefix: str | None = None) -> dict[str, int]:
+        """Requests per kind, limited to paths starting with ``prefix`` when given.
+
+        The result always has the S3 kinds (zero when none) and ``"total"``; other services
+        appear under their name when no prefix is given.
+        """
+        result = dict.fromkeys(S3_KINDS, 0)
+        with self._lock:
+            items = list(self._counts.items())
+        for (kind, path), count in items:
+            if prefix is not None and (kind not in S3_KINDS or not path.startswith(prefix)):
+                continue
+            result[kind] = result.get(kind, 0) + count
+        result["total"] = sum(result.values())
+        return result
+
+    def counts_by_path(self) -> dict[str, dict[str, int]]:
+        """Requests per S3 path, then per kind."""
+        result: dict[str, dict[str, int]] = {}
+        with self._lock:
+            items = list(self._counts.items())
+        for (kind, path), count in items:
+            if kind in S3_KINDS:
+                per_kind = result.setdefault(path, {})
+                per_kind[kind] = per_kind.get(kind, 0) + count
+        return result
+
+    def reset(self) -> None:
+        """Forget every count."""
+        with self._lock:
+            self._counts.clear()
+
+
+class EmbeddedS3:
+    """moto's server (S3, SQS, SNS and the rest) in a background thread on ``host:port``.
+
+    Usable as ``with EmbeddedS3() as s3: ...`` or with :meth:`start` / :meth:`stop`. ``port=0``
+    picks a free port; :attr:`url` tells which. Every request is counted, see :meth:`counts`.
+    moto keeps its state per process: two servers in one process share buckets and queues.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._host = host
+        self._port = port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._counter: RequestCountingMiddleware | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the running server."""
+        if self._server is None:
+            raise RuntimeError("EmbeddedS3 is not started; call start() first")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._server is not None
+
+    def start(self) -> EmbeddedS3:
+        """Start serving (idempotent); returns self."""
+        if self._server is not None:
+            return self
+        # Heavy imports stay here so that importing the emulator package is cheap.
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        class _Handler(MotoRequestHandler):
+            # moto sets its own Server header; http.server would add a second one, which strict
+            # HTTP parsers (aiohttp in debug mode) reject.
+            def send_response(self, code: int, message: str | None = None) -> None:
+                self.log_request(code)
+                self.send_response_only(code, message)
+                self.send_header("Date", self.date_time_string())
+
+            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+                _log.debug("embedded S3: %s -> %s", self.requestline, code)
+
+        self._counter = RequestCountingMiddleware(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            self._host,
+            self._port,
+            self._counter,
+            threaded=True,
+            request_handler=_Handler,
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="sagemaker-async-embedded-s3", daemon=True
+        )
+        self._thread.start()
+        _log.info("embedded S3 (moto) listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket (idempotent)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        _log.info("embedded S3 stopped")
+
+    def counts(self, prefix: str | None = None) -> dict[str, int]:
+        """Requests per kind (``GET``, ``HEAD``, ``LIST``, ``PUT``, ``OTHER``, ``total``).
+
+        With ``prefix`` (``"bucket/key-prefix"``), only S3 requests whose path starts with it.
+        Without, other services (``sqs``, ``sns``) are included under their names.
+        """
+        return self._counter.counts(prefix) if self._counter else dict.fromkeys(S3_KINDS, 0)
+
+    def counts_by_path(self) -> dict[str, dict[str, int]]:
+        """S3 requests per ``"bucket/key"`` path (listings: ``"bucket/prefix"``), per kind."""
+        return self._counter.counts_by_path() if self._counter else {}
+
+    def reset_counts(self) -> None:
+        """Forget every count, e.g. between the warm-up and the measured part of a benchmark."""
+        if self._counter is not None:
+            self._counter.reset()
+
+    def __enter__(self) -> EmbeddedS3:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

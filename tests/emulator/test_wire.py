@@ -1,0 +1,239 @@
+"""The wire protocol of InvokeEndpointAsync, spoken by unmodified aiobotocore and boto3 clients."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import Any
+
+import aiohttp
+import boto3
+import pytest
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from emulator_helpers import object_exists, read_object, runtime_client, split
+
+from sagemaker_async.emulator import EndpointConfig, LocalAsyncEndpoint
+
+UUID_KEY = re.compile(r"/[0-9a-f-]{36}\.out$")
+
+
+async def test_inline_body_with_aiobotocore(
+    local_async_endpoint: LocalAsyncEndpoint, aws: dict[str, Any]
+) -> None:
+    emu = local_async_endpoint
+    async with runtime_client(emu) as client:
+        response = await client.invoke_endpoint_async(
+            EndpointName="echo", Body=b'{"x": 1}', ContentType="application/json"
+        )
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 202
+    uuid.UUID(response["InferenceId"])  # generated when none is given
+    output, failure = response["OutputLocation"], response["FailureLocation"]
+    assert output.startswith("s3://sagemaker-async-emulator/echo/output/")
+    assert UUID_KEY.search(output)
+    object_id = output.rsplit("/", 1)[1].removesuffix(".out")
+    assert failure == f"s3://sagemaker-async-emulator/echo/failure/{object_id}-error.out"
+    assert object_id != response["InferenceId"]
+    await emu.join()
+    body, content_type = await read_object(aws["s3"], output)
+    assert body == b'{"x": 1}'
+    assert content_type == "application/json"
+    assert not await object_exists(aws["s3"], failure)
+
+
+async def test_input_location_inference_id_extension_and_filename(
+    local_async_endpoint: LocalAsyncEndpoint, aws: dict[str, Any]
+) -> None:
+    emu = local_async_endpoint
+    s3 = aws["s3"]
+    await s3.create_bucket(Bucket="wire-inputs")
+    await s3.put_object(Bucket="wire-inputs", Key="in/payload.csv", Body=b"1,2,3")
+    async with runtime_client(emu) as client:
+        response = await client.invoke_endpoint_async(
+            EndpointName="echo",
+            InputLocation="s3://wire-inputs/in/payload.csv",
+            ContentType="text/csv",
+            Accept="text/csv",
+            CustomAttributes="trace=abc",
+            InferenceId="my-inference-1",
+            S3OutputPathExtension="batch/7",
+            Filename="result.csv",
+            RequestTTLSeconds=600,
+            InvocationTimeoutSeconds=30,
+        )
+    assert response["InferenceId"] == "my-inference-1"
+    assert response["OutputLocation"] == (
+        "s3://sagemaker-async-emulator/echo/output/batch/7/result.csv"
+    )
+    assert re.fullmatch(
+        r"s3://sagemaker-async-emulator/echo/failure/[0-9a-f-]{36}-error\.out",
+        response["FailureLocation"],
+    )
+    await emu.join()
+    body, content_type = await read_object(s3, response["OutputLocation"])
+    assert (body, content_type) == (b"1,2,3", "text/csv")
+
+
+async def test_missing_input_object_gives_failure_object(
+    local_async_endpoint: LocalAsyncEndpoint, aws: dict[str, Any]
+) -> None:
+    emu = local_async_endpoint
+    async with runtime_client(emu) as client:
+        response = await client.invoke_endpoint_async(
+            EndpointName="echo", InputLocation="s3://sagemaker-async-emulator/missing/nothing"
+        )
+    await emu.join()
+    text, _ = await read_object(aws["s3"], response["FailureLocation"])
+    assert b"missing/nothing" in text
+    assert emu.stats("echo").failed == 1
+
+
+async def test_boto3_with_endpoint_url_and_with_env(
+    local_async_endpoint: LocalAsyncEndpoint,
+    aws: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emu = local_async_endpoint
+
+    def with_endpoint_url() -> dict[str, Any]:
+        client = boto3.client(
+            "sagemaker-runtime",
+            endpoint_url=emu.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        try:
+            return client.invoke_endpoint_async(EndpointName="echo", Body=b"from boto3")
+        finally:
+            client.close()
+
+    def with_env() -> dict[str, Any]:
+        client = boto3.Session().client("sagemaker-runtime")
+        try:
+            return client.invoke_endpoint_async(EndpointName="echo", Body=b"from env")
+        finally:
+            client.close()
+
+    # boto3 blocks: run it in a thread so the emulator (on this loop) can answer.
+    first = await asyncio.to_thread(with_endpoint_url)
+    for name, value in emu.env.items():
+        monkeypatch.setenv(name, value)
+    second = await asyncio.to_thread(with_env)
+    await emu.join()
+    assert (await read_object(aws["s3"], first["OutputLocation"]))[0] == b"from boto3"
+    assert (await read_object(aws["s3"], second["OutputLocation"]))[0] == b"from env"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"Body": b"x", "RequestTTLSeconds": 59}, "RequestTTLSeconds"),
+        ({"Body": b"x", "InvocationTimeoutSeconds": 3601}, "InvocationTimeoutSeconds"),
+        ({"Body": b"x", "InputLocation": "s3://b/k"}, "both are given"),
+        ({}, "neither is given"),
+        ({"Body": b"x", "Filename": "a.b.c"}, "Filename"),
+        ({"Body": b"x", "S3OutputPathExtension": "s3://nope"}, "S3OutputPathExtension"),
+        ({"Body": b"x" * 128_001}, "128000"),
+    ],
+)
+async def test_validation_errors(
+    local_async_endpoint: LocalAsyncEndpoint, kwargs: dict[str, Any], words: str
+) -> None:
+    # botocore checks some rules itself: switch that off to see the server's answer.
+    unchecked = Config(parameter_validation=False)
+    async with runtime_client(local_async_endpoint, config=unchecked) as client:
+        with pytest.raises(ClientError) as caught:
+            await client.invoke_endpoint_async(EndpointName="echo", **kwargs)
+    error = caught.value.response
+    assert error["Error"]["Code"] == "ValidationError"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert words in error["Error"]["Message"]
+    assert local_async_endpoint.stats("echo").received == 0
+
+
+async def test_unknown_endpoint(local_async_endpoint: LocalAsyncEndpoint) -> None:
+    async with runtime_client(local_async_endpoint) as client:
+        with pytest.raises(ClientError) as caught:
+            await client.invoke_endpoint_async(EndpointName="no-such-endpoint", Body=b"x")
+    assert caught.value.response["Error"] == {
+        "Code": "ValidationError",
+        "Message": "Endpoint no-such-endpoint of account 123456789012 not found.",
+    }
+
+
+async def test_unsigned_request_is_rejected(local_async_endpoint: LocalAsyncEndpoint) -> None:
+    async with runtime_client(
+        local_async_endpoint, config=Config(signature_version=UNSIGNED)
+    ) as client:
+        with pytest.raises(ClientError) as caught:
+            await client.invoke_endpoint_async(EndpointName="echo", Body=b"x")
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert caught.value.response["Error"]["Code"] == "MissingAuthenticationTokenException"
+
+
+async def test_wrong_secret_is_rejected(local_async_endpoint: LocalAsyncEndpoint) -> None:
+    async with runtime_client(local_async_endpoint, aws_secret_access_key="wrong") as client:
+        with pytest.raises(ClientError) as caught:
+            await client.invoke_endpoint_async(EndpointName="echo", Body=b"x")
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert caught.value.response["Error"]["Code"] == "InvalidSignatureException"
+    assert local_async_endpoint.stats("echo").received == 0
+
+
+async def test_wrong_access_key_and_region_are_rejected(
+    local_async_endpoint: LocalAsyncEndpoint,
+) -> None:
+    async with runtime_client(local_async_endpoint, aws_access_key_id="AKIAOTHER") as client:
+        with pytest.raises(ClientError) as caught:
+            await client.invoke_endpoint_async(EndpointName="echo", Body=b"x")
+    assert caught.value.response["Error"]["Code"] == "UnrecognizedClientException"
+    async with runtime_client(local_async_endpoint, region_name="eu-west-1") as client:
+        with pytest.raises(ClientError) as caught:
+            await client.invoke_endpoint_async(EndpointName="echo", Body=b"x")
+    assert caught.value.response["Error"]["Code"] == "InvalidSignatureException"
+
+
+async def test_tampered_body_is_rejected(local_async_endpoint: LocalAsyncEndpoint) -> None:
+    # Sign one body, send another: the payload hash is part of the signature.
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = f"{local_async_endpoint.url}/endpoints/echo/async-invocations"
+    request = AWSRequest(method="POST", url=url, data=b"signed body")
+    SigV4Auth(Credentials("testing", "testing"), "sagemaker", "us-east-1").add_auth(request)
+    headers = dict(request.headers.items())
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=b"signed body", headers=headers) as good:
+            assert good.status == 202
+        async with http.post(url, data=b"other body", headers=headers) as bad:
+            assert bad.status == 403
+            assert bad.headers["x-amzn-ErrorType"] == "InvalidSignatureException"
+            assert "signature" in (await bad.json())["message"]
+    await local_async_endpoint.join()
+
+
+async def test_custom_credentials_and_stats_route(
+    local_async_endpoint_factory: Any, aws: dict[str, Any]
+) -> None:
+    emu = await local_async_endpoint_factory(
+        [EndpointConfig("custom", model="echo")], credentials=("AKIDCUSTOM", "s3cr3t")
+    )
+    async with runtime_client(
+        emu, aws_access_key_id="AKIDCUSTOM", aws_secret_access_key="s3cr3t"
+    ) as client:
+        response = await client.invoke_endpoint_async(EndpointName="custom", Body=b"ok")
+    await emu.join()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{emu.url}/_emulator/endpoints/custom") as stats:
+            assert stats.status == 200
+            document = await stats.json()
+        async with http.get(f"{emu.url}/_emulator/endpoints/nope") as missing:
+            assert missing.status == 404
+    assert document["name"] == "custom"
+    assert document["received"] == document["completed"] == 1
+    assert document["backlog"] == document["in_flight"] == document["failed"] == 0
+    assert split(response["OutputLocation"])[1].startswith("custom/output/")
