@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from emulator_helpers import read_object, runtime_client
 
+from sagemaker_async import ValidationError
 from sagemaker_async.emulator import (
     ContainerModel,
     EndpointConfig,
@@ -42,7 +43,7 @@ async def test_resolve_model_specs() -> None:
     assert (await call_model(resolve_model("sleep:0.01"), request(b"zz")))[0] == b"zz"
     assert isinstance(resolve_model("http://127.0.0.1:9/"), ContainerModel)
     for bad in ("nope", "sleep:", "sleep:-1", "sleep:inf"):
-        with pytest.raises(ValueError, match="model spec"):
+        with pytest.raises(ValidationError, match=r"^model: .*rule: "):
             resolve_model(bad)
     assert "secret-attr" not in repr(request(b"payload"))
     assert "payload" not in repr(request(b"payload")).replace("payload=", "")
@@ -74,9 +75,9 @@ def test_parse_endpoint_spec() -> None:
     assert (config.name, config.model, config.instance_count) == ("my-ep", "sleep:0.5", 2)
     assert parse_endpoint_spec("plain").model == "echo"
     assert config.output_path() == "s3://sagemaker-async-emulator/my-ep/output"
-    with pytest.raises(ValueError, match="endpoint name"):
+    with pytest.raises(ValidationError, match=r"^EndpointConfig\.name: 'bad_name'"):
         parse_endpoint_spec("bad_name=echo")
-    with pytest.raises(ValueError, match="model spec"):
+    with pytest.raises(ValidationError, match=r"^model: 'unknown' is not a model spec"):
         parse_endpoint_spec("ep=unknown")
     with pytest.raises(ValueError, match=r"1\.\.1000"):
         EndpointConfig("ep", max_concurrent_invocations_per_instance=0)

@@ -6,6 +6,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .._errors import ValidationError
 from ._models import Model, resolve_model
 
 __all__ = [
@@ -62,28 +63,44 @@ class EndpointConfig:
 
     def __post_init__(self) -> None:
         if not (1 <= len(self.name) <= 63 and _NAME.match(self.name)):
-            raise ValueError(
-                f"endpoint name {self.name!r} is invalid: use 1..63 letters, digits and hyphens"
+            raise ValidationError(
+                "EndpointConfig.name",
+                f"{self.name!r} is not a valid endpoint name",
+                "1..63 letters, digits and hyphens, starting and ending with a letter or digit",
+                self.name,
             )
         if self.instance_count < 0:
-            raise ValueError(f"instance_count must be >= 0, not {self.instance_count}")
+            raise ValidationError(
+                "EndpointConfig.instance_count",
+                f"{self.instance_count} is negative",
+                ">= 0",
+                self.instance_count,
+            )
         if not 1 <= self.max_concurrent_invocations_per_instance <= 1000:
-            raise ValueError(
-                "max_concurrent_invocations_per_instance must be 1..1000, not "
-                f"{self.max_concurrent_invocations_per_instance}"
+            raise ValidationError(
+                "EndpointConfig.max_concurrent_invocations_per_instance",
+                f"{self.max_concurrent_invocations_per_instance} is out of range",
+                "1..1000",
+                self.max_concurrent_invocations_per_instance,
             )
         for path_field in ("s3_output_path", "s3_failure_path"):
             value = getattr(self, path_field)
             if value is not None and not value.startswith("s3://"):
-                raise ValueError(f"{path_field} must be an s3:// URI, not {value!r}")
+                raise ValidationError(
+                    f"EndpointConfig.{path_field}",
+                    f"{value!r} is not an s3:// URI",
+                    "s3://bucket/prefix",
+                    value,
+                )
         unknown = set(self.include_inference_response_in) - {
             SUCCESS_NOTIFICATION_TOPIC,
             ERROR_NOTIFICATION_TOPIC,
         }
         if unknown:
-            raise ValueError(
-                f"include_inference_response_in: unknown {sorted(unknown)}; use "
-                f"{SUCCESS_NOTIFICATION_TOPIC!r} and/or {ERROR_NOTIFICATION_TOPIC!r}"
+            raise ValidationError(
+                "EndpointConfig.include_inference_response_in",
+                f"{sorted(unknown)} are unknown",
+                f"{SUCCESS_NOTIFICATION_TOPIC!r} and/or {ERROR_NOTIFICATION_TOPIC!r}",
             )
         if isinstance(self.model, str):
             resolve_model(self.model)  # fail early on a bad spec
@@ -143,7 +160,7 @@ def parse_endpoint_spec(spec: str, **options: Any) -> EndpointConfig:
     out. ``options`` are further EndpointConfig fields.
 
     Raises:
-        ValueError: the name or the model spec is invalid.
+        ValidationError: the name or the model spec is invalid (a ValueError).
     """
     name, _, model = spec.partition("=")
     return EndpointConfig(name=name.strip(), model=model.strip() or "echo", **options)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .._errors import ValidationError
 from ._app import create_app
 from ._config import DEFAULT_BUCKET, EndpointConfig, EndpointStats, parse_endpoint_spec
 from ._endpoint import EmulatedEndpoint
@@ -73,9 +74,13 @@ class LocalAsyncEndpoint:
         names = [config.name for config in configs]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
-            raise ValueError(f"endpoint names must be unique; repeated: {duplicates}")
+            raise ValidationError(
+                "endpoints", f"{duplicates} appear more than once", "unique endpoint names"
+            )
         if not time_scale > 0:
-            raise ValueError(f"time_scale must be > 0, not {time_scale}")
+            raise ValidationError(
+                "time_scale", f"{time_scale!r} is not positive", "> 0", time_scale
+            )
         self._configs = configs
         self._s3_url = s3_endpoint_url
         self._sns_url = sns_endpoint_url

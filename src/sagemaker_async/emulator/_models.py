@@ -18,6 +18,8 @@ from typing import Any
 
 import aiohttp
 
+from .._errors import ValidationError
+
 __all__ = [
     "BUILTIN_MODELS",
     "ContainerModel",
@@ -268,7 +270,7 @@ def resolve_model(spec: str | Model) -> Model:
     model container (a :class:`ContainerModel`).
 
     Raises:
-        ValueError: the spec names no model.
+        ValidationError: the spec names no model (a ValueError).
     """
     if callable(spec):
         return spec
@@ -280,9 +282,13 @@ def resolve_model(spec: str | Model) -> Model:
         except ValueError:
             seconds = -1.0
         if not seconds >= 0 or math.isinf(seconds):
-            raise ValueError(f"model spec {spec!r}: sleep needs seconds >= 0, e.g. 'sleep:0.5'")
+            raise ValidationError(
+                "model", f"{spec!r} has no valid seconds", "sleep:<seconds >= 0>, e.g. sleep:0.5"
+            )
         return sleep_model(seconds)
     if spec.startswith(("http://", "https://")):
         return ContainerModel(spec)
     choices = ", ".join([*sorted(BUILTIN_MODELS), "sleep:<seconds>", "http://host:port"])
-    raise ValueError(f"unknown model spec {spec!r}; use one of {choices}, or a callable")
+    raise ValidationError(
+        "model", f"{spec!r} is not a model spec", f"one of {choices}, or a callable"
+    )

@@ -21,7 +21,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import pytest_asyncio
+
+try:
+    from pytest_asyncio import fixture as _async_fixture
+except ImportError:  # pragma: no cover
+    # Installed everywhere the package is: never break a pytest run that lacks pytest-asyncio.
+    # (The async fixtures then need it, and say so when used.)
+    _async_fixture = pytest.fixture  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from ._config import EndpointConfig
@@ -48,7 +54,7 @@ def embedded_s3() -> Iterator[EmbeddedS3]:
         yield server
 
 
-@pytest_asyncio.fixture
+@_async_fixture
 async def local_async_endpoint_factory(
     embedded_s3: EmbeddedS3,
 ) -> AsyncIterator[EndpointFactory]:
@@ -73,7 +79,7 @@ async def local_async_endpoint_factory(
             await emulator.aclose()
 
 
-@pytest_asyncio.fixture
+@_async_fixture
 async def local_async_endpoint(
     local_async_endpoint_factory: EndpointFactory,
 ) -> LocalAsyncEndpoint:
