@@ -1,0 +1,61 @@
+"""The watcher learns an endpoint's latency from S3's timestamps and reads less often."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiobotocore.session import get_session
+
+from sagemaker_async import AsyncInferenceClient, PollingConfig
+from sagemaker_async._watcher import LatencyTracker
+from sagemaker_async.emulator import EndpointConfig
+
+
+def test_tracker_needs_samples_and_takes_a_low_percentile() -> None:
+    tracker = LatencyTracker(keep=100, min_samples=8)
+    for _ in range(7):
+        tracker.observe("ep", 5.0)
+    assert tracker.first_read_after("ep") == 0.0  # not enough samples yet
+    tracker.observe("ep", 5.0)
+    assert tracker.first_read_after("ep") == 4.0  # 10th percentile less S3's 1 s resolution
+    for seconds in range(1, 100):
+        tracker.observe("ep", float(seconds))  # only the last 100 are kept
+    assert 8.0 <= tracker.first_read_after("ep") <= 10.0
+    assert tracker.first_read_after("other") == 0.0
+
+
+async def test_learned_latency_cuts_s3_reads(
+    local_async_endpoint_factory: Any, embedded_s3: Any
+) -> None:
+    emulator = await local_async_endpoint_factory(
+        [EndpointConfig("steady", model="sleep:2.5", max_concurrent_invocations_per_instance=20)]
+    )
+    session = get_session()
+    session.set_credentials(*emulator.credentials)
+    polling = PollingConfig(initial_delay=0.05, max_delay=0.4, multiplier=2.0, jitter=0.0)
+    ep = emulator.endpoint("steady")
+    watched = [p.removeprefix("s3://") for p in (ep.output_path, ep.failure_path)]
+
+    def reads() -> int:  # counted by the S3 server
+        return sum(embedded_s3.counts(path)["GET"] for path in watched)
+
+    async with AsyncInferenceClient(
+        session=session,
+        region_name=emulator.region,
+        endpoint_url=emulator.url,
+        s3_endpoint_url=emulator.s3_endpoint_url,
+        polling=polling,
+    ) as client:
+
+        async def batch() -> float:
+            before = reads()
+            handles = [await client.invoke_endpoint_async("steady", body=b"x") for _ in range(10)]
+            await asyncio.gather(*handles)
+            return (reads() - before) / len(handles)
+
+        cold = await batch()
+        assert client._watcher.latencies.first_read_after("steady") > 0
+        warm = await batch()
+    print(f"GETs per inference: cold {cold:.1f}, warm {warm:.1f}")
+    assert warm < cold, (warm, cold)
