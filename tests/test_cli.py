@@ -196,8 +196,8 @@ async def test_emulate_prints_exports_that_clients_use(tmp_path: Path) -> None:
         assert code == 0, err
         assert out == "via exports"
     finally:
-        proc.send_signal(signal.SIGINT)
-        await asyncio.wait_for(proc.wait(), 30)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
 
 
 async def test_demo_runs(tmp_path: Path) -> None:

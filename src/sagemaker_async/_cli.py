@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -218,7 +219,15 @@ async def _emulate(args: argparse.Namespace) -> int:
     options.setdefault("region", args.region)
     if args.s3_endpoint_url:
         options.setdefault("s3_endpoint_url", args.s3_endpoint_url)
-    await serve(endpoints, **options)
+    # Stop cleanly on SIGTERM and SIGINT, even where SIGINT was ignored by whoever started us.
+    loop, main_task = asyncio.get_running_loop(), asyncio.current_task()
+    assert main_task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main_task.cancel)
+    try:
+        await serve(endpoints, **options)
+    except asyncio.CancelledError:
+        print("# sagemaker-async emulator stopped", file=sys.stderr)
     return 0
 
 
