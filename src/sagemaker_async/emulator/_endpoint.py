@@ -7,7 +7,7 @@ import collections
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -273,39 +273,54 @@ class EmulatedEndpoint:
         return body, content_type or job.accept or "application/octet-stream"
 
     async def _finish_completed(self, job: Job, body: bytes, content_type: str) -> None:
-        try:
-            await self._put(job.output_location, body, content_type)
-            self._completed += 1
-            _log.info("endpoint %s: inference %s completed", self.name, job.inference_id)
-            if self.config.success_topic:
-                include = SUCCESS_NOTIFICATION_TOPIC in self.config.include_inference_response_in
-                await self._publish(
-                    self.config.success_topic,
-                    build_notification(
-                        region=self._region,
-                        endpoint_name=self.name,
-                        inference_id=job.inference_id,
-                        received_at=job.received_wall,
-                        completed_at=dt.datetime.now(dt.timezone.utc),
-                        request_content_type=job.content_type,
-                        input_location=job.input_location,
-                        output_location=job.output_location,
-                        output_content_type=content_type,
-                        response_body=body if include else None,
-                    ),
-                )
-        finally:
-            self._done()
+        await self._finish(
+            job,
+            job.output_location,
+            body,
+            content_type,
+            self.config.success_topic,
+            include=SUCCESS_NOTIFICATION_TOPIC,
+            response_body=body,
+            output_location=job.output_location,
+            output_content_type=content_type,
+        )
+        self._completed += 1
 
     async def _finish_failed(self, job: Job, reason: str, body: bytes | None) -> None:
+        await self._finish(
+            job,
+            job.failure_location,
+            reason.encode(),
+            "text/plain; charset=utf-8",
+            self.config.error_topic,
+            include=ERROR_NOTIFICATION_TOPIC,
+            response_body=body if body is not None else reason.encode(),
+            failure_location=job.failure_location,
+            failure_reason=reason,
+        )
+        self._failed += 1
+
+    async def _finish(
+        self,
+        job: Job,
+        location: str,
+        data: bytes,
+        content_type: str,
+        topic: str | None,
+        *,
+        include: str,
+        response_body: bytes,
+        **notice: Any,
+    ) -> None:
+        """Write the output or failure object, then the notification (if configured)."""
         try:
-            await self._put(job.failure_location, reason.encode(), "text/plain; charset=utf-8")
-            self._failed += 1
-            _log.info("endpoint %s: inference %s failed", self.name, job.inference_id)
-            if self.config.error_topic:
-                include = ERROR_NOTIFICATION_TOPIC in self.config.include_inference_response_in
+            await self._put(location, data, content_type)
+            _log.info(
+                "endpoint %s: inference %s written to %s", self.name, job.inference_id, location
+            )
+            if topic:
                 await self._publish(
-                    self.config.error_topic,
+                    topic,
                     build_notification(
                         region=self._region,
                         endpoint_name=self.name,
@@ -314,11 +329,12 @@ class EmulatedEndpoint:
                         completed_at=dt.datetime.now(dt.timezone.utc),
                         request_content_type=job.content_type,
                         input_location=job.input_location,
-                        failure_location=job.failure_location,
-                        failure_reason=reason,
-                        response_body=(body if body is not None else reason.encode())
-                        if include
-                        else None,
+                        response_body=(
+                            response_body
+                            if include in self.config.include_inference_response_in
+                            else None
+                        ),
+                        **notice,
                     ),
                 )
         finally:

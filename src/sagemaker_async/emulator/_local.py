@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -123,25 +123,17 @@ class LocalAsyncEndpoint:
         session = aiobotocore.session.get_session()
         access_key, secret_key = self._s3_credentials
         config = AioConfig(max_pool_connections=64, retries={"mode": "standard"})
+        common: dict[str, Any] = {
+            "region_name": self._region,
+            "aws_access_key_id": access_key,
+            "aws_secret_access_key": secret_key,
+            "config": config,
+        }
         s3: S3Client = await self._stack.enter_async_context(
-            session.create_client(
-                "s3",
-                endpoint_url=self._s3_url,
-                region_name=self._region,
-                aws_access_key_id=access_key,
-                aws_secret_access_key=secret_key,
-                config=config,
-            )
+            session.create_client("s3", endpoint_url=self._s3_url, **common)
         )
         sns: SNSClient = await self._stack.enter_async_context(
-            session.create_client(
-                "sns",
-                endpoint_url=self.sns_endpoint_url,
-                region_name=self._region,
-                aws_access_key_id=access_key,
-                aws_secret_access_key=secret_key,
-                config=config,
-            )
+            session.create_client("sns", endpoint_url=self.sns_endpoint_url, **common)
         )
         for config_ in self._configs:
             endpoint = EmulatedEndpoint(
