@@ -38,7 +38,12 @@ def child_cpu() -> float:
 
 
 async def run_scenario(
-    emulator: LocalAsyncEndpoint, python: str, scenario: str, n: int, prefix: str
+    emulator: LocalAsyncEndpoint,
+    python: str,
+    scenario: str,
+    n: int,
+    prefix: str,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     s3 = emulator.embedded_s3
     assert s3 is not None
@@ -63,6 +68,7 @@ async def run_scenario(
         str(n),
         prefix,
         "bench",
+        *([str(rate)] if rate else []),
         env=env,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -90,8 +96,10 @@ async def run_scenario(
     per = {k: v / n for k, v in at_done.items()}
     return {
         "client": scenario,
-        "in_flight": n,
+        "load": f"{n} at {rate:g}/s" if rate else f"{n} at once",
         "wall_s": round(result.get("wall", float("nan")), 2),
+        "latency_p50_s": result.get("p50"),
+        "latency_p95_s": result.get("p95"),
         "ok": result.get("ok"),
         "failed": result.get("failed"),
         "s3_requests_per_inference": round(sum(per.values()), 2),
@@ -121,18 +129,20 @@ async def prepare_inputs(emulator: LocalAsyncEndpoint, n: int) -> str:
 
 def table(rows: list[dict[str, Any]], model_seconds: float) -> str:
     head = (
-        "| client | in flight | wall (s) | ok / failed | S3 req / inference | $ / 1M inf. "
-        "| CPU ms / inf. | lingers after (s) | requests after |"
+        "| client | load | wall (s) | latency p50 / p95 (s) | ok / failed "
+        "| S3 req / inference | $ / 1M inf. | CPU ms / inf. | lingers after (s) "
+        "| requests after |"
     )
     lines = [
         f"Model latency {model_seconds:g} s; all S3 traffic counted by the embedded S3 server.",
         "",
         head,
-        "|" + "---|" * 9,
+        "|" + "---|" * 10,
     ]
     for r in rows:
         lines.append(
-            f"| {r['client']} | {r['in_flight']} | {r['wall_s']} | {r['ok']} / {r['failed']} "
+            f"| {r['client']} | {r['load']} | {r['wall_s']} "
+            f"| {r['latency_p50_s']} / {r['latency_p95_s']} | {r['ok']} / {r['failed']} "
             f"| {r['s3_requests_per_inference']} | {r['usd_per_million_inferences']} "
             f"| {r['cpu_ms_per_inference']} | {r['linger_s']} | {r['requests_after_last_result']} |"
         )
@@ -145,8 +155,10 @@ async def main() -> None:
     parser.add_argument("--big", type=int, default=600, help="second, larger run (0: skip)")
     parser.add_argument("--model-seconds", type=float, default=6.0)
     parser.add_argument("--sdk-python", help="a python with sagemaker<3 installed (baseline)")
+    parser.add_argument("--stream", type=int, default=600, help="inferences in the stream run")
+    parser.add_argument("--rate", type=float, default=40.0, help="stream: submissions per s")
     args = parser.parse_args()
-    total = max(args.n, args.big)
+    total = max(args.n, args.big, args.stream)
     endpoint = EndpointConfig(
         "bench",
         model=f"sleep:{args.model_seconds}",
@@ -156,15 +168,20 @@ async def main() -> None:
     rows: list[dict[str, Any]] = []
     async with LocalAsyncEndpoint([endpoint]) as emulator:
         prefix = await prepare_inputs(emulator, total)
-        plan = [("ours", args.n), ("naive", args.n)]
+        plan: list[tuple[str, int, float | None]] = [
+            ("ours", args.n, None),
+            ("naive", args.n, None),
+        ]
         if args.sdk_python:
-            plan.append(("sdk", args.n))
+            plan.append(("sdk", args.n, None))
         if args.big:
-            plan += [("ours", args.big), ("naive", args.big)]
-        for scenario, n in plan:
+            plan += [("ours", args.big, None), ("naive", args.big, None)]
+        if args.stream:
+            plan += [("ours", args.stream, args.rate), ("naive", args.stream, args.rate)]
+        for scenario, n, rate in plan:
             python = args.sdk_python if scenario == "sdk" else sys.executable
-            print(f"running {scenario} x{n} ...", file=sys.stderr, flush=True)
-            rows.append(await run_scenario(emulator, python, scenario, n, prefix))
+            print(f"running {scenario} x{n} rate={rate} ...", file=sys.stderr, flush=True)
+            rows.append(await run_scenario(emulator, python, scenario, n, prefix, rate))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     names = {
         "ours": "sagemaker-async",

@@ -37,23 +37,26 @@ class WatchTarget:
     deadline: float
 
 
-# S3's Last-Modified and Date have whole seconds: a learned latency may be off by this much.
+# S3's Last-Modified and Date have whole seconds, so an object's age is known to +-1 s.
 _CLOCK_RESOLUTION = 1.0
 
 
 class LatencyTracker:
-    """Recent latencies (submission to object written) per endpoint, from S3's own clock.
+    """Recent latencies per endpoint: lower bounds of "submission to object written".
 
     They place a new handle's first read near the time its endpoint usually needs, instead
     of backing off from zero: fewer reads, and no long last sleep that overshoots the result.
-    An object's age when read comes from S3 (Date minus Last-Modified), so the learned
-    latency holds no polling delay and no clock skew between this host and S3.
+    Each sample is a lower bound, never a guess that could make a read late: the object was
+    not there at the handle's last miss, and S3's own clock (Date minus Last-Modified, to the
+    second, free of skew between this host and S3) says it was written at most age + 1 s
+    before the read. As first reads move closer to the truth, so do the bounds.
     """
 
     def __init__(self, keep: int = 256, min_samples: int = 8) -> None:
         self._keep = keep
         self._min_samples = min_samples
         self._samples: dict[str, deque[float]] = {}
+        self._estimates: dict[str, float] = {}  # cached per endpoint, dropped on observe
 
     def observe(self, endpoint_name: str, seconds: float) -> None:
         """Record that an inference on ``endpoint_name`` took ``seconds``."""
@@ -61,17 +64,22 @@ class LatencyTracker:
         if samples is None:
             samples = self._samples[endpoint_name] = deque(maxlen=self._keep)
         samples.append(seconds)
+        self._estimates.pop(endpoint_name, None)
 
     def first_read_after(self, endpoint_name: str) -> float:
         """Seconds after submission when a first read may succeed (0 until enough samples).
 
-        The 10th percentile of recent latencies, less S3's clock resolution.
+        The 10th percentile of the recent lower bounds.
         """
-        samples = self._samples.get(endpoint_name)
-        if samples is None or len(samples) < self._min_samples:
-            return 0.0
-        ordered = sorted(samples)
-        return max(0.0, ordered[len(ordered) // 10] - _CLOCK_RESOLUTION)
+        estimate = self._estimates.get(endpoint_name)
+        if estimate is None:
+            samples = self._samples.get(endpoint_name)
+            if samples is None or len(samples) < self._min_samples:
+                return 0.0
+            ordered = sorted(samples)
+            estimate = ordered[len(ordered) // 10]
+            self._estimates[endpoint_name] = estimate
+        return estimate
 
 
 class Watcher:
@@ -82,11 +90,11 @@ class Watcher:
         self._sleep = sleep
         self.latencies = LatencyTracker()
 
-    def _learn(self, target: WatchTarget, found: S3Object) -> None:
+    def _learn(self, target: WatchTarget, found: S3Object, not_before: float) -> None:
+        written_after = not_before
         if found.age is not None:
-            written_at = time.time() - found.age
-            if written_at >= target.submitted_at:
-                self.latencies.observe(target.endpoint_name, written_at - target.submitted_at)
+            written_after = max(written_after, time.time() - found.age - _CLOCK_RESOLUTION)
+        self.latencies.observe(target.endpoint_name, max(0.0, written_after - target.submitted_at))
 
     async def watch(self, target: WatchTarget, polling: PollingConfig) -> InferenceResult:
         """Wait for the output or the failure object of ``target``.
@@ -98,13 +106,15 @@ class Watcher:
         """
         forbidden = False
         rounds = 0
+        last_miss = target.submitted_at  # when the output was last seen missing
 
         async def one_round(check_failure: bool | None = None) -> InferenceResult | None:
-            nonlocal forbidden, rounds
+            nonlocal forbidden, rounds, last_miss
             rounds += 1
+            started = time.time()
             found = await self._store.get(target.output_location, deadline=target.deadline)
             if isinstance(found, S3Object):
-                self._learn(target, found)
+                self._learn(target, found, last_miss)
                 return InferenceResult(
                     body=found.body,
                     content_type=found.content_type,
@@ -113,12 +123,13 @@ class Watcher:
                 )
             # Failures are rare and their latency matters less than the bill: the failure
             # location is read every other round (and once more before giving up).
+            last_miss = started
             if not (check_failure if check_failure is not None else rounds % 2 == 1):
                 forbidden = forbidden or found is Absent.FORBIDDEN
                 return None
             failed = await self._store.get(target.failure_location, deadline=target.deadline)
             if isinstance(failed, S3Object):
-                self._learn(target, failed)
+                self._learn(target, failed, target.submitted_at)  # not read every round
                 raise InferenceFailedError(
                     failed.body.decode("utf-8", errors="replace"),
                     failure_location=target.failure_location,
@@ -129,14 +140,23 @@ class Watcher:
 
         base = backoff(polling.initial_delay, polling.max_delay, polling.multiplier, polling.jitter)
 
+        def learned_wait() -> float:
+            # Time until this endpoint's usual first-read moment (<= 0 once past it).
+            if not polling.adaptive:
+                return 0.0
+            elapsed = time.time() - target.submitted_at
+            return self.latencies.first_read_after(target.endpoint_name) - elapsed
+
         def wait(state: tenacity.RetryCallState) -> float:
-            return max(0.0, min(float(base(state)), target.deadline - time.time()))
+            # Re-asked every round, so handles submitted before anything was learned catch up.
+            delay = max(float(base(state)), learned_wait())
+            return max(0.0, min(delay, target.deadline - time.time()))
 
         # A fresh submission is never done at once: skip the rounds that would surely miss.
-        expected = polling.initial_delay
-        if polling.adaptive:
-            expected = max(expected, self.latencies.first_read_after(target.endpoint_name))
-        first = min(expected - (time.time() - target.submitted_at), target.deadline - time.time())
+        elapsed = time.time() - target.submitted_at
+        first = min(
+            max(polling.initial_delay - elapsed, learned_wait()), target.deadline - time.time()
+        )
         if first > 0:
             await self._sleep(first)
 
