@@ -18,10 +18,10 @@ def test_tracker_needs_samples_and_takes_a_low_percentile() -> None:
         tracker.observe("ep", 5.0)
     assert tracker.first_read_after("ep") == 0.0  # not enough samples yet
     tracker.observe("ep", 5.0)
-    assert tracker.first_read_after("ep") == 5.0  # the 10th percentile of the lower bounds
+    assert tracker.first_read_after("ep") == 5.0  # the 25th percentile of the lower bounds
     for seconds in range(1, 100):
         tracker.observe("ep", float(seconds))  # only the last 100 are kept
-    assert tracker.first_read_after("ep") == 10.0  # [1, 2, 3, 4, 5, 5, 6, ...][10]
+    assert tracker.first_read_after("ep") == 25.0  # [1, 2, 3, 4, 5, 5, 6, ...][25]
     assert tracker.first_read_after("other") == 0.0
 
 

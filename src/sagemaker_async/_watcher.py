@@ -69,7 +69,7 @@ class LatencyTracker:
     def first_read_after(self, endpoint_name: str) -> float:
         """Seconds after submission when a first read may succeed (0 until enough samples).
 
-        The 10th percentile of the recent lower bounds.
+        The 25th percentile of the recent lower bounds.
         """
         estimate = self._estimates.get(endpoint_name)
         if estimate is None:
@@ -77,13 +77,13 @@ class LatencyTracker:
             if samples is None or len(samples) < self._min_samples:
                 return 0.0
             ordered = sorted(samples)
-            estimate = ordered[len(ordered) // 10]
+            estimate = ordered[len(ordered) // 4]
             self._estimates[endpoint_name] = estimate
         return estimate
 
 
 class Watcher:
-    """Resolves inferences by polling S3 (GET output each round, GET failure every other)."""
+    """Resolves inferences by polling S3 (GET output each round, GET failure every second)."""
 
     def __init__(self, store: ObjectStore, sleep: Sleep) -> None:
         self._store = store
@@ -122,9 +122,9 @@ class Watcher:
                     inference_id=target.inference_id,
                 )
             # Failures are rare and their latency matters less than the bill: the failure
-            # location is read every other round (and once more before giving up).
+            # location is read every second round (and once more before giving up).
             last_miss = started
-            if not (check_failure if check_failure is not None else rounds % 2 == 1):
+            if not (check_failure if check_failure is not None else rounds % 2 == 0):
                 forbidden = forbidden or found is Absent.FORBIDDEN
                 return None
             failed = await self._store.get(target.failure_location, deadline=target.deadline)
