@@ -10,6 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+pytest_plugins = ["pytester"]  # to run README's plugin example as a user's test file
+
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
 
 FAKE_ENV = {

@@ -169,11 +169,15 @@ async def test_batch_resumes_after_a_kill_without_submitting_twice(
 
 
 async def test_emulate_prints_exports_that_clients_use(tmp_path: Path) -> None:
+    config = tmp_path / "endpoints.json"
+    config.write_text(json.dumps({"endpoints": [{"name": "mood", "model": "sentiment"}]}))
     proc = await asyncio.create_subprocess_exec(
         *CLI,
         "emulate",
         "--endpoint",
         "echo=echo",
+        "--config",
+        str(config),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -195,6 +199,13 @@ async def test_emulate_prints_exports_that_clients_use(tmp_path: Path) -> None:
         code, out, err = await run_cli("wait", env=env, stdin=out.encode())
         assert code == 0, err
         assert out == "via exports"
+        code, out, err = await run_cli(
+            "invoke", "mood", "--body", '{"inputs": "I love it"}', env=env
+        )
+        assert code == 0, err
+        code, out, err = await run_cli("wait", env=env, stdin=out.encode())
+        assert code == 0, err
+        assert "positive" in out.lower(), out
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0

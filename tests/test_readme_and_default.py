@@ -21,7 +21,18 @@ README = Path(__file__).parent.parent / "README.md"
 
 
 def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    """The Quick start's examples."""
+    quick_start = README.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", quick_start, flags=re.S)
+
+
+def test_readme_pytest_example_runs(pytester: pytest.Pytester) -> None:
+    """The plugin example, as a user's test file, in a pytest run of its own."""
+    block = README.read_text().split("## Test your own code", 1)[1].split("```python\n")[1]
+    pytester.makepyfile(test_user=block.split("```")[0])
+    pytester.makeini("[pytest]\nasyncio_mode = auto\n")
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
 
 
 @pytest.fixture
