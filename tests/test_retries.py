@@ -5,6 +5,7 @@ Unmatched requests pass through to the real moto server (aioresponses records th
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -77,8 +78,12 @@ def sent_inference_ids(mocked: aioresponses) -> list[str]:
 
 
 async def test_invoke_is_retried_after_503_and_throttling_with_the_same_id(
-    client: AsyncInferenceClient, moto_url: str, moto_admin: aiohttp.ClientSession
+    client: AsyncInferenceClient,
+    moto_url: str,
+    moto_admin: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="sagemaker_async")
     await set_moto_results(moto_admin, ("ok after retries", False))
     with faults() as mocked:
         url = invoke_url(moto_url)
@@ -93,6 +98,10 @@ async def test_invoke_is_retried_after_503_and_throttling_with_the_same_id(
     # three refused attempts and the real fourth one, all with the same id
     assert ids == [handle.inference_id] * 4
     assert result.text() == "ok after retries"
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) == 3  # never silent: each retry is logged with the InferenceId
+    assert all(handle.inference_id in m for m in retries)
+    assert "ServiceUnavailable" in retries[0] and "ThrottlingException" in retries[1]
 
 
 async def test_a_connection_reset_is_retried(client: AsyncInferenceClient, moto_url: str) -> None:

@@ -278,7 +278,12 @@ class AsyncInferenceClient:
         request = {k: v for k, v in fields.items() if v is not None}
         runtime = self._runtime
         policy = retrying(
-            self.retry, deadline=deadline, max_attempts=self.retry.max_attempts, sleep=self._sleep
+            self.retry,
+            deadline=deadline,
+            max_attempts=self.retry.max_attempts,
+            sleep=self._sleep,
+            # A retried invoke may reach SageMaker twice; the shared InferenceId ties them.
+            what=f"InvokeEndpointAsync {endpoint_name} (InferenceId {inference_id})",
         )
         try:
             response = await call_with_retry(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+logger = logging.getLogger("sagemaker_async")
 Sleep = Callable[[float], Awaitable[None]]
 
 _THROTTLING = frozenset(
@@ -132,12 +134,14 @@ def retrying(
     deadline: float | None,
     max_attempts: int | None,
     sleep: Sleep,
+    what: str,
     retry_if: Callable[[BaseException], bool] = is_transient,
 ) -> tenacity.AsyncRetrying:
     """A tenacity policy: back off on transient errors, stop at ``max_attempts`` or ``deadline``.
 
     ``deadline`` is a :func:`time.time` timestamp; each sleep is clamped to the time left, and no
-    attempt starts after it. The last error is re-raised as it was.
+    attempt starts after it. The last error is re-raised as it was. Each retry is logged with
+    ``what`` (which call, on what; never a payload).
     """
     base = backoff(config.initial_delay, config.max_delay, config.multiplier, config.jitter)
 
@@ -152,11 +156,23 @@ def retrying(
         stop = tenacity.stop_after_attempt(max_attempts)
     if deadline is not None:
         stop = stop | (lambda _state: time.time() >= deadline)
+
+    def log_retry(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        logger.info(
+            "%s: attempt %d failed (%s); retrying in %.2f s",
+            what,
+            state.attempt_number,
+            error_code(error) if isinstance(error, ClientError) else type(error).__name__,
+            state.upcoming_sleep,
+        )
+
     return tenacity.AsyncRetrying(
         sleep=sleep,
         stop=stop,
         wait=wait,
         retry=tenacity.retry_if_exception(retry_if),
+        before_sleep=log_retry,
         reraise=True,
     )
 

@@ -90,7 +90,13 @@ class ObjectStore:
                 body = await stream.read()
             return S3Object(body=body, content_type=response.get("ContentType"), age=_age(response))
 
-        policy = retrying(self._retry, deadline=deadline, max_attempts=None, sleep=self._sleep)
+        policy = retrying(
+            self._retry,
+            deadline=deadline,
+            max_attempts=None,
+            sleep=self._sleep,
+            what=f"GetObject {uri}",
+        )
         try:
             return await call_with_retry(policy, attempt)
         except Exception as exc:
@@ -116,6 +122,7 @@ class ObjectStore:
             deadline=deadline,
             max_attempts=self._retry.max_attempts,
             sleep=self._sleep,
+            what=f"PutObject {uri}",
         )
         try:
             await call_with_retry(policy, attempt)
