@@ -56,6 +56,7 @@ def _rx(text: str) -> tuple[re.Pattern[str], str]:
     return re.compile(text), text
 
 
+# Patterns are applied with fullmatch: `$` alone would let a trailing newline through.
 # HTTP header values cannot carry CR, LF or other controls, so the model's \p{ASCII} is read as
 # printable ASCII plus tab: a stricter rule that no valid request breaks.
 _RULES: dict[str, _Rule] = {
@@ -115,14 +116,14 @@ def validate_field(field: str, value: Any, *, python_names: bool = False) -> Non
         )
     if rule.max is not None and len(value) > rule.max:
         raise ValidationError(label, f"is {len(value)} characters long", length_rule, shown)
-    if rule.charset and not _PRINTABLE.match(value):
+    if rule.charset and not _PRINTABLE.fullmatch(value):
         raise ValidationError(
             label,
             "contains a character that is not printable US-ASCII",
             "printable US-ASCII (0x20-0x7E) and tab",
             shown,
         )
-    if rule.pattern is not None and not rule.pattern.match(value):
+    if rule.pattern is not None and not rule.pattern.fullmatch(value):
         raise ValidationError(
             label, f"{value!r} does not match the pattern", f"must match {rule.pattern_text}", shown
         )
@@ -155,10 +156,10 @@ def validate_invoke_request(fields: Mapping[str, Any], *, python_names: bool = F
 
 def parse_s3_uri(uri: str, *, field: str = "S3 URI") -> tuple[str, str]:
     """Split ``s3://bucket/key`` (or an ``https://`` S3 URL) into ``(bucket, key)``."""
-    match = re.match(r"^s3://([^/]+)/?(.*)$", uri)
+    match = re.fullmatch(r"s3://([^/]+)/?(.*)", uri)
     if match is None:
         # https://bucket.s3.region.amazonaws.com/key or https://host/bucket/key (path style)
-        https = re.match(r"^https://([^/]+)/(.*)$", uri)
+        https = re.fullmatch(r"https://([^/]+)/(.*)", uri)
         if https is None:
             raise ValidationError(field, f"{uri!r} is not an S3 URI", "s3://bucket/key")
         host, rest = https.groups()

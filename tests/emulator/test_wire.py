@@ -237,3 +237,24 @@ async def test_custom_credentials_and_stats_route(
     assert document["received"] == document["completed"] == 1
     assert document["backlog"] == document["in_flight"] == document["failed"] == 0
     assert split(response["OutputLocation"])[1].startswith("custom/output/")
+
+
+@pytest.mark.parametrize("ttl", ["+600", "6_00", "١٢٠", "9" * 12])
+async def test_integer_headers_are_plain_digits(
+    local_async_endpoint: LocalAsyncEndpoint, ttl: str
+) -> None:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = f"{local_async_endpoint.url}/endpoints/echo/async-invocations"
+    headers = {"X-Amzn-SageMaker-RequestTTLSeconds": ttl}
+    request = AWSRequest(method="POST", url=url, data=b"x", headers=headers)
+    SigV4Auth(Credentials("testing", "testing"), "sagemaker", "us-east-1").add_auth(request)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=b"x", headers=dict(request.headers.items())) as answer,
+    ):
+        assert answer.status == 400, await answer.text()
+        assert answer.headers["x-amzn-ErrorType"] == "ValidationError"
+    await local_async_endpoint.join()

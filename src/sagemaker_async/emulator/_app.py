@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -83,10 +84,9 @@ def _request_fields(request: web.Request, body: bytes) -> dict[str, Any]:
     for field, header in _INT_HEADERS.items():
         if header in request.headers:
             text = request.headers[header]
-            try:
-                fields[field] = int(text)
-            except ValueError:
-                raise ValidationError(field, f"{text!r} is not an integer", "an integer") from None
+            if not re.fullmatch(r"[0-9]{1,9}", text):  # int() would take "+6", "6_0", "١٢"
+                raise ValidationError(field, f"{text!r} is not an integer", "an integer")
+            fields[field] = int(text)
     if body:
         fields["Body"] = body
     return fields

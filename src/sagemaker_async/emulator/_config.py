@@ -62,7 +62,7 @@ class EndpointConfig:
     include_inference_response_in: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if not (1 <= len(self.name) <= 63 and _NAME.match(self.name)):
+        if not (1 <= len(self.name) <= 63 and _NAME.fullmatch(self.name)):
             raise ValidationError(
                 "EndpointConfig.name",
                 f"{self.name!r} is not a valid endpoint name",
