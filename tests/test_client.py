@@ -20,6 +20,7 @@ from sagemaker_async import (
     InferenceStatus,
     InferenceTimeoutError,
     PollingConfig,
+    ValidationError,
 )
 from support import other_tasks, set_moto_results
 
@@ -323,3 +324,41 @@ async def test_requests_per_inference_counted_by_the_server(
         bucket = handle.output_location.removeprefix("s3://").split("/")[0]
         counts = embedded_s3.counts(bucket)
         assert {k: v for k, v in counts.items() if v} == expected
+
+
+async def test_restarted_watcher_stays_registered_and_closes_cleanly(
+    moto_url: str, fast_polling: PollingConfig
+) -> None:
+    client = AsyncInferenceClient(
+        region_name="us-east-1",
+        endpoint_url=moto_url,
+        s3_endpoint_url=moto_url,
+        polling=fast_polling,
+    )
+    handle = await _resumed_on_missing(client, moto_url)
+    called: list[AsyncInferenceHandle] = []
+    handle.add_done_callback(called.append)
+    await asyncio.sleep(0.05)  # the first watcher is polling
+    handle.remove_done_callback(called.append)  # stops the first watcher...
+    handle.add_done_callback(called.append)  # ...and a second one starts before it unwinds
+    waiter = asyncio.create_task(handle.result())
+    await asyncio.sleep(0.1)
+    await client.aclose()
+    with pytest.raises(ClientClosedError):
+        await waiter
+    assert handle.status is InferenceStatus.PENDING and not called
+    assert not other_tasks()
+    registered = len(handle._callbacks)
+    with pytest.raises(ClientClosedError):
+        handle.add_done_callback(called.append)  # refused, and not left registered
+    assert len(handle._callbacks) == registered
+
+
+async def test_no_region_is_a_validation_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    client = AsyncInferenceClient()
+    with pytest.raises(ValidationError) as info:
+        await client.invoke_endpoint_async("ep", input_location="s3://b/k")
+    assert info.value.field == "region_name" and "AWS_REGION" in str(info.value)
+    await client.aclose()

@@ -14,9 +14,10 @@ from urllib.parse import quote
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import NoRegionError, ProfileNotFound
 
 from ._config import PollingConfig, RetryConfig
-from ._errors import ClientClosedError, ValidationError
+from ._errors import ClientClosedError, SageMakerAsyncError, ValidationError
 from ._handle import AsyncInferenceHandle
 from ._retry import call_with_retry, retrying, to_invocation_error
 from ._s3 import ObjectStore
@@ -34,6 +35,19 @@ logger = logging.getLogger("sagemaker_async")
 # Service defaults (botocore model docs) used to derive a handle's deadline.
 _DEFAULT_TTL = 21600
 _DEFAULT_INVOCATION_TIMEOUT = 900
+
+
+def _configuration_error(exc: Exception) -> SageMakerAsyncError:
+    """Map botocore's set-up errors (no region, unknown profile...) to the public hierarchy."""
+    if isinstance(exc, NoRegionError):
+        return ValidationError(
+            "region_name", "no AWS region is configured", "pass region_name= or set AWS_REGION"
+        )
+    if isinstance(exc, ProfileNotFound):
+        return ValidationError("session", str(exc), "an AWS profile that exists in the config")
+    if isinstance(exc, SageMakerAsyncError):
+        return exc
+    return to_invocation_error(exc, "CreateClient")
 
 
 class AsyncInferenceClient:
@@ -165,9 +179,14 @@ class AsyncInferenceClient:
                         config=config,
                     )
                 )
-            except BaseException:
+            except BaseException as exc:
                 await stack.aclose()
+                if isinstance(exc, Exception):
+                    raise _configuration_error(exc) from exc
                 raise
+            if self._state == "closed":  # aclose() ran while the clients were being made
+                await stack.aclose()
+                raise ClientClosedError("the AsyncInferenceClient was closed while opening")
             self._stack, self._runtime = stack, runtime
             self._store = ObjectStore(s3, self.retry, self._sleep)
             self._watcher_obj = Watcher(self._store, self._sleep)
@@ -176,7 +195,8 @@ class AsyncInferenceClient:
     async def aclose(self) -> None:
         """Stop every watcher (waiters get :class:`ClientClosedError`) and close connections.
 
-        Handles stay pending: their ``to_dict()`` can be resumed by another client.
+        Handles stay pending: their ``to_dict()`` can be resumed by another client. Done
+        callbacks of handles still pending are not called.
         """
         if self._state == "closed":
             return

@@ -14,7 +14,6 @@ from ._errors import (
     ClientClosedError,
     InferenceFailedError,
     InferenceTimeoutError,
-    SageMakerAsyncError,
 )
 from ._result import InferenceResult
 from ._watcher import WatchTarget
@@ -154,13 +153,14 @@ class AsyncInferenceHandle:
     def add_done_callback(self, fn: Callable[[AsyncInferenceHandle], object]) -> None:
         """Call ``fn(handle)`` once the handle is done; starts watching if needed.
 
-        Must be called from a running event loop (unless the handle is already done).
+        Must be called from a running event loop (unless the handle is already done). If the
+        client is closed while the handle is still pending, ``fn`` is not called.
         """
         if self.done():
             asyncio.get_running_loop().call_soon(fn, self)
             return
-        self._callbacks.append(fn)
         self._ensure_watching()
+        self._callbacks.append(fn)
 
     def remove_done_callback(self, fn: Callable[[AsyncInferenceHandle], object]) -> int:
         """Remove every registration of ``fn``; returns how many were removed."""
@@ -206,8 +206,6 @@ class AsyncInferenceHandle:
                     handle_state=self.to_dict(),
                 )
             if not self.done():
-                if finished and not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]  # a bug: show it as it is
                 raise ClientClosedError(
                     f"the client was closed while waiting for inference {self.inference_id}; "
                     "resume the wait with AsyncInferenceClient.resume(handle.to_dict())"
@@ -244,18 +242,23 @@ class AsyncInferenceHandle:
         try:
             await self._client.open()
             result = await self._client._watcher.watch(self._target, self._polling)
+        except ClientClosedError:
+            return  # the handle stays pending; result() tells its waiters
         except InferenceFailedError as exc:
             exc.handle_state = self.to_dict()
             self._finish(InferenceStatus.FAILED, exception=exc)
         except InferenceTimeoutError as exc:
             exc.handle_state = self.to_dict()
             self._finish(InferenceStatus.TIMED_OUT, exception=exc)
-        except SageMakerAsyncError as exc:
+        except Exception as exc:
+            # Any other error ends the handle, so that callbacks run and nothing is unretrieved.
             self._finish(InferenceStatus.FAILED, exception=exc)
         else:
             self._finish(InferenceStatus.SUCCEEDED, result=result)
         finally:
-            self._client._unregister(self)
+            # A stopped watcher may unwind after its successor started: leave that one listed.
+            if self._task is None or self._task is asyncio.current_task():
+                self._client._unregister(self)
 
     def _finish(
         self,
