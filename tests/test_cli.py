@@ -93,16 +93,26 @@ async def test_invoke_rejects_bad_input_with_field_and_rule(emulator: LocalAsync
 
 async def test_batch_of_a_folder_and_of_jsonl(emulator: LocalAsyncEndpoint, tmp_path: Path) -> None:
     folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(5):
+    (folder / "sub").mkdir(parents=True)
+    for i in range(3):
         (folder / f"item{i}.txt").write_text(f"payload {i}")
+    # names that a lossy escaping would map onto each other
+    (folder / "a b.txt").write_text("space")
+    (folder / "a_b.txt").write_text("underscore")
+    (folder / "sub" / "x.txt").write_text("nested")
+    (folder / "sub_x.txt").write_text("flat")
     code, out, err = await run_cli(
         "batch", "echo", str(folder), "--out", str(tmp_path / "out1"), env=emulator.env
     )
     assert code == 0, err
-    assert json.loads(out)["succeeded"] == 5
-    assert (tmp_path / "out1/results/item3.txt.out").read_text() == "payload 3"
-    assert "5/5" in err  # the progress bar
+    assert json.loads(out)["succeeded"] == 7
+    results = tmp_path / "out1" / "results"
+    assert (results / "item2.txt.out").read_text() == "payload 2"
+    assert (results / "a b.txt.out").read_text() == "space"
+    assert (results / "a_b.txt.out").read_text() == "underscore"
+    assert (results / "sub" / "x.txt.out").read_text() == "nested"
+    assert (results / "sub_x.txt.out").read_text() == "flat"
+    assert "7/7" in err  # the progress bar
 
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_text("\n".join(json.dumps({"i": i}) for i in range(4)) + "\n")
@@ -218,3 +228,16 @@ async def test_demo_runs(tmp_path: Path) -> None:
     succeeded = int(out.split("succeeded")[1].split()[0])
     failed = int(out.split("failed")[1].split()[0])
     assert succeeded + failed == 40 and succeeded > 0
+
+
+def test_a_torn_manifest_line_does_not_swallow_the_next_record(tmp_path: Path) -> None:
+    from sagemaker_async._batch import _Manifest
+
+    (tmp_path / "manifest.jsonl").write_text('{"key": "a", "event": "submitted"}\n{"key": "z", "ev')
+    manifest = _Manifest(tmp_path)
+    manifest.write(key="b", event="submitting", inference_id="id-b")
+    manifest.close()
+    reread = _Manifest(tmp_path)
+    reread.close()
+    assert reread.state["b"]["inference_id"] == "id-b"
+    assert reread.state["a"]["event"] == "submitted" and "z" not in reread.state

@@ -91,6 +91,10 @@ def test_default_client_lives_as_long_as_the_loop(
         asyncio.run(main())
         gc.collect()
     assert seen[0].closed  # closed by the loop's shutdown, not by us
+    from sagemaker_async import _default
+
+    assert seen[0] not in list(_default._clients.values())  # and forgotten: no leak per loop
+    assert seen[0] not in _default._closers
     assert not [w for w in caught if "nclosed" in str(w.message)]
     assert "nclosed" not in caplog.text
 
@@ -99,6 +103,7 @@ def test_default_client_lives_as_long_as_the_loop(
         assert client is not seen[0] and not client.closed
         await sagemaker_async.aclose_default_client()
         assert client.closed
+        assert await default_client() is not client  # a closed one is replaced
 
     asyncio.run(again())
 

@@ -186,3 +186,23 @@ async def test_403_on_a_missing_key_means_not_yet_and_the_timeout_says_so(
         with pytest.raises(InferenceTimeoutError) as info:
             await resumed
     assert "403" in str(info.value) and "s3:ListBucket" in str(info.value)
+
+
+def test_tls_and_proxy_failures_are_not_transient() -> None:
+    import ssl
+
+    from botocore.exceptions import (
+        EndpointConnectionError,
+        HTTPClientError,
+        ProxyConnectionError,
+        SSLError,
+    )
+
+    from sagemaker_async._retry import is_transient
+
+    assert is_transient(EndpointConnectionError(endpoint_url="http://127.0.0.1:9"))
+    assert is_transient(HTTPClientError(error=aiohttp.ServerDisconnectedError()))
+    assert not is_transient(SSLError(endpoint_url="https://127.0.0.1", error="bad cert"))
+    assert not is_transient(ProxyConnectionError(proxy_url="http://127.0.0.1:9", error="x"))
+    assert not is_transient(HTTPClientError(error=ssl.SSLCertVerificationError("bad")))
+    assert not is_transient(HTTPClientError(error=TypeError("a bug, not the network")))

@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import statistics
 import sys
 import time
@@ -24,7 +23,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ._client import AsyncInferenceClient
-from ._errors import InferenceFailedError, InferenceTimeoutError, SageMakerAsyncError
+from ._errors import (
+    ClientClosedError,
+    InferenceFailedError,
+    InferenceTimeoutError,
+    InvocationError,
+    SageMakerAsyncError,
+)
 from ._errors import ValidationError as _ValidationError
 
 __all__ = ["BatchItem", "BatchSummary", "ProgressBar", "read_items", "run_batch"]
@@ -53,6 +58,7 @@ class BatchSummary:
     resumed: int = 0
     resubmitted: int = 0
     not_submitted: int = 0
+    unfinished: int = 0
     latencies: list[float] = field(default_factory=list, repr=False)
     wall_seconds: float = 0.0
 
@@ -88,10 +94,6 @@ def read_items(source: Path) -> list[BatchItem]:
     return items
 
 
-def _safe_name(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", key)
-
-
 class _Manifest:
     """Append-only JSONL log; each line is flushed and fsynced before the next step."""
 
@@ -99,14 +101,17 @@ class _Manifest:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / MANIFEST
         self.state: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
+        text = self.path.read_text() if self.path.exists() else ""
+        if text:
+            for line in text.splitlines():
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line torn by a kill: the step before it still holds
                 self.state.setdefault(record["key"], {}).update(record)
         self._file = self.path.open("a", encoding="utf-8")
+        if text and not text.endswith("\n"):
+            self._file.write("\n")  # end a line torn by a crash, so the next one stays whole
 
     def write(self, **record: Any) -> None:
         self._file.write(json.dumps(record) + "\n")
@@ -119,10 +124,19 @@ class _Manifest:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all, durably, before the manifest says it exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
+    with tmp.open("wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 async def run_batch(
@@ -189,8 +203,15 @@ async def run_batch(
                 manifest.write(key=item.key, event="submitted", handle=handle.to_dict())
             try:
                 result = await handle
+            except (InvocationError, ClientClosedError) as exc:
+                # Submitted but not resolved (S3 refused, or we are shutting down): the next
+                # run resumes the wait from the manifest.
+                summary.unfinished += 1
+                logger.error("item %s: waiting stopped, rerun to resume: %s", item.key, exc)
+                report()
+                return
             except (InferenceFailedError, InferenceTimeoutError) as exc:
-                error_file = out_dir / "errors" / f"{_safe_name(item.key)}.txt"
+                error_file = out_dir / "errors" / f"{item.key}.txt"
                 _write_atomic(error_file, str(exc).encode())
                 manifest.write(
                     key=item.key,
@@ -200,7 +221,7 @@ async def run_batch(
                 )
                 summary.failed += 1
             else:
-                result_file = out_dir / "results" / f"{_safe_name(item.key)}.out"
+                result_file = out_dir / "results" / f"{item.key}.out"
                 _write_atomic(result_file, result.body)
                 manifest.write(
                     key=item.key,
@@ -213,10 +234,14 @@ async def run_batch(
             report()
 
     try:
-        await asyncio.gather(*(one(item) for item in items))
+        # Every item runs to its end before the manifest closes, whatever another one raised.
+        outcomes = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
     finally:
         manifest.close()
         summary.wall_seconds = time.monotonic() - started
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
     return summary
 
 
@@ -230,7 +255,7 @@ class ProgressBar:
         self._last_decile = -1
 
     def __call__(self, s: BatchSummary) -> None:
-        done = s.succeeded + s.failed + s.skipped + s.not_submitted
+        done = s.succeeded + s.failed + s.skipped + s.not_submitted + s.unfinished
         frac = done / s.total if s.total else 1.0
         filled = int(frac * self._width)
         bar = "#" * filled + "." * (self._width - filled)

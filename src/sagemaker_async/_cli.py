@@ -177,11 +177,12 @@ async def _batch(args: argparse.Namespace) -> int:
                 "resumed": summary.resumed,
                 "resubmitted": summary.resubmitted,
                 "not_submitted": summary.not_submitted,
+                "unfinished": summary.unfinished,
                 "manifest": str(args.out / "manifest.jsonl"),
             }
         )
     )
-    return 0 if summary.not_submitted == 0 else 1
+    return 0 if summary.not_submitted == 0 and summary.unfinished == 0 else 1
 
 
 async def _demo(args: argparse.Namespace) -> int:

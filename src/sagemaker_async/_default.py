@@ -27,11 +27,16 @@ _closers: weakref.WeakKeyDictionary[AsyncInferenceClient, AsyncGenerator[None, N
 )
 
 
-async def _close_at_loop_shutdown(client: AsyncInferenceClient) -> AsyncGenerator[None, None]:
+async def _close_at_loop_shutdown(
+    loop: asyncio.AbstractEventLoop, client: AsyncInferenceClient
+) -> AsyncGenerator[None, None]:
     # The loop runs this generator's finally in shutdown_asyncgens(): a loop-exit hook.
     try:
         yield
     finally:
+        if _clients.get(loop) is client:
+            del _clients[loop]  # the values would keep their keys alive: forget both
+        _closers.pop(client, None)
         await client.aclose()
 
 
@@ -42,7 +47,7 @@ async def default_client() -> AsyncInferenceClient:
     if client is None or client.closed:
         client = AsyncInferenceClient()
         _clients[loop] = client
-        closer = _close_at_loop_shutdown(client)
+        closer = _close_at_loop_shutdown(loop, client)
         await closer.__anext__()
         _closers[client] = closer  # a strong reference: a collected generator would close early
     await client.open()
@@ -51,11 +56,11 @@ async def default_client() -> AsyncInferenceClient:
 
 async def aclose_default_client() -> None:
     """Close the current event loop's default client, if it has one."""
-    client = _clients.pop(asyncio.get_running_loop(), None)
+    client = _clients.get(asyncio.get_running_loop())
     if client is not None:
-        closer = _closers.pop(client, None)
+        closer = _closers.get(client)
         if closer is not None:
-            await closer.aclose()
+            await closer.aclose()  # runs its finally: forgets and closes the client
         await client.aclose()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -15,8 +16,10 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     HTTPClientError,
+    ProxyConnectionError,
     ReadTimeoutError,
     ResponseStreamingError,
+    SSLError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
@@ -74,7 +77,16 @@ def _status(exc: ClientError) -> int:
 
 
 def is_connection_error(exc: BaseException) -> bool:
-    """True for a dropped, refused or timed-out connection (no usable answer at all)."""
+    """True for a dropped, refused or timed-out connection (no usable answer at all).
+
+    TLS and proxy failures (a bad CA bundle, a wrong proxy) are not: retrying cannot fix them.
+    """
+    if isinstance(exc, (SSLError, ProxyConnectionError, aiohttp.ClientSSLError)):
+        return False
+    if isinstance(exc, HTTPClientError) and isinstance(
+        exc.kwargs.get("error"), (ssl.SSLError, aiohttp.ClientSSLError)
+    ):
+        return False
     if isinstance(
         exc,
         (
