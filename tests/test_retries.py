@@ -206,3 +206,32 @@ def test_tls_and_proxy_failures_are_not_transient() -> None:
     assert not is_transient(ProxyConnectionError(proxy_url="http://127.0.0.1:9", error="x"))
     assert not is_transient(HTTPClientError(error=ssl.SSLCertVerificationError("bad")))
     assert not is_transient(HTTPClientError(error=TypeError("a bug, not the network")))
+
+
+async def test_403_on_an_object_that_exists_fails_fast(
+    client: AsyncInferenceClient, moto_url: str
+) -> None:
+    """GET denied but HEAD finds the object (e.g. no kms:Decrypt): no hours-long wait."""
+    from aiobotocore.session import get_session
+
+    bucket = f"kms-{uuid.uuid4()}"
+    session = get_session()
+    async with session.create_client("s3", region_name="us-east-1", endpoint_url=moto_url) as s3:
+        await s3.create_bucket(Bucket=bucket)
+        await s3.put_object(Bucket=bucket, Key="out/x.out", Body=b"secret result")
+    handle = await client.invoke_endpoint_async("ep", input_location=f"s3://in/{uuid.uuid4()}")
+    state = handle.to_dict() | {
+        "output_location": f"s3://{bucket}/out/x.out",
+        "failure_location": f"s3://{bucket}/fail/x-error.out",
+    }
+    denied = {
+        "status": 403,
+        "headers": {"Content-Type": "application/xml"},
+        "body": "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+        "repeat": True,
+    }
+    with faults() as mocked:
+        mocked.get(re.compile(re.escape(moto_url) + f"/{bucket}/.*"), **denied)
+        with pytest.raises(InvocationError) as info:
+            await client.resume(state)
+    assert info.value.code == "AccessDenied" and "kms:Decrypt" in str(info.value)

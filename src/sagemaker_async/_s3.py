@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from ._config import RetryConfig
+from ._errors import InvocationError
 from ._retry import Sleep, call_with_retry, error_code, retrying, to_invocation_error
 from ._validation import parse_s3_uri
 
@@ -76,6 +77,24 @@ class ObjectStore:
         """
         bucket, key = parse_s3_uri(uri)
 
+        async def forbidden_or_denied() -> Absent:
+            # A 403 is "not yet" without s3:ListBucket, but also "there, and you may not read
+            # it" (s3:GetObject, or kms:Decrypt for an SSE-KMS object). HEAD needs neither the
+            # read right nor the key: if it finds the object, waiting would never end.
+            try:
+                await self._client.head_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                if error_code(exc) in _NOT_FOUND | _FORBIDDEN:
+                    return Absent.FORBIDDEN
+                raise
+            raise InvocationError(
+                f"{uri} exists but GetObject is denied: grant s3:GetObject on it (and "
+                "kms:Decrypt on its KMS key if the bucket encrypts with SSE-KMS)",
+                code="AccessDenied",
+                status_code=403,
+                operation="GetObject",
+            )
+
         async def attempt() -> S3Object | Absent:
             try:
                 response = await self._client.get_object(Bucket=bucket, Key=key)
@@ -84,7 +103,7 @@ class ObjectStore:
                 if code in _NOT_FOUND:
                     return Absent.NOT_FOUND
                 if code in _FORBIDDEN:
-                    return Absent.FORBIDDEN
+                    return await forbidden_or_denied()
                 raise
             async with response["Body"] as stream:
                 body = await stream.read()
@@ -99,6 +118,8 @@ class ObjectStore:
         )
         try:
             return await call_with_retry(policy, attempt)
+        except InvocationError:
+            raise
         except Exception as exc:
             raise to_invocation_error(exc, "GetObject") from exc
 
