@@ -34,6 +34,12 @@ INTERNAL = {
     "headers": {"x-amzn-ErrorType": "InternalFailure"},
     "body": '{"message": "internal"}',
 }
+ACCESS_DENIED = {
+    "status": 403,
+    "headers": {"Content-Type": "application/xml"},
+    "body": "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+    "repeat": True,
+}
 SLOW_DOWN = {
     "status": 503,
     "headers": {"Content-Type": "application/xml"},
@@ -173,14 +179,8 @@ async def test_403_on_a_missing_key_means_not_yet_and_the_timeout_says_so(
         "output_location": "s3://locked-bucket/out/x.out",
         "failure_location": "s3://locked-bucket/fail/x-error.out",
     }
-    denied = {
-        "status": 403,
-        "headers": {"Content-Type": "application/xml"},
-        "body": "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
-        "repeat": True,
-    }
     with faults() as mocked:
-        mocked.get(re.compile(re.escape(moto_url) + r"/locked-bucket/.*"), **denied)
+        mocked.get(re.compile(re.escape(moto_url) + r"/locked-bucket/.*"), **ACCESS_DENIED)
         state["deadline"] = (datetime.now(timezone.utc) + timedelta(seconds=0.5)).isoformat()
         resumed = client.resume(state)
         with pytest.raises(InferenceTimeoutError) as info:
@@ -224,14 +224,8 @@ async def test_403_on_an_object_that_exists_fails_fast(
         "output_location": f"s3://{bucket}/out/x.out",
         "failure_location": f"s3://{bucket}/fail/x-error.out",
     }
-    denied = {
-        "status": 403,
-        "headers": {"Content-Type": "application/xml"},
-        "body": "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
-        "repeat": True,
-    }
     with faults() as mocked:
-        mocked.get(re.compile(re.escape(moto_url) + f"/{bucket}/.*"), **denied)
+        mocked.get(re.compile(re.escape(moto_url) + f"/{bucket}/.*"), **ACCESS_DENIED)
         with pytest.raises(InvocationError) as info:
             await client.resume(state)
     assert info.value.code == "AccessDenied" and "kms:Decrypt" in str(info.value)
