@@ -8,7 +8,7 @@ from typing import Any
 from aiobotocore.session import get_session
 
 from sagemaker_async import AsyncInferenceClient, PollingConfig
-from sagemaker_async._watcher import LatencyTracker
+from sagemaker_async._adaptive import LatencyTracker
 from sagemaker_async.emulator import EndpointConfig
 
 
@@ -59,3 +59,37 @@ async def test_learned_latency_cuts_s3_reads(
         warm = await batch()
     print(f"GETs per inference: cold {cold:.1f}, warm {warm:.1f}")
     assert warm < cold, (warm, cold)
+
+
+async def test_a_sibling_result_cuts_sleeps_short_once() -> None:
+    import time
+
+    from sagemaker_async._adaptive import Siblings
+
+    siblings = Siblings()
+    now = time.time()
+    older = asyncio.create_task(siblings.nap("ep", now - 5.0, 60.0))
+    younger = asyncio.create_task(siblings.nap("ep", now + 0.2, 60.0))
+    other_endpoint = asyncio.create_task(siblings.nap("other", now - 5.0, 60.0))
+    await asyncio.sleep(0)
+    siblings.found("ep", now - 0.1)  # a result 0.1 s after its submission
+    # the older sleeper reads at once, the younger 0.1 s after its own submission
+    assert await asyncio.wait_for(older, 5) is True
+    assert await asyncio.wait_for(younger, 5) is True
+    assert not other_endpoint.done()
+    other_endpoint.cancel()
+    await asyncio.gather(other_endpoint, return_exceptions=True)
+    assert await siblings.nap("ep", now, 0.01) is False  # nobody cut it short
+    assert not siblings._sleeping.get("ep") and not siblings._sleeping.get("other")
+
+
+async def test_a_later_schedule_is_never_pushed_back() -> None:
+    import time
+
+    from sagemaker_async._adaptive import Siblings
+
+    siblings = Siblings()
+    nap = asyncio.create_task(siblings.nap("ep", time.time(), 0.05))
+    await asyncio.sleep(0)
+    siblings.found("ep", time.time() - 600)  # a slow sibling: would mean "wait 10 minutes"
+    assert await asyncio.wait_for(nap, 5) is False  # woke on its own schedule

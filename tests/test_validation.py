@@ -184,6 +184,7 @@ async def test_large_body_and_input_location_is_both_given(
         (lambda: PollingConfig(max_delay=float("inf")), "PollingConfig.max_delay"),
         (lambda: PollingConfig(multiplier=0.5), "PollingConfig.multiplier"),
         (lambda: PollingConfig(jitter=-0.1), "PollingConfig.jitter"),
+        (lambda: PollingConfig(jitter=1.0), "PollingConfig.jitter"),
         (lambda: PollingConfig(timeout=0), "PollingConfig.timeout"),
         (lambda: PollingConfig(initial_delay=5, max_delay=1), "PollingConfig.max_delay"),
         (lambda: PollingConfig(initial_delay="1"), "PollingConfig.initial_delay"),  # type: ignore[arg-type]

@@ -26,29 +26,32 @@ def _check_positive(
 class PollingConfig:
     """How a handle watches the output and failure locations.
 
-    Each round checks the output location and then the failure location; between rounds it
-    sleeps ``initial_delay * multiplier**n`` seconds (capped at ``max_delay``) plus a random
-    jitter of up to ``jitter`` seconds, clamped to the time left before the deadline.
+    Each round reads the output location (and, every second round, the failure location);
+    between rounds it sleeps ``initial_delay * multiplier**n`` seconds, capped at
+    ``max_delay``, shortened by a random fraction of up to ``jitter`` of itself ("equal
+    jitter"), and clamped to the time left before the deadline.
 
     Attributes:
         initial_delay: the first sleep, in seconds.
         max_delay: the longest sleep between two rounds, in seconds.
         multiplier: growth factor of the sleep from one round to the next (>= 1).
-        jitter: up to this many random seconds added to each sleep, so that many handles
-            submitted together do not poll in lock step.
+        jitter: the largest random fraction (0 to < 1) cut from each sleep. Handles submitted
+            together then do not poll in lock step, and the first to find its result wakes
+            the older ones of its endpoint (with ``adaptive``).
         timeout: how long a handle waits, in seconds from submission. ``None`` (the default)
             derives it from the request: RequestTTLSeconds + InvocationTimeoutSeconds (their
             service defaults when not given) + ``deadline_margin``.
         deadline_margin: slack added to the derived deadline for queueing and S3 latency.
-        adaptive: learn each endpoint's usual latency from the results already read (from S3's
-            own timestamps) and make a new handle's first read near it, rather than backing
-            off from zero. Turn off when one endpoint's latencies vary wildly by payload.
+        adaptive: learn from the other handles of the same endpoint. A new handle's first read
+            goes near the endpoint's usual latency (learned from S3's own timestamps) instead
+            of backing off from zero; and a handle that finds its result wakes the handles
+            submitted before it, once each. Turn it off when latencies vary wildly by payload.
     """
 
     initial_delay: float = 0.5
     max_delay: float = 20.0
     multiplier: float = 2.0
-    jitter: float = 0.25
+    jitter: float = 0.5
     timeout: float | None = None
     deadline_margin: float = 60.0
     adaptive: bool = True
@@ -57,6 +60,13 @@ class PollingConfig:
         _check_positive("PollingConfig", "initial_delay", self.initial_delay)
         _check_positive("PollingConfig", "max_delay", self.max_delay)
         _check_positive("PollingConfig", "jitter", self.jitter, allow_zero=True)
+        if self.jitter >= 1:
+            raise ValidationError(
+                "PollingConfig.jitter",
+                f"{self.jitter!r} is 1 or more",
+                "a fraction 0 <= x < 1",
+                self.jitter,
+            )
         _check_positive("PollingConfig", "timeout", self.timeout)
         _check_positive("PollingConfig", "deadline_margin", self.deadline_margin, allow_zero=True)
         _check_positive("PollingConfig", "multiplier", self.multiplier)

@@ -8,19 +8,20 @@ nothing is left behind.
 from __future__ import annotations
 
 import logging
+import random
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import tenacity
 
+from ._adaptive import CLOCK_RESOLUTION, LatencyTracker, Siblings
 from ._config import PollingConfig
 from ._errors import InferenceFailedError, InferenceTimeoutError, InvocationError
 from ._result import InferenceResult
-from ._retry import Sleep, backoff
+from ._retry import Sleep
 from ._s3 import Absent, ObjectStore, S3Object
 
-__all__ = ["LatencyTracker", "WatchTarget", "Watcher"]
+__all__ = ["WatchTarget", "Watcher"]
 
 logger = logging.getLogger("sagemaker_async")
 
@@ -37,51 +38,6 @@ class WatchTarget:
     deadline: float
 
 
-# S3's Last-Modified and Date have whole seconds, so an object's age is known to +-1 s.
-_CLOCK_RESOLUTION = 1.0
-
-
-class LatencyTracker:
-    """Recent latencies per endpoint: lower bounds of "submission to object written".
-
-    They place a new handle's first read near the time its endpoint usually needs, instead
-    of backing off from zero: fewer reads, and no long last sleep that overshoots the result.
-    Each sample is a lower bound, never a guess that could make a read late: the object was
-    not there at the handle's last miss, and S3's own clock (Date minus Last-Modified, to the
-    second, free of skew between this host and S3) says it was written at most age + 1 s
-    before the read. As first reads move closer to the truth, so do the bounds.
-    """
-
-    def __init__(self, keep: int = 256, min_samples: int = 8) -> None:
-        self._keep = keep
-        self._min_samples = min_samples
-        self._samples: dict[str, deque[float]] = {}
-        self._estimates: dict[str, float] = {}  # cached per endpoint, dropped on observe
-
-    def observe(self, endpoint_name: str, seconds: float) -> None:
-        """Record that an inference on ``endpoint_name`` took ``seconds``."""
-        samples = self._samples.get(endpoint_name)
-        if samples is None:
-            samples = self._samples[endpoint_name] = deque(maxlen=self._keep)
-        samples.append(seconds)
-        self._estimates.pop(endpoint_name, None)
-
-    def first_read_after(self, endpoint_name: str) -> float:
-        """Seconds after submission when a first read may succeed (0 until enough samples).
-
-        The 25th percentile of the recent lower bounds.
-        """
-        estimate = self._estimates.get(endpoint_name)
-        if estimate is None:
-            samples = self._samples.get(endpoint_name)
-            if samples is None or len(samples) < self._min_samples:
-                return 0.0
-            ordered = sorted(samples)
-            estimate = ordered[len(ordered) // 4]
-            self._estimates[endpoint_name] = estimate
-        return estimate
-
-
 class Watcher:
     """Resolves inferences by polling S3 (GET output each round, GET failure every second)."""
 
@@ -89,11 +45,12 @@ class Watcher:
         self._store = store
         self._sleep = sleep
         self.latencies = LatencyTracker()
+        self.siblings = Siblings()
 
     def _learn(self, target: WatchTarget, found: S3Object, not_before: float) -> None:
         written_after = not_before
         if found.age is not None:
-            written_after = max(written_after, time.time() - found.age - _CLOCK_RESOLUTION)
+            written_after = max(written_after, time.time() - found.age - CLOCK_RESOLUTION)
         self.latencies.observe(target.endpoint_name, max(0.0, written_after - target.submitted_at))
 
     async def watch(self, target: WatchTarget, polling: PollingConfig) -> InferenceResult:
@@ -106,6 +63,7 @@ class Watcher:
         """
         forbidden = False
         rounds = 0
+        may_be_woken = polling.adaptive  # by a sibling's result, once (see Siblings)
         last_miss = target.submitted_at  # when the output was last seen missing
 
         async def one_round(check_failure: bool | None = None) -> InferenceResult | None:
@@ -115,6 +73,8 @@ class Watcher:
             found = await self._store.get(target.output_location, deadline=target.deadline)
             if isinstance(found, S3Object):
                 self._learn(target, found, last_miss)
+                if polling.adaptive:
+                    self.siblings.found(target.endpoint_name, target.submitted_at)
                 return InferenceResult(
                     body=found.body,
                     content_type=found.content_type,
@@ -138,7 +98,7 @@ class Watcher:
             forbidden = forbidden or Absent.FORBIDDEN in (found, failed)
             return None
 
-        base = backoff(polling.initial_delay, polling.max_delay, polling.multiplier, polling.jitter)
+        steps = 0  # sleeps since the schedule last (re)started
 
         def learned_wait() -> float:
             # Time until this endpoint's usual first-read moment (<= 0 once past it).
@@ -147,10 +107,25 @@ class Watcher:
             elapsed = time.time() - target.submitted_at
             return self.latencies.first_read_after(target.endpoint_name) - elapsed
 
-        def wait(state: tenacity.RetryCallState) -> float:
+        def wait(_state: tenacity.RetryCallState) -> float:
+            nonlocal steps
+            # Capped exponential growth, counted by hand so that a sibling's wake-up can
+            # restart it; equal jitter spreads handles submitted together, so the earliest
+            # readers find the results for the others (see Siblings).
+            growth = min(polling.max_delay, polling.initial_delay * polling.multiplier**steps)
+            steps += 1
+            delay = growth * (1.0 - polling.jitter * random.random())
             # Re-asked every round, so handles submitted before anything was learned catch up.
-            delay = max(float(base(state)), learned_wait())
+            delay = max(delay, learned_wait())
             return max(0.0, min(delay, target.deadline - time.time()))
+
+        async def sleep(seconds: float) -> None:
+            nonlocal may_be_woken, steps
+            if may_be_woken and seconds > 0:
+                if await self.siblings.nap(target.endpoint_name, target.submitted_at, seconds):
+                    may_be_woken, steps = False, 0  # if that read misses, back off from small
+            else:
+                await self._sleep(seconds)
 
         # A fresh submission is never done at once: skip the rounds that would surely miss.
         elapsed = time.time() - target.submitted_at
@@ -161,7 +136,7 @@ class Watcher:
             await self._sleep(first)
 
         policy = tenacity.AsyncRetrying(
-            sleep=self._sleep,
+            sleep=sleep,
             stop=lambda _state: time.time() >= target.deadline,
             wait=wait,
             retry=tenacity.retry_if_result(lambda result: result is None),
