@@ -248,6 +248,8 @@ class AsyncInferenceClient:
         elif isinstance(body, (bytearray, memoryview)):
             body = bytes(body)
         upload = isinstance(body, bytes) and len(body) > MAX_INLINE_BODY
+        # A large body is validated as the InputLocation it will become; the real URI needs
+        # the (validated) InferenceId, so a well-formed stand-in takes its place until then.
         fields: dict[str, Any] = {
             "EndpointName": endpoint_name,
             "Body": None if upload else body,
