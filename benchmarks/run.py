@@ -48,15 +48,10 @@ async def run_scenario(
     s3 = emulator.embedded_s3
     assert s3 is not None
     ep = emulator.endpoint("bench")
-    watched = [p.removeprefix("s3://") for p in (ep.output_path, ep.failure_path)]
 
     def watch_counts() -> dict[str, int]:
-        total = {"GET": 0, "HEAD": 0, "LIST": 0}
-        for path in watched:
-            counts = s3.counts(path)
-            for kind in total:
-                total[kind] += counts.get(kind, 0)
-        return total
+        counts = s3.counts(ep.output_path, ep.failure_path)
+        return {kind: counts[kind] for kind in PRICE}
 
     s3.reset_counts()
     cpu_before = child_cpu()

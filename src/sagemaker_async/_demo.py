@@ -101,12 +101,8 @@ async def run_demo(
                 progress=ProgressBar() if progress else None,
             )
         ep = emulator.endpoint(ENDPOINT)
-        paths = [ep.output_path, ep.failure_path]
-        polled = {"GET": 0, "HEAD": 0, "LIST": 0}
-        for path in paths:
-            counts = s3.counts(path.removeprefix("s3://"))
-            for kind in polled:
-                polled[kind] += counts.get(kind, 0)
+        counts = s3.counts(ep.output_path, ep.failure_path)
+        polled = {kind: counts[kind] for kind in ("GET", "HEAD", "LIST")}
     finished = summary.succeeded + summary.failed
     per = {k: v / finished if finished else 0.0 for k, v in polled.items()}
     p50, p90, p99 = (summary.percentile(q) for q in (50, 90, 99))

@@ -41,6 +41,15 @@ async def test_counts_by_kind_and_prefix(embedded_s3: EmbeddedS3, aws: dict[str,
         "OTHER": 0,
         "total": 4,
     }
+    # several prefixes (an endpoint's output and failure paths), as bucket/key or s3:// URIs
+    assert embedded_s3.counts(f"s3://{bucket}/a/", f"{bucket}/b/") == {
+        "GET": 1,
+        "HEAD": 1,
+        "LIST": 2,
+        "PUT": 2,
+        "OTHER": 0,
+        "total": 6,
+    }
     by_path = embedded_s3.counts_by_path()
     assert by_path[f"{bucket}/b/2.out"] == {"PUT": 1}
     assert by_path[f"{bucket}/b/"] == {"LIST": 1}

@@ -94,17 +94,18 @@ class RequestCountingMiddleware:
             self._counts[kind] += 1
         return self._app(environ, start_response)
 
-    def counts(self, prefix: str | None = None) -> dict[str, int]:
-        """Requests per kind, limited to paths starting with ``prefix`` when given.
+    def counts(self, *prefixes: str) -> dict[str, int]:
+        """Requests per kind, limited to paths starting with any of ``prefixes`` when given.
 
         The result always has the S3 kinds (zero when none) and ``"total"``; other services
         appear under their name when no prefix is given.
         """
+        starts = tuple(prefix.removeprefix("s3://") for prefix in prefixes)
         result = dict.fromkeys(S3_KINDS, 0)
         with self._lock:
             items = list(self._counts.items())
         for (kind, path), count in items:
-            if prefix is not None and (kind not in S3_KINDS or not path.startswith(prefix)):
+            if starts and (kind not in S3_KINDS or not path.startswith(starts)):
                 continue
             result[kind] = result.get(kind, 0) + count
         result["total"] = sum(result.values())
@@ -205,13 +206,16 @@ class EmbeddedS3:
             self._thread = None
         _log.info("embedded S3 stopped")
 
-    def counts(self, prefix: str | None = None) -> dict[str, int]:
+    def counts(self, *prefixes: str) -> dict[str, int]:
         """Requests per kind (``GET``, ``HEAD``, ``LIST``, ``PUT``, ``OTHER``, ``total``).
 
-        With ``prefix`` (``"bucket/key-prefix"``), only S3 requests whose path starts with it.
-        Without, other services (``sqs``, ``sns``) are included under their names.
+        With ``prefixes`` (``"bucket/key-prefix"`` or ``"s3://bucket/key-prefix"``), only S3
+        requests whose path starts with one of them, e.g. an endpoint's output and failure
+        paths. Without, other services (``sqs``, ``sns``) are included under their names.
         """
-        return self._counter.counts(prefix) if self._counter else dict.fromkeys(S3_KINDS, 0)
+        if self._counter is None:
+            return dict.fromkeys(S3_KINDS, 0)
+        return self._counter.counts(*prefixes)
 
     def counts_by_path(self) -> dict[str, dict[str, int]]:
         """S3 requests per ``"bucket/key"`` path (listings: ``"bucket/prefix"``), per kind."""
