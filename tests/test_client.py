@@ -53,7 +53,7 @@ async def test_success_resolves_to_the_output(
     assert handle.done() and handle.status is InferenceStatus.SUCCEEDED
     assert handle.exception() is None
     assert await handle.result() is result  # a done handle answers at once
-    assert not other_tasks()
+    assert not await other_tasks()
 
 
 async def test_failure_raises_with_the_failure_text(
@@ -94,7 +94,7 @@ async def test_500_handles_at_once_with_gather(
     succeeded = [o for o in outcomes if isinstance(o, InferenceResult)]
     assert len(failed) == n // 10 and len(succeeded) == n - n // 10
     assert sorted(r.json()["i"] for r in succeeded) == [i for i in range(n) if i % 10]
-    assert not other_tasks()
+    assert not await other_tasks()
 
 
 async def _inputs_sent(moto_url: str, body_len: int, client: AsyncInferenceClient) -> dict:  # type: ignore[type-arg]
@@ -162,7 +162,7 @@ async def test_deadline_passes_and_the_handle_times_out(
     assert info.value.deadline_exceeded
     assert "neither" in str(info.value)
     assert handle.status is InferenceStatus.TIMED_OUT
-    assert not other_tasks()
+    assert not await other_tasks()
 
 
 async def test_polling_timeout_sets_the_deadline(
@@ -193,7 +193,7 @@ async def test_result_timeout_leaves_the_handle_pending(
         await handle.result(timeout=0.1)
     assert not info.value.deadline_exceeded
     assert handle.status is InferenceStatus.PENDING
-    assert not other_tasks()  # nobody waits: no polling task
+    assert not await other_tasks()  # nobody waits: no polling task
 
 
 async def test_cancel_stops_waiting_and_leaves_no_task(
@@ -212,7 +212,7 @@ async def test_cancel_stops_waiting_and_leaves_no_task(
     with pytest.raises(asyncio.CancelledError):
         await handle
     await asyncio.sleep(0)
-    assert not other_tasks()
+    assert not await other_tasks()
 
 
 async def test_cancelled_waiter_stops_polling_and_handle_can_be_awaited_again(
@@ -224,7 +224,7 @@ async def test_cancelled_waiter_stops_polling_and_handle_can_be_awaited_again(
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
-    assert not other_tasks()
+    assert not await other_tasks()
     assert handle.status is InferenceStatus.PENDING
     # The output arrives later; a new await finds it.
     session = get_session()
@@ -241,7 +241,7 @@ async def test_wait_for_timeout_cancels_cleanly(
     handle = await _resumed_on_missing(client, moto_url)
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(handle.result(), timeout=0.1)
-    assert not other_tasks()
+    assert not await other_tasks()
 
 
 async def test_done_callback_and_exception(
@@ -294,7 +294,7 @@ async def test_closing_the_client_ends_every_watcher(moto_url: str, fast_polling
         with pytest.raises(ClientClosedError):
             await waiter
     assert handle.status is InferenceStatus.PENDING  # resumable elsewhere
-    assert not other_tasks()
+    assert not await other_tasks()
     with pytest.raises(ClientClosedError):
         await client.invoke_endpoint_async("ep", input_location="s3://b/k")
     await client.aclose()  # idempotent
@@ -305,22 +305,23 @@ async def test_many_handles_share_one_client_pool(client: AsyncInferenceClient) 
         await client.invoke_endpoint_async("ep", input_location=unique_input()) for _ in range(20)
     ]
     await asyncio.gather(*handles)
-    # Every handle goes through the client's single ObjectStore (one aiobotocore S3 client).
-    assert len({id(h._client._store) for h in handles}) == 1
+    # Every handle is watched by the client's one completion engine (one aiobotocore S3 client).
+    assert len({id(h._completions) for h in handles}) == 1
 
 
 async def test_requests_per_inference_counted_by_the_server(
     client: AsyncInferenceClient, moto_admin: aiohttp.ClientSession, embedded_s3: Any
 ) -> None:
-    """A finished inference costs one GET; a failed one three (the failure is read every
-    second round: output 404, output 404 and failure)."""
+    """A finished inference costs one GET; a failed one two (output 404, then the failure
+    location, read one round after the output)."""
     await set_moto_results(moto_admin, ("fine", False), ("broken", True))
-    ok = await client.invoke_endpoint_async("ep", input_location=unique_input())
-    bad = await client.invoke_endpoint_async("ep", input_location=unique_input())
+    polling = PollingConfig(initial_delay=0.2, max_delay=1.0, jitter=0.0)
+    ok = await client.invoke_endpoint_async("ep", input_location=unique_input(), polling=polling)
+    bad = await client.invoke_endpoint_async("ep", input_location=unique_input(), polling=polling)
     await ok
     with pytest.raises(InferenceFailedError):
         await bad
-    for handle, expected in ((ok, {"GET": 1, "total": 1}), (bad, {"GET": 3, "total": 3})):
+    for handle, expected in ((ok, {"GET": 1, "total": 1}), (bad, {"GET": 2, "total": 2})):
         bucket = handle.output_location.removeprefix("s3://").split("/")[0]
         counts = embedded_s3.counts(bucket)
         assert {k: v for k, v in counts.items() if v} == expected
@@ -347,7 +348,7 @@ async def test_restarted_watcher_stays_registered_and_closes_cleanly(
     with pytest.raises(ClientClosedError):
         await waiter
     assert handle.status is InferenceStatus.PENDING and not called
-    assert not other_tasks()
+    assert not await other_tasks()
     registered = len(handle._callbacks)
     with pytest.raises(ClientClosedError):
         handle.add_done_callback(called.append)  # refused, and not left registered

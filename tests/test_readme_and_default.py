@@ -83,7 +83,7 @@ def test_default_client_lives_as_long_as_the_loop(
         second = await sagemaker_async.invoke_endpoint_async("ep", input_location="s3://in/b")
         await asyncio.gather(first, second)
         seen.append(await default_client())
-        assert first._client is second._client is seen[0]
+        assert first._completions is second._completions is seen[0]._engine
 
     caplog.set_level(logging.ERROR, logger="asyncio")
     with warnings.catch_warnings(record=True) as caught:

@@ -168,7 +168,7 @@ async def test_s3_errors_during_the_wait_are_survived(
         gets = sum(len(c) for (m, u), c in mocked.requests.items() if m == "GET")
     assert result.text() == "survived"
     assert gets >= 5  # four faults, then the real answer
-    assert not other_tasks()
+    assert not await other_tasks()
 
 
 async def test_403_on_a_missing_key_means_not_yet_and_the_timeout_says_so(

@@ -14,7 +14,7 @@ Submit with :meth:`AsyncInferenceClient.invoke_endpoint_async`, then ``await`` t
 """
 
 from ._client import AsyncInferenceClient
-from ._config import PollingConfig, RetryConfig
+from ._config import CompletionConfig, PollingConfig, RetryConfig
 from ._default import aclose_default_client, invoke_endpoint_async
 from ._errors import (
     ClientClosedError,
@@ -31,6 +31,7 @@ __all__ = [
     "AsyncInferenceClient",
     "AsyncInferenceHandle",
     "ClientClosedError",
+    "CompletionConfig",
     "InferenceFailedError",
     "InferenceResult",
     "InferenceStatus",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import random
 import uuid
 from contextlib import AsyncExitStack
 from datetime import datetime
@@ -16,13 +16,16 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import NoRegionError, ProfileNotFound
 
-from ._config import PollingConfig, RetryConfig
+from ._config import CompletionConfig, PollingConfig, RetryConfig
+from ._engine._budget import RequestBudget
+from ._engine._clock import Clock, SystemClock
+from ._engine._engine import CompletionEngine
+from ._engine._records import WatchTarget
 from ._errors import ClientClosedError, SageMakerAsyncError, ValidationError
 from ._handle import AsyncInferenceHandle
 from ._retry import call_with_retry, retrying, to_invocation_error
 from ._s3 import ObjectStore
 from ._validation import MAX_INLINE_BODY, parse_s3_uri, validate_field, validate_invoke_request
-from ._watcher import Watcher, WatchTarget
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -54,8 +57,9 @@ class AsyncInferenceClient:
     """Client for SageMaker Asynchronous Inference.
 
     One client owns one aiobotocore session, one sagemaker-runtime client, one S3 client and
-    their connection pool; every handle it makes shares them. Use it as an async context
-    manager, or call :meth:`aclose` when done (it also opens itself on first use)::
+    their connection pool, and one completion engine that watches every pending handle with
+    shared S3 listings and reads; every handle it makes shares them. Use it as an async
+    context manager, or call :meth:`aclose` when done (it also opens itself on first use)::
 
         async with AsyncInferenceClient(region_name="us-east-1") as client:
             handle = await client.invoke_endpoint_async("my-endpoint", body=b'{"x": 1}',
@@ -69,11 +73,17 @@ class AsyncInferenceClient:
         endpoint_url: sagemaker-runtime endpoint; defaults to AWS's, or to
             ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` / ``AWS_ENDPOINT_URL`` when set.
         s3_endpoint_url: S3 endpoint; defaults to AWS's, or to ``AWS_ENDPOINT_URL_S3``.
-        polling: how handles poll S3 (per-call override: ``invoke_endpoint_async(polling=)``).
+        polling: how soon and how often results are looked for (per-call override:
+            ``invoke_endpoint_async(polling=)``).
+        completion: how the completion engine finds results, client-wide: the strategy
+            (listing or per-location reads, chosen by cost), the S3 request budget, prices.
         retry: how transient errors are retried.
         input_prefix: ``s3://bucket/prefix/`` where bodies larger than 128,000 bytes are
             uploaded before the call (under a key derived from the inference id).
-        max_connections: size of the shared HTTP connection pool of each AWS client.
+        max_connections: size of the shared HTTP connection pool of each AWS client. The
+            engine uses at most three quarters of the S3 pool, so uploads always find one.
+        clock: where time, sleeps and timers come from (for tests: a fake clock makes every
+            schedule run in virtual time); the system clock by default.
     """
 
     def __init__(
@@ -84,9 +94,11 @@ class AsyncInferenceClient:
         endpoint_url: str | None = None,
         s3_endpoint_url: str | None = None,
         polling: PollingConfig | None = None,
+        completion: CompletionConfig | None = None,
         retry: RetryConfig | None = None,
         input_prefix: str | None = None,
         max_connections: int = 100,
+        clock: Clock | None = None,
     ) -> None:
         if input_prefix is not None:
             if not isinstance(input_prefix, str) or not input_prefix.startswith("s3://"):
@@ -106,6 +118,7 @@ class AsyncInferenceClient:
             )
         for name, value, kind in (
             ("polling", polling, PollingConfig),
+            ("completion", completion, CompletionConfig),
             ("retry", retry, RetryConfig),
         ):
             if value is not None and not isinstance(value, kind):
@@ -116,18 +129,27 @@ class AsyncInferenceClient:
         self.endpoint_url = endpoint_url
         self.s3_endpoint_url = s3_endpoint_url
         self.polling = polling or PollingConfig()
+        self.completion = completion or CompletionConfig()
         self.retry = retry or RetryConfig()
         self.input_prefix = input_prefix
         self._session = session
         self._max_connections = max_connections
-        self._sleep = asyncio.sleep
+        self._clock: Clock = clock or SystemClock()
         self._state = "new"
         self._open_lock: asyncio.Lock | None = None
         self._stack: AsyncExitStack | None = None
         self._runtime: SageMakerRuntimeClient | None = None
-        self._store: ObjectStore | None = None
-        self._watcher_obj: Watcher | None = None
-        self._live: set[AsyncInferenceHandle] = set()
+        budget = RequestBudget(self.completion.max_requests_per_second, self._clock)
+        self._store = ObjectStore(self.retry, self._clock, budget)
+        self._engine = CompletionEngine(
+            self._store,
+            config=self.completion,
+            retry=self.retry,
+            clock=self._clock,
+            budget=budget,
+            concurrency=max(1, max_connections * 3 // 4),
+            rng=random.Random(),
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> AsyncInferenceClient:
@@ -149,6 +171,8 @@ class AsyncInferenceClient:
 
     async def open(self) -> None:
         """Create the AWS clients (done for you by ``async with`` or on first use)."""
+        if self._state == "open":
+            return
         self._check_open()
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
@@ -188,12 +212,12 @@ class AsyncInferenceClient:
                 await stack.aclose()
                 raise ClientClosedError("the AsyncInferenceClient was closed while opening")
             self._stack, self._runtime = stack, runtime
-            self._store = ObjectStore(s3, self.retry, self._sleep)
-            self._watcher_obj = Watcher(self._store, self._sleep)
+            self._store.bind(s3)
+            self._engine.start()
             self._state = "open"
 
     async def aclose(self) -> None:
-        """Stop every watcher (waiters get :class:`ClientClosedError`) and close connections.
+        """Stop the completion engine (waiters get :class:`ClientClosedError`), close connections.
 
         Handles stay pending: their ``to_dict()`` can be resumed by another client. Done
         callbacks of handles still pending are not called.
@@ -201,14 +225,11 @@ class AsyncInferenceClient:
         if self._state == "closed":
             return
         self._state = "closed"
-        tasks = [t for h in list(self._live) if (t := h._stop_watching()) is not None]
-        if tasks:
-            await asyncio.wait(tasks)
-        self._live.clear()
+        await self._engine.aclose()
         if self._stack is not None:
             stack, self._stack = self._stack, None
             await stack.aclose()
-        self._runtime = self._store = self._watcher_obj = None
+        self._runtime = None
 
     # -- the API ----------------------------------------------------------------------------
     async def invoke_endpoint_async(
@@ -281,15 +302,16 @@ class AsyncInferenceClient:
         inference_id = inference_id or self._new_inference_id()
         polling = polling or self.polling
         await self.open()
-        submitted_at = time.time()
-        deadline = submitted_at + (
+        wait = (
             polling.timeout
             if polling.timeout is not None
             else (request_ttl_seconds or _DEFAULT_TTL)
             + (invocation_timeout_seconds or _DEFAULT_INVOCATION_TIMEOUT)
             + polling.deadline_margin
         )
-        assert self._store is not None and self._runtime is not None
+        submitted_at = self._clock.wall()
+        deadline = self._clock.monotonic() + wait  # calls in this process use monotonic time
+        assert self._runtime is not None
         if upload:
             assert body is not None and self.input_prefix is not None
             fields["InputLocation"] = self._upload_uri(inference_id)
@@ -301,9 +323,9 @@ class AsyncInferenceClient:
         runtime = self._runtime
         policy = retrying(
             self.retry,
+            clock=self._clock,
             deadline=deadline,
             max_attempts=self.retry.max_attempts,
-            sleep=self._sleep,
             # A retried invoke may reach SageMaker twice; the shared InferenceId ties them.
             what=f"InvokeEndpointAsync {endpoint_name} (InferenceId {inference_id})",
         )
@@ -316,18 +338,15 @@ class AsyncInferenceClient:
             raise to_invocation_error(exc, "InvokeEndpointAsync") from exc
         returned_id = response.get("InferenceId") or inference_id
         logger.debug("submitted inference %s to endpoint %s", returned_id, endpoint_name)
-        return AsyncInferenceHandle(
-            self,
-            target=WatchTarget(
-                endpoint_name=endpoint_name,
-                inference_id=returned_id,
-                output_location=response["OutputLocation"],
-                failure_location=response["FailureLocation"],
-                submitted_at=submitted_at,
-                deadline=deadline,
-            ),
-            polling=polling,
+        target = WatchTarget(
+            endpoint_name=endpoint_name,
+            inference_id=returned_id,
+            output_location=response["OutputLocation"],
+            failure_location=response["FailureLocation"],
+            submitted_at=submitted_at,
+            deadline=submitted_at + wait,
         )
+        return self._handle(target, polling)
 
     def resume(
         self, state: dict[str, Any], *, polling: PollingConfig | None = None
@@ -368,21 +387,22 @@ class AsyncInferenceClient:
             if parsed.tzinfo is None:
                 raise ValidationError(f"state.{key}", "has no time zone", "ISO 8601 with zone")
             times[key] = parsed.timestamp()
-        polling = polling or self.polling
+        target = WatchTarget(
+            endpoint_name=values["endpoint_name"],
+            inference_id=values["inference_id"],
+            output_location=values["output_location"],
+            failure_location=values["failure_location"],
+            submitted_at=times["submitted_at"],
+            deadline=times["deadline"],
+        )
+        return self._handle(target, polling or self.polling)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _handle(self, target: WatchTarget, polling: PollingConfig) -> AsyncInferenceHandle:
         return AsyncInferenceHandle(
-            self,
-            target=WatchTarget(
-                endpoint_name=values["endpoint_name"],
-                inference_id=values["inference_id"],
-                output_location=values["output_location"],
-                failure_location=values["failure_location"],
-                submitted_at=times["submitted_at"],
-                deadline=times["deadline"],
-            ),
-            polling=polling,
+            target=target, polling=polling, completions=self._engine, opener=self.open
         )
 
-    # -- internals used by handles ----------------------------------------------------------
     def _upload_uri(self, inference_id: str) -> str:
         assert self.input_prefix is not None
         prefix = self.input_prefix if self.input_prefix.endswith("/") else self.input_prefix + "/"
@@ -395,15 +415,3 @@ class AsyncInferenceClient:
     def _check_open(self) -> None:
         if self._state == "closed":
             raise ClientClosedError("the AsyncInferenceClient is closed; create a new one")
-
-    @property
-    def _watcher(self) -> Watcher:
-        if self._watcher_obj is None:
-            raise ClientClosedError("the AsyncInferenceClient is not open")
-        return self._watcher_obj
-
-    def _register(self, handle: AsyncInferenceHandle) -> None:
-        self._live.add(handle)
-
-    def _unregister(self, handle: AsyncInferenceHandle) -> None:
-        self._live.discard(handle)

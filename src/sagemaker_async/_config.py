@@ -1,13 +1,14 @@
-"""Configuration value objects: how handles poll, and how calls are retried."""
+"""Configuration value objects: how handles are watched, and how calls are retried."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from ._errors import ValidationError
 
-__all__ = ["PollingConfig", "RetryConfig"]
+__all__ = ["CompletionConfig", "PollingConfig", "RetryConfig"]
 
 
 def _check_positive(
@@ -24,28 +25,34 @@ def _check_positive(
 
 @dataclass(frozen=True)
 class PollingConfig:
-    """How a handle watches the output and failure locations.
+    """How soon, and how often, a handle's result is looked for.
 
-    Each round reads the output location (and, every second round, the failure location);
-    between rounds it sleeps ``initial_delay * multiplier**n`` seconds, capped at
-    ``max_delay``, shortened by a random fraction of up to ``jitter`` of itself ("equal
-    jitter"), and clamped to the time left before the deadline.
+    The client's completion engine looks for results in one of two ways per S3 directory (see
+    :class:`CompletionConfig`): by reading each location (per-location polling), or by listing
+    the directory (one request answers for up to 1,000 keys). Either way, the schedule is
+    this one:
+
+    - per-location polling reads the output location ``initial_delay`` after submission, then
+      sleeps ``initial_delay * multiplier**n`` seconds, capped at ``max_delay`` and shortened
+      by a random fraction of up to ``jitter`` of itself ("equal jitter"); the failure
+      location is read half as often;
+    - a listed directory is swept every ``initial_delay`` while results arrive, and backs off
+      by ``multiplier`` while nothing changes, never slower than ``max_delay`` (a directory of
+      failure objects only: twice that).
+
+    So a result that is in S3 is found at most ``max_delay`` after it was written (a failure
+    object: ``2 * max_delay``), unless the client's request budget is exhausted.
 
     Attributes:
-        initial_delay: the first sleep, in seconds.
-        max_delay: the longest sleep between two rounds, in seconds.
-        multiplier: growth factor of the sleep from one round to the next (>= 1).
-        jitter: the largest random fraction (0 to < 1) cut from each sleep. Handles submitted
-            together then do not poll in lock step, and the first to find its result wakes
-            the older ones of its endpoint (with ``adaptive``).
+        initial_delay: the first wait after submission, and the fastest sweep, in seconds.
+        max_delay: the longest wait between two looks at a location, in seconds.
+        multiplier: growth factor of the wait from one look to the next (>= 1).
+        jitter: the largest random fraction (0 to < 1) cut from each per-location wait, so
+            that handles submitted together do not poll in lock step.
         timeout: how long a handle waits, in seconds from submission. ``None`` (the default)
             derives it from the request: RequestTTLSeconds + InvocationTimeoutSeconds (their
             service defaults when not given) + ``deadline_margin``.
         deadline_margin: slack added to the derived deadline for queueing and S3 latency.
-        adaptive: learn from the other handles of the same endpoint. A new handle's first read
-            goes near the endpoint's usual latency (learned from S3's own timestamps) instead
-            of backing off from zero; and a handle that finds its result wakes the handles
-            submitted before it, once each. Turn it off when latencies vary wildly by payload.
     """
 
     initial_delay: float = 0.5
@@ -54,7 +61,6 @@ class PollingConfig:
     jitter: float = 0.5
     timeout: float | None = None
     deadline_margin: float = 60.0
-    adaptive: bool = True
 
     def __post_init__(self) -> None:
         _check_positive("PollingConfig", "initial_delay", self.initial_delay)
@@ -84,6 +90,57 @@ class PollingConfig:
                 "max_delay >= initial_delay",
                 self.max_delay,
             )
+
+
+Strategy = Literal["auto", "poll", "list"]
+_STRATEGIES = ("auto", "poll", "list")
+
+
+@dataclass(frozen=True)
+class CompletionConfig:
+    """How the client's completion engine finds results, client-wide.
+
+    Pending locations are grouped by S3 directory (bucket and key prefix up to the last
+    ``/``). For each directory the engine either reads every pending location (per-location
+    polling) or lists the directory (ListObjectsV2: one request answers for up to 1,000
+    keys), whichever costs less at the request prices below, and re-decides as the directory
+    changes: listing wins when many results are pending in a directory, polling when few are,
+    or when the directory holds many other objects (measured by the listing itself).
+
+    Attributes:
+        strategy: ``"auto"`` (the default: choose per directory by cost), ``"poll"`` (always
+            read each location) or ``"list"`` (always list, even a crowded directory).
+        max_requests_per_second: a cap on the S3 requests the client makes while waiting
+            (reads of results included), shared by every handle. It halves when S3 answers
+            ``SlowDown`` and grows back once S3 recovers, so the client never makes an
+            overloaded bucket worse.
+        get_price: price of one GET or HEAD, in any unit (default: US$ per 1,000, S3
+            Standard in us-east-1).
+        list_price: price of one LIST request, in the same unit. Only the ratio to
+            ``get_price`` matters (12.5 by default).
+    """
+
+    strategy: Strategy = "auto"
+    max_requests_per_second: float = 1000.0
+    get_price: float = 0.0004
+    list_price: float = 0.005
+
+    def __post_init__(self) -> None:
+        if self.strategy not in _STRATEGIES:
+            raise ValidationError(
+                "CompletionConfig.strategy",
+                f"{self.strategy!r} is not a strategy",
+                "one of 'auto', 'poll', 'list'",
+                self.strategy,
+            )
+        _check_positive("CompletionConfig", "max_requests_per_second", self.max_requests_per_second)
+        _check_positive("CompletionConfig", "get_price", self.get_price)
+        _check_positive("CompletionConfig", "list_price", self.list_price)
+
+    @property
+    def list_cost(self) -> float:
+        """What one LIST costs, counted in GETs."""
+        return self.list_price / self.get_price
 
 
 @dataclass(frozen=True)

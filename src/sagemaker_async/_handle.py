@@ -5,21 +5,18 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._config import PollingConfig
+from ._engine._records import Watch, WatchTarget
 from ._errors import (
     ClientClosedError,
     InferenceFailedError,
     InferenceTimeoutError,
 )
 from ._result import InferenceResult
-from ._watcher import WatchTarget
-
-if TYPE_CHECKING:
-    from ._client import AsyncInferenceClient
 
 __all__ = ["AsyncInferenceHandle", "InferenceStatus"]
 
@@ -38,6 +35,19 @@ class InferenceStatus(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
+class Completions(Protocol):
+    """What a handle needs from its client's completion engine."""
+
+    def watch(self, target: WatchTarget, polling: PollingConfig) -> Watch:
+        """Start watching (or join the watch of) ``target``."""
+
+    def release(self, watch: Watch) -> None:
+        """Stop watching, unless another handle still waits on it."""
+
+    async def wait(self, watch: Watch, timeout: float | None) -> bool:
+        """Wait for the outcome, at most ``timeout`` seconds; True if there is one."""
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
@@ -45,10 +55,11 @@ def _iso(ts: float) -> str:
 class AsyncInferenceHandle:
     """A submitted inference; ``await handle`` gives its :class:`InferenceResult`.
 
-    The handle watches the output and failure locations that InvokeEndpointAsync returned,
-    only while someone waits for it (an ``await``, :meth:`result`, or a done callback): a
-    handle nobody waits on costs nothing. When the last waiter is cancelled, polling stops and
-    the handle stays pending, so it can be awaited again later.
+    The client's completion engine watches the output and failure locations that
+    InvokeEndpointAsync returned, only while someone waits for the handle (an ``await``,
+    :meth:`result`, or a done callback): a handle nobody waits on costs nothing, and no task
+    runs per handle. When the last waiter is cancelled, watching stops and the handle stays
+    pending, so it can be awaited again later.
 
     Its API follows :class:`asyncio.Future`: :meth:`done`, :meth:`cancel`, :meth:`cancelled`,
     :meth:`exception`, :meth:`add_done_callback`. :meth:`cancel` only stops waiting:
@@ -58,20 +69,37 @@ class AsyncInferenceHandle:
     :meth:`AsyncInferenceClient.resume`, not directly.
     """
 
+    __slots__ = (
+        "_callbacks",
+        "_completions",
+        "_exception",
+        "_opener",
+        "_opening",
+        "_polling",
+        "_result",
+        "_status",
+        "_target",
+        "_waiters",
+        "_watch",
+    )
+
     def __init__(
         self,
-        client: AsyncInferenceClient,
         *,
         target: WatchTarget,
         polling: PollingConfig,
+        completions: Completions,
+        opener: Callable[[], Awaitable[None]],
     ) -> None:
-        self._client = client
         self._target = target
         self._polling = polling
+        self._completions = completions
+        self._opener = opener  # opens the client (a no-op once open)
+        self._opening: asyncio.Task[None] | None = None
         self._status = InferenceStatus.PENDING
         self._result: InferenceResult | None = None
         self._exception: BaseException | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._watch: Watch | None = None
         self._waiters = 0
         self._callbacks: list[Callable[[AsyncInferenceHandle], object]] = []
 
@@ -161,13 +189,15 @@ class AsyncInferenceHandle:
             return
         self._ensure_watching()
         self._callbacks.append(fn)
+        if self._opening is None:  # a resumed handle of a client not opened yet
+            self._opening = asyncio.get_running_loop().create_task(self._open_quietly())
 
     def remove_done_callback(self, fn: Callable[[AsyncInferenceHandle], object]) -> int:
         """Remove every registration of ``fn``; returns how many were removed."""
         before = len(self._callbacks)
         self._callbacks = [cb for cb in self._callbacks if cb != fn]
         removed = before - len(self._callbacks)
-        if removed and not self._callbacks and self._waiters == 0:
+        if removed and not self._callbacks and self._waiters == 0 and not self.done():
             self._stop_watching()
         return removed
 
@@ -189,23 +219,26 @@ class AsyncInferenceHandle:
             asyncio.CancelledError: :meth:`cancel` was called.
         """
         if not self.done():
-            task = self._ensure_watching()
+            await self._opener()
+            watch = self._ensure_watching()
             self._waiters += 1
             try:
-                finished, _ = await asyncio.wait({task}, timeout=timeout)
+                finished = await self._completions.wait(watch, timeout)
             finally:
                 self._waiters -= 1
-                if self._waiters == 0 and not self._callbacks:
-                    await self._stop_watching_and_wait()
-            if not finished and not self.done():
-                raise InferenceTimeoutError(
-                    f"inference {self.inference_id} still pending after timeout={timeout}s; "
-                    "the handle keeps its state and can be awaited again",
-                    inference_id=self.inference_id,
-                    deadline_exceeded=False,
-                    handle_state=self.to_dict(),
-                )
+                if watch.outcome.done():
+                    self._on_outcome(watch.outcome)
+                if self._waiters == 0 and not self._callbacks and not self.done():
+                    self._stop_watching()
             if not self.done():
+                if not finished:
+                    raise InferenceTimeoutError(
+                        f"inference {self.inference_id} still pending after timeout={timeout}s; "
+                        "the handle keeps its state and can be awaited again",
+                        inference_id=self.inference_id,
+                        deadline_exceeded=False,
+                        handle_state=self.to_dict(),
+                    )
                 raise ClientClosedError(
                     f"the client was closed while waiting for inference {self.inference_id}; "
                     "resume the wait with AsyncInferenceClient.resume(handle.to_dict())"
@@ -229,36 +262,42 @@ class AsyncInferenceHandle:
         }
 
     # -- internals --------------------------------------------------------------------------
-    def _ensure_watching(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._client._check_open()
-            self._task = asyncio.get_running_loop().create_task(
-                self._watch(), name=f"sagemaker-async watch {self.inference_id}"
-            )
-            self._client._register(self)
-        return self._task
+    def _ensure_watching(self) -> Watch:
+        if self._watch is None:
+            watch = self._completions.watch(self._target, self._polling)
+            watch.outcome.add_done_callback(self._on_outcome)
+            self._watch = watch
+        return self._watch
 
-    async def _watch(self) -> None:
+    def _stop_watching(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.outcome.remove_done_callback(self._on_outcome)
+            self._completions.release(watch)
+
+    async def _open_quietly(self) -> None:
         try:
-            await self._client.open()
-            result = await self._client._watcher.watch(self._target, self._polling)
-        except ClientClosedError:
-            return  # the handle stays pending; result() tells its waiters
-        except InferenceFailedError as exc:
+            await self._opener()
+        except Exception:  # closed, or no credentials: result() reports it to its caller
+            logger.debug("inference %s: the client did not open", self.inference_id)
+
+    def _on_outcome(self, outcome: asyncio.Future[InferenceResult]) -> None:
+        if self.done() or outcome.cancelled() or outcome is not getattr(self._watch, "outcome", 0):
+            return
+        exc = outcome.exception()
+        if isinstance(exc, ClientClosedError):
+            self._watch = None  # the handle stays pending; result() tells its waiters
+            return
+        if isinstance(exc, (InferenceFailedError, InferenceTimeoutError)):
             exc.handle_state = self.to_dict()
-            self._finish(InferenceStatus.FAILED, exception=exc)
-        except InferenceTimeoutError as exc:
-            exc.handle_state = self.to_dict()
-            self._finish(InferenceStatus.TIMED_OUT, exception=exc)
-        except Exception as exc:
+            timed_out = isinstance(exc, InferenceTimeoutError)
+            status = InferenceStatus.TIMED_OUT if timed_out else InferenceStatus.FAILED
+            self._finish(status, exception=exc)
+        elif exc is not None:
             # Any other error ends the handle, so that callbacks run and nothing is unretrieved.
             self._finish(InferenceStatus.FAILED, exception=exc)
         else:
-            self._finish(InferenceStatus.SUCCEEDED, result=result)
-        finally:
-            # A stopped watcher may unwind after its successor started: leave that one listed.
-            if self._task is None or self._task is asyncio.current_task():
-                self._client._unregister(self)
+            self._finish(InferenceStatus.SUCCEEDED, result=outcome.result())
 
     def _finish(
         self,
@@ -271,23 +310,9 @@ class AsyncInferenceHandle:
             return
         self._status, self._result, self._exception = status, result, exception
         logger.debug("inference %s %s", self.inference_id, status.value)
-        if status is InferenceStatus.CANCELLED:
-            self._stop_watching()
+        self._stop_watching()
         callbacks, self._callbacks = self._callbacks, []
         if callbacks:
             loop = asyncio.get_running_loop()
             for fn in callbacks:
                 loop.call_soon(fn, self)
-
-    def _stop_watching(self) -> asyncio.Task[None] | None:
-        task, self._task = self._task, None
-        if task is not None and not task.done() and task is not asyncio.current_task():
-            task.cancel()
-            return task
-        return None
-
-    async def _stop_watching_and_wait(self) -> None:
-        task = self._stop_watching()
-        if task is not None:
-            # Let the cancelled task unwind now, so no task outlives the wait.
-            await asyncio.wait({task})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -24,22 +23,22 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ._config import RetryConfig
+from ._engine._clock import Clock
 from ._errors import InvocationError
 
 __all__ = [
-    "Sleep",
     "backoff",
     "call_with_retry",
     "error_code",
     "is_connection_error",
     "is_transient",
+    "retry_delay",
     "retrying",
     "to_invocation_error",
 ]
 
 T = TypeVar("T")
 logger = logging.getLogger("sagemaker_async")
-Sleep = Callable[[float], Awaitable[None]]
 
 _THROTTLING = frozenset(
     {
@@ -140,18 +139,26 @@ def backoff(
     ) + tenacity.wait_random(0, jitter)
 
 
+def retry_delay(config: RetryConfig, attempt: int) -> float:
+    """The wait before retry ``attempt`` (1-based), as :func:`retrying` would wait it."""
+    state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+    state.attempt_number = attempt
+    base = backoff(config.initial_delay, config.max_delay, config.multiplier, config.jitter)
+    return float(base(state))
+
+
 def retrying(
     config: RetryConfig,
     *,
+    clock: Clock,
     deadline: float | None,
     max_attempts: int | None,
-    sleep: Sleep,
     what: str,
     retry_if: Callable[[BaseException], bool] = is_transient,
 ) -> tenacity.AsyncRetrying:
     """A tenacity policy: back off on transient errors, stop at ``max_attempts`` or ``deadline``.
 
-    ``deadline`` is a :func:`time.time` timestamp; each sleep is clamped to the time left, and no
+    ``deadline`` is a time of ``clock`` (monotonic); each sleep is clamped to the time left, and no
     attempt starts after it. The last error is re-raised as it was. Each retry is logged with
     ``what`` (which call, on what; never a payload).
     """
@@ -160,14 +167,14 @@ def retrying(
     def wait(state: tenacity.RetryCallState) -> float:
         delay = float(base(state))
         if deadline is not None:
-            delay = max(0.0, min(delay, deadline - time.time()))
+            delay = max(0.0, min(delay, deadline - clock.monotonic()))
         return delay
 
     stop: Any = tenacity.stop_never
     if max_attempts is not None:
         stop = tenacity.stop_after_attempt(max_attempts)
     if deadline is not None:
-        stop = stop | (lambda _state: time.time() >= deadline)
+        stop = stop | (lambda _state: clock.monotonic() >= deadline)
 
     def log_retry(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
@@ -180,7 +187,7 @@ def retrying(
         )
 
     return tenacity.AsyncRetrying(
-        sleep=sleep,
+        sleep=clock.sleep,
         stop=stop,
         wait=wait,
         retry=tenacity.retry_if_exception(retry_if),

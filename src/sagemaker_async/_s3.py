@@ -1,4 +1,10 @@
-"""The S3 calls the client makes: read a result or failure object, upload a large body."""
+"""The S3 calls the client makes: read a location, list a directory page, upload a large body.
+
+Reads and listings make one attempt each: the completion engine's schedule is their retry (a
+missed poll is polled again later anyway), so no task sleeps inside a request. A transient
+failure raises :class:`Unavailable`; ``SlowDown`` also halves the request budget. Uploads,
+made while submitting, are retried here with the client's retry policy.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +17,16 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from ._config import RetryConfig
-from ._errors import InvocationError
-from ._retry import Sleep, call_with_retry, error_code, retrying, to_invocation_error
+from ._engine._budget import RequestBudget
+from ._engine._clock import Clock
+from ._errors import ClientClosedError, InvocationError
+from ._retry import call_with_retry, error_code, is_transient, retrying, to_invocation_error
 from ._validation import parse_s3_uri
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
-__all__ = ["Absent", "ObjectStore", "S3Object"]
+__all__ = ["Absent", "ObjectStore", "Page", "S3Object", "Unavailable"]
 
 logger = logging.getLogger("sagemaker_async")
 
@@ -35,6 +43,10 @@ class Absent(enum.Enum):
     FORBIDDEN = "forbidden"
 
 
+class Unavailable(InvocationError):
+    """S3 failed in a way that may pass (5xx, SlowDown, a dropped connection): try later."""
+
+
 @dataclass(frozen=True)
 class S3Object:
     """An object read from S3.
@@ -46,6 +58,14 @@ class S3Object:
     body: bytes
     content_type: str | None
     age: float | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a directory listing: the object keys on it, and where the next page starts."""
+
+    keys: list[str]
+    next_token: str | None
 
 
 def _age(response: Any) -> float | None:
@@ -61,67 +81,104 @@ def _age(response: Any) -> float | None:
 
 
 class ObjectStore:
-    """S3 reads and writes with the client's retry policy; shares one aiobotocore S3 client."""
+    """The client's S3 requests; shares one aiobotocore S3 client and one request budget."""
 
-    def __init__(self, client: S3Client, retry: RetryConfig, sleep: Sleep) -> None:
-        self._client = client
+    def __init__(self, retry: RetryConfig, clock: Clock, budget: RequestBudget) -> None:
+        self._client_or_none: S3Client | None = None
         self._retry = retry
-        self._sleep = sleep
+        self._clock = clock
+        self._budget = budget
 
-    async def get(self, uri: str, *, deadline: float | None) -> S3Object | Absent:
-        """Read ``uri``; transient errors are retried until ``deadline``.
+    def bind(self, client: S3Client) -> None:
+        """Use ``client`` (the client's aiobotocore S3 client, once it is open)."""
+        self._client_or_none = client
+
+    @property
+    def _client(self) -> S3Client:
+        if self._client_or_none is None:
+            raise ClientClosedError("the AsyncInferenceClient is not open")
+        return self._client_or_none
+
+    def _failed(self, exc: Exception, operation: str) -> InvocationError:
+        """Map an error of one attempt: :class:`Unavailable` when it may pass."""
+        if isinstance(exc, ClientError) and (
+            error_code(exc) == "SlowDown"
+            or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 503
+        ):
+            self._budget.slow_down()
+        error = to_invocation_error(exc, operation)
+        if is_transient(exc):
+            return Unavailable(
+                str(exc) or type(exc).__name__,
+                code=error.code,
+                request_id=error.request_id,
+                status_code=error.status_code,
+                operation=operation,
+            )
+        return error
+
+    async def read(self, uri: str) -> S3Object | Absent:
+        """One GET of ``uri``.
 
         Raises:
-            InvocationError: on a non-transient error other than 404/403, or when the deadline
-                passes while S3 keeps failing.
+            Unavailable: a transient failure; try again later.
+            InvocationError: any other failure, such as an object that exists but may not be
+                read (a 403 followed by a HEAD that finds it).
         """
         bucket, key = parse_s3_uri(uri)
-
-        async def forbidden_or_denied() -> Absent:
-            # A 403 is "not yet" without s3:ListBucket, but also "there, and you may not read
-            # it" (s3:GetObject, or kms:Decrypt for an SSE-KMS object). HEAD needs neither the
-            # read right nor the key: if it finds the object, waiting would never end.
-            try:
-                await self._client.head_object(Bucket=bucket, Key=key)
-            except ClientError as exc:
-                if error_code(exc) in _NOT_FOUND | _FORBIDDEN:
-                    return Absent.FORBIDDEN
-                raise
-            raise InvocationError(
-                f"{uri} exists but GetObject is denied: grant s3:GetObject on it (and "
-                "kms:Decrypt on its KMS key if the bucket encrypts with SSE-KMS)",
-                code="AccessDenied",
-                status_code=403,
-                operation="GetObject",
-            )
-
-        async def attempt() -> S3Object | Absent:
-            try:
-                response = await self._client.get_object(Bucket=bucket, Key=key)
-            except ClientError as exc:
-                code = error_code(exc)
-                if code in _NOT_FOUND:
-                    return Absent.NOT_FOUND
-                if code in _FORBIDDEN:
-                    return await forbidden_or_denied()
-                raise
+        try:
+            response = await self._client.get_object(Bucket=bucket, Key=key)
             async with response["Body"] as stream:
                 body = await stream.read()
-            return S3Object(body=body, content_type=response.get("ContentType"), age=_age(response))
-
-        policy = retrying(
-            self._retry,
-            deadline=deadline,
-            max_attempts=None,
-            sleep=self._sleep,
-            what=f"GetObject {uri}",
-        )
-        try:
-            return await call_with_retry(policy, attempt)
-        except InvocationError:
-            raise
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in _NOT_FOUND:
+                return Absent.NOT_FOUND
+            if code in _FORBIDDEN:
+                return await self._forbidden_or_denied(uri, bucket, key)
+            raise self._failed(exc, "GetObject") from exc
         except Exception as exc:
-            raise to_invocation_error(exc, "GetObject") from exc
+            raise self._failed(exc, "GetObject") from exc
+        return S3Object(body=body, content_type=response.get("ContentType"), age=_age(response))
+
+    async def _forbidden_or_denied(self, uri: str, bucket: str, key: str) -> Absent:
+        # A 403 is "not yet" without s3:ListBucket, but also "there, and you may not read it"
+        # (s3:GetObject, or kms:Decrypt for an SSE-KMS object). HEAD needs neither the read
+        # right nor the key: if it finds the object, waiting would never end.
+        self._budget.take()
+        try:
+            await self._client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in _NOT_FOUND | _FORBIDDEN:
+                return Absent.FORBIDDEN
+            raise self._failed(exc, "HeadObject") from exc
+        except Exception as exc:
+            raise self._failed(exc, "HeadObject") from exc
+        raise InvocationError(
+            f"{uri} exists but GetObject is denied: grant s3:GetObject on it (and "
+            "kms:Decrypt on its KMS key if the bucket encrypts with SSE-KMS)",
+            code="AccessDenied",
+            status_code=403,
+            operation="GetObject",
+        )
+
+    async def list_page(self, bucket: str, prefix: str, token: str | None) -> Page:
+        """One ListObjectsV2 page (up to 1,000 keys) of the directory ``prefix``.
+
+        Raises:
+            Unavailable: a transient failure; try again later.
+            InvocationError: any other failure (``AccessDenied`` without s3:ListBucket).
+        """
+        extra: dict[str, Any] = {"ContinuationToken": token} if token else {}
+        try:
+            response = await self._client.list_objects_v2(
+                Bucket=bucket, Prefix=prefix, Delimiter="/", **extra
+            )
+        except Exception as exc:
+            raise self._failed(exc, "ListObjectsV2") from exc
+        keys = [item["Key"] for item in response.get("Contents", ())]
+        token = response.get("NextContinuationToken") if response.get("IsTruncated") else None
+        return Page(keys=keys, next_token=token)
 
     async def put(
         self,
@@ -131,7 +188,10 @@ class ObjectStore:
         content_type: str | None,
         deadline: float | None,
     ) -> None:
-        """Upload ``body`` to ``uri`` (idempotent: a retry overwrites the same key)."""
+        """Upload ``body`` to ``uri`` (idempotent: a retry overwrites the same key).
+
+        ``deadline`` is a time of the client's clock (monotonic).
+        """
         bucket, key = parse_s3_uri(uri)
 
         async def attempt() -> None:
@@ -140,9 +200,9 @@ class ObjectStore:
 
         policy = retrying(
             self._retry,
+            clock=self._clock,
             deadline=deadline,
             max_attempts=self._retry.max_attempts,
-            sleep=self._sleep,
             what=f"PutObject {uri}",
         )
         try:
