@@ -9,7 +9,6 @@ import logging
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -17,56 +16,16 @@ import pytest
 from aioresponses import aioresponses
 
 from sagemaker_async import AsyncInferenceClient, InferenceTimeoutError, InvocationError
-from support import other_tasks, set_moto_results
-
-THROTTLE = {
-    "status": 400,
-    "headers": {"x-amzn-ErrorType": "ThrottlingException", "x-amzn-RequestId": "req-throttle"},
-    "body": '{"message": "Rate exceeded"}',
-}
-UNAVAILABLE = {
-    "status": 503,
-    "headers": {"x-amzn-ErrorType": "ServiceUnavailable", "x-amzn-RequestId": "req-503"},
-    "body": '{"message": "Service Unavailable"}',
-}
-INTERNAL = {
-    "status": 500,
-    "headers": {"x-amzn-ErrorType": "InternalFailure"},
-    "body": '{"message": "internal"}',
-}
-ACCESS_DENIED = {
-    "status": 403,
-    "headers": {"Content-Type": "application/xml"},
-    "body": "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
-    "repeat": True,
-}
-SLOW_DOWN = {
-    "status": 503,
-    "headers": {"Content-Type": "application/xml"},
-    "body": "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message>"
-    "</Error>",
-}
-
-
-class _Response(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 builds responses without aiohttp 3.14's ``stream_writer``."""
-
-    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-def faults() -> aioresponses:
-    """An aioresponses that lets unmatched requests through to the real servers."""
-    mocked = aioresponses(passthrough_unmatched=True)
-    add = mocked.add
-
-    def add_compatible(*args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("response_class", _Response)
-        add(*args, **kwargs)
-
-    mocked.add = add_compatible  # type: ignore[method-assign]
-    return mocked
+from support import (
+    ACCESS_DENIED,
+    INTERNAL,
+    SLOW_DOWN,
+    THROTTLE,
+    UNAVAILABLE,
+    faults,
+    other_tasks,
+    set_moto_results,
+)
 
 
 def invoke_url(moto_url: str) -> re.Pattern[str]:

@@ -38,15 +38,18 @@ class RequestBudget:
     def _refill(self) -> None:
         now = self._clock.monotonic()
         elapsed = max(0.0, now - self._last)
+        recovering = now - max(self._last, self._slowed_at + 1.0)
         self._last = now
-        if self.rate < self.cap and now - self._slowed_at > 1.0:
-            self.rate = min(self.cap, self.rate + self.cap * _RECOVERY_PER_SECOND * elapsed)
+        if self.rate < self.cap and recovering > 0:
+            self.rate = min(self.cap, self.rate + self.cap * _RECOVERY_PER_SECOND * recovering)
         self._tokens = min(self._burst, self._tokens + elapsed * self.rate)
 
     def delay(self) -> float:
         """Seconds until a request may start (0 when one may start now)."""
         self._refill()
-        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
+        if self._tokens >= 1.0:
+            return 0.0
+        return max(0.001, (1.0 - self._tokens) / self.rate)  # not 1e-17: time must move
 
     def take(self) -> None:
         """Spend one request (the balance may go negative)."""
