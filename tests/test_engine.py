@@ -374,3 +374,19 @@ async def test_cancelling_a_thousand_waiters_leaves_nothing_behind(make_world: A
     await world.write(handles[0].output_location)
     await world.clock.run_until(waiter.done, world.settle)
     assert (await waiter).body == b"{}"
+
+
+def test_the_fast_timestamp_parser_agrees_with_botocores() -> None:
+    from botocore.utils import parse_timestamp
+
+    from sagemaker_async._s3 import fast_timestamp
+
+    for value in (
+        "2026-11-26T07:00:00.000Z",
+        "2026-11-26T07:00:00Z",
+        "2026-11-26T07:00:00.123456Z",
+        "2026-11-26T07:00:00.1Z",
+        "Thu, 26 Nov 2026 07:00:00 GMT",
+        "2026-11-26T07:00:00+01:00",
+    ):
+        assert fast_timestamp(value) == parse_timestamp(value), value

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
+from aiobotocore.parsers import AioResponseParserFactory
 from botocore.exceptions import ClientError
+from botocore.utils import parse_timestamp
 
 from ._config import RetryConfig
 from ._engine._budget import RequestBudget
@@ -68,6 +72,24 @@ class Page:
     next_token: str | None
 
 
+_ISO_UTC = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?Z")
+
+
+def fast_timestamp(value: str) -> datetime:
+    """Botocore's ``parse_timestamp``, without dateutil's parser for S3's usual format.
+
+    A ListObjectsV2 page has 1,000 LastModified values: botocore's parser spends about 150 ms
+    of CPU on them (the event loop stalls meanwhile); this takes about 2 ms. Same result: an
+    aware datetime in UTC; anything unusual goes to botocore's parser.
+    """
+    match = _ISO_UTC.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return parse_timestamp(value)
+    whole, fraction = match.groups()
+    parsed = datetime.fromisoformat(whole).replace(tzinfo=timezone.utc)
+    return parsed.replace(microsecond=int(fraction.ljust(6, "0"))) if fraction else parsed
+
+
 def _age(response: Any) -> float | None:
     modified = response.get("LastModified")
     date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
@@ -92,6 +114,13 @@ class ObjectStore:
     def bind(self, client: S3Client) -> None:
         """Use ``client`` (the client's aiobotocore S3 client, once it is open)."""
         self._client_or_none = client
+        # aiobotocore has no public way to pick the timestamp parser of one client; its
+        # endpoint makes a parser per response from this factory. Only speed depends on it.
+        endpoint = getattr(client, "_endpoint", None)
+        if endpoint is not None and hasattr(endpoint, "_response_parser_factory"):
+            factory = AioResponseParserFactory()
+            factory.set_parser_defaults(timestamp_parser=fast_timestamp)
+            endpoint._response_parser_factory = factory
 
     @property
     def _client(self) -> S3Client:
