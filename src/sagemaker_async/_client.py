@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import uuid
+from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from datetime import datetime
 from types import TracebackType
@@ -400,8 +401,12 @@ class AsyncInferenceClient:
     # -- internals ---------------------------------------------------------------------------
     def _handle(self, target: WatchTarget, polling: PollingConfig) -> AsyncInferenceHandle:
         return AsyncInferenceHandle(
-            target=target, polling=polling, completions=self._engine, opener=self.open
+            target=target, polling=polling, completions=self._engine, opener=self._opening
         )
+
+    def _opening(self) -> Awaitable[None] | None:
+        """``open()`` to await, or None when the client is open (a handle's fast path)."""
+        return None if self._state == "open" else self.open()
 
     def _upload_uri(self, inference_id: str) -> str:
         assert self.input_prefix is not None

@@ -89,12 +89,12 @@ class AsyncInferenceHandle:
         target: WatchTarget,
         polling: PollingConfig,
         completions: Completions,
-        opener: Callable[[], Awaitable[None]],
+        opener: Callable[[], Awaitable[None] | None],
     ) -> None:
         self._target = target
         self._polling = polling
         self._completions = completions
-        self._opener = opener  # opens the client (a no-op once open)
+        self._opener = opener  # opens the client; None once it is open
         self._opening: asyncio.Task[None] | None = None
         self._status = InferenceStatus.PENDING
         self._result: InferenceResult | None = None
@@ -189,8 +189,9 @@ class AsyncInferenceHandle:
             return
         self._ensure_watching()
         self._callbacks.append(fn)
-        if self._opening is None:  # a resumed handle of a client not opened yet
-            self._opening = asyncio.get_running_loop().create_task(self._open_quietly())
+        opening = self._opener()
+        if opening is not None and self._opening is None:  # resumed, client not open yet
+            self._opening = asyncio.get_running_loop().create_task(self._open_quietly(opening))
 
     def remove_done_callback(self, fn: Callable[[AsyncInferenceHandle], object]) -> int:
         """Remove every registration of ``fn``; returns how many were removed."""
@@ -219,7 +220,9 @@ class AsyncInferenceHandle:
             asyncio.CancelledError: :meth:`cancel` was called.
         """
         if not self.done():
-            await self._opener()
+            opening = self._opener()
+            if opening is not None:
+                await opening
             watch = self._ensure_watching()
             self._waiters += 1
             try:
@@ -275,9 +278,9 @@ class AsyncInferenceHandle:
             watch.outcome.remove_done_callback(self._on_outcome)
             self._completions.release(watch)
 
-    async def _open_quietly(self) -> None:
+    async def _open_quietly(self, opening: Awaitable[None]) -> None:
         try:
-            await self._opener()
+            await opening
         except Exception:  # closed, or no credentials: result() reports it to its caller
             logger.debug("inference %s: the client did not open", self.inference_id)
 

@@ -33,7 +33,6 @@ from .._errors import (
 from .._result import InferenceResult
 from .._retry import retry_delay
 from .._s3 import Absent, ObjectStore, S3Object, Unavailable
-from .._validation import parse_s3_uri
 from ._budget import RequestBudget
 from ._clock import Clock
 from ._listing import ListingSource
@@ -60,8 +59,8 @@ class CompletionSource(Protocol):
 
 
 def _split(uri: str) -> tuple[str, str, str]:
-    """``s3://bucket/dir/name`` -> ``(bucket, "dir/", "dir/name")``."""
-    bucket, key = parse_s3_uri(uri)
+    """``s3://bucket/dir/name`` -> ``(bucket, "dir/", "dir/name")`` (URIs checked before)."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key[: key.rfind("/") + 1], key
 
 
