@@ -39,6 +39,9 @@ logger = logging.getLogger("sagemaker_async")
 # Service defaults (botocore model docs) used to derive a handle's deadline.
 _DEFAULT_TTL = 21600
 _DEFAULT_INVOCATION_TIMEOUT = 900
+# S3 reads the engine runs at once: enough for ~1,000 reads/s at S3's usual 30 ms, and few
+# enough that answers arriving together never hold the event loop for long (~1 ms each).
+_ENGINE_CONCURRENCY = 32
 
 
 def _configuration_error(exc: Exception) -> SageMakerAsyncError:
@@ -82,7 +85,8 @@ class AsyncInferenceClient:
         input_prefix: ``s3://bucket/prefix/`` where bodies larger than 128,000 bytes are
             uploaded before the call (under a key derived from the inference id).
         max_connections: size of the shared HTTP connection pool of each AWS client. The
-            engine uses at most three quarters of the S3 pool, so uploads always find one.
+            engine reads S3 over at most 32 of them (three quarters of a smaller pool), so
+            uploads always find one and answers arriving together never stall the loop.
         clock: where time, sleeps and timers come from (for tests: a fake clock makes every
             schedule run in virtual time); the system clock by default.
     """
@@ -148,7 +152,7 @@ class AsyncInferenceClient:
             retry=self.retry,
             clock=self._clock,
             budget=budget,
-            concurrency=max(1, max_connections * 3 // 4),
+            concurrency=max(1, min(_ENGINE_CONCURRENCY, max_connections * 3 // 4)),
             rng=random.Random(),
         )
 

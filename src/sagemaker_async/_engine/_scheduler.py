@@ -100,6 +100,9 @@ class Scheduler:
             task = loop.create_task(self._guard(coro))
             self._running.add(task)
             task.add_done_callback(self._ended)
+            # One start per turn of the loop: a request's first step (building and signing it)
+            # costs about a millisecond, and a burst of them would stall everything else.
+            await asyncio.sleep(0)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
