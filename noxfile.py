@@ -36,13 +36,18 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against the baselines; writes benchmarks/results/ and prints the table.
+    """Benchmarks: benchmarks/scale.py (the main one), then benchmarks/run.py.
 
-    The SageMaker Python SDK v2 baseline runs in its own venv (its pins differ from
-    aiobotocore's); pass ``-- --no-sdk`` to skip it.
+    Arguments after ``--`` go to scale.py (``--quick``, ``--loads``, ``--clients``...).
+    ``--no-sdk`` skips the SageMaker Python SDK v2 baseline, which runs in its own venv (its
+    pins differ from aiobotocore's). ``--scale-only`` skips run.py, and so does ``--quick``
+    (run.py's small moto benchmark would overwrite its dated results).
+    Writes benchmarks/results/ and prints the tables.
     """
-    session.install("-e", ".[test]")
+    # matplotlib draws scale.py's plot; uvloop speeds up its fake S3 server process.
+    session.install("-e", ".[test]", "matplotlib", "uvloop")
     args = list(session.posargs)
+    sdk: list[str] = []
     if "--no-sdk" in args:
         args.remove("--no-sdk")
     else:
@@ -56,5 +61,11 @@ def bench(session: nox.Session) -> None:
             "sagemaker>=2.250,<3",
             external=True,
         )
-        args += ["--sdk-python", str(sdk_venv / "bin" / "python")]
-    session.run("python", "benchmarks/run.py", *args)
+        sdk = ["--sdk-python", str(sdk_venv / "bin" / "python")]
+    scale_only = "--quick" in args
+    if "--scale-only" in args:
+        args.remove("--scale-only")
+        scale_only = True
+    session.run("python", "benchmarks/scale.py", *args, *sdk)
+    if not scale_only:
+        session.run("python", "benchmarks/run.py", *sdk)

@@ -1,0 +1,505 @@
+"""One client under test for the scale benchmark, in its own process (its own CPU and RSS).
+
+    python scale_clients.py SPEC_JSON
+
+SPEC_JSON (written by scale.py): client ("sdk", "naive", "ours-poll", "ours"), mode
+("complete": wait for every result; "pending": wait ``window_s`` then cancel every waiter), n,
+endpoint, rate (submissions per second; null: as fast as ``submit_concurrency`` invoke calls at
+a time allow), window_s, quiet_s, submit_concurrency, max_connections, timeout_s, result_file.
+Endpoints and fake credentials come from the environment (AWS_ENDPOINT_URL_S3 and
+AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME point at the fake servers).
+
+What this process measures about itself: when each handle resolved (time.time(), keyed by the
+S3 location it resolved to), its CPU (getrusage), its RSS (/proc/self/statm), the lag of its
+event loop (a ticker sleeping 10 ms records how late it wakes; a thread for the SDK), how fast
+it submitted, and how long cancelling took. It counts no S3 requests: the server does.
+Writes the JSON to result_file and prints ``RESULT <result_file>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import math
+import resource
+import sys
+import threading
+import time
+from typing import Any
+
+INPUT = "s3://bench-in/payload.json"
+_PAGE = resource.getpagesize()
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def percentiles(values: list[float], scale: float = 1.0) -> dict[str, float | int | None]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"p50": None, "p95": None, "p99": None, "max": None, "count": 0}
+
+    def pct(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, math.floor(q * len(ordered)))] * scale, 3)
+
+    return {
+        "p50": pct(0.5),
+        "p95": pct(0.95),
+        "p99": pct(0.99),
+        "max": round(ordered[-1] * scale, 3),
+        "count": len(ordered),
+    }
+
+
+class Probe:
+    """Event-loop (or, for threads, scheduler) lag: sleep 10 ms, record the overshoot."""
+
+    PERIOD = 0.01
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []  # (time.time(), lag in s)
+        self._stop = threading.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.PERIOD)
+            self.samples.append((time.time(), max(0.0, loop.time() - before - self.PERIOD)))
+
+    def start_thread(self) -> None:
+        def tick() -> None:
+            while not self._stop.is_set():
+                before = time.monotonic()
+                time.sleep(self.PERIOD)
+                lag = max(0.0, time.monotonic() - before - self.PERIOD)
+                self.samples.append((time.time(), lag))
+
+        threading.Thread(target=tick, daemon=True).start()
+
+    def stop_thread(self) -> None:
+        self._stop.set()
+
+    def stats(self, since: float = 0.0, until: float = math.inf) -> dict[str, Any]:
+        return percentiles([lag for t, lag in self.samples if since <= t < until], 1000.0)
+
+
+class Recorder:
+    """When each handle resolved, and how; thread-safe enough for the SDK's threads (GIL)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.resolved: dict[str, float] = {}
+        self.ok = 0
+        self.failed = 0
+        self.errors = 0
+        self.first_error: str | None = None
+        self.all_done: asyncio.Event | None = None
+
+    def record(self, location: str | None, ok: bool, error: BaseException | None = None) -> None:
+        now = time.time()
+        if error is not None:
+            self.errors += 1
+            self.first_error = self.first_error or f"{type(error).__name__}: {error}"[:300]
+        elif location is not None:
+            self.resolved[location] = now
+            if ok:
+                self.ok += 1
+            else:
+                self.failed += 1
+        if self.all_done is not None and self.ok + self.failed + self.errors >= self.n:
+            self.all_done.set()
+
+
+# -- asyncio clients ------------------------------------------------------------------------
+class Ours:
+    """sagemaker_async.AsyncInferenceClient; ``ours-poll`` asks for the per-handle poller."""
+
+    def __init__(self, spec: dict[str, Any], rec: Recorder) -> None:
+        import sagemaker_async
+        from sagemaker_async import AsyncInferenceClient, InferenceFailedError
+
+        self.spec, self.rec = spec, rec
+        self.failed_error = InferenceFailedError
+        self.notes: list[str] = []
+        kwargs: dict[str, Any] = {"max_connections": spec["max_connections"]}
+        completion = getattr(sagemaker_async, "CompletionConfig", None)
+        if spec["client"] == "ours-poll":
+            if completion is None:
+                self.notes.append("fallback: no CompletionConfig yet, plain AsyncInferenceClient()")
+            else:
+                kwargs["completion"] = completion(strategy="poll")
+        self.engine = "CompletionConfig" if completion is not None else "PollingConfig only"
+        self.client = AsyncInferenceClient(**kwargs)
+        self.handles: list[Any] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.waiting_via = ""
+
+    async def open(self) -> None:
+        await self.client.open()
+
+    async def submit(self, i: int) -> Any:
+        return await self.client.invoke_endpoint_async(
+            self.spec["endpoint"], input_location=INPUT, content_type="application/json"
+        )
+
+    def _done(self, handle: Any) -> None:
+        if handle.cancelled():
+            return
+        exc = handle.exception()
+        if exc is None:
+            self.rec.record(handle.output_location, True)
+        elif isinstance(exc, self.failed_error):
+            self.rec.record(handle.failure_location, False)
+        else:
+            self.rec.record(None, False, exc)
+
+    async def _await(self, handle: Any) -> None:
+        try:
+            await handle
+        except asyncio.CancelledError:
+            if not handle.cancelled():
+                raise
+            return
+        except Exception:
+            pass
+        self._done(handle)
+
+    def watch(self, handle: Any) -> None:
+        self.handles.append(handle)
+        if hasattr(handle, "add_done_callback"):
+            self.waiting_via = "handle.add_done_callback"
+            handle.add_done_callback(self._done)
+        else:
+            self.waiting_via = "one task per handle"
+            task = asyncio.get_running_loop().create_task(self._await(handle))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def cancel_all(self) -> None:
+        for handle in self.handles:
+            handle.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class Naive:
+    """What people write first: HEAD both locations every second, then GET the one found."""
+
+    def __init__(self, spec: dict[str, Any], rec: Recorder) -> None:
+        self.spec, self.rec = spec, rec
+        self.notes: list[str] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.waiting_via = "one task per inference (sleep 1 s, HEAD, HEAD)"
+        self.engine = ""
+
+    async def open(self) -> None:
+        from contextlib import AsyncExitStack
+
+        from aiobotocore.config import AioConfig
+        from aiobotocore.session import get_session
+
+        config = AioConfig(max_pool_connections=self.spec["max_connections"])
+        session = get_session()
+        self.stack = AsyncExitStack()
+        self.rt = await self.stack.enter_async_context(
+            session.create_client("sagemaker-runtime", config=config)
+        )
+        self.s3 = await self.stack.enter_async_context(session.create_client("s3", config=config))
+
+    async def submit(self, i: int) -> Any:
+        return await self.rt.invoke_endpoint_async(
+            EndpointName=self.spec["endpoint"], InputLocation=INPUT, ContentType="application/json"
+        )
+
+    async def _exists(self, uri: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        bucket, key = uri[5:].split("/", 1)
+        try:
+            await self.s3.head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError:
+            return False
+
+    async def _poll(self, response: Any) -> None:
+        try:
+            while True:
+                await asyncio.sleep(1)
+                for uri, ok in (
+                    (response["OutputLocation"], True),
+                    (response["FailureLocation"], False),
+                ):
+                    if await self._exists(uri):
+                        bucket, key = uri[5:].split("/", 1)
+                        obj = await self.s3.get_object(Bucket=bucket, Key=key)
+                        async with obj["Body"] as stream:
+                            await stream.read()
+                        self.rec.record(uri, ok)
+                        return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.rec.record(None, False, exc)
+
+    def watch(self, response: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._poll(response))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def cancel_all(self) -> None:
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def close(self) -> None:
+        await self.stack.aclose()
+
+
+async def submit_all(spec: dict[str, Any], client: Any, rec: Recorder, out: dict[str, Any]) -> int:
+    """Submit up to n inferences (none after ``submit_limit_s``); returns how many were sent."""
+    n, conc, rate = spec["n"], spec["submit_concurrency"], spec.get("rate")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    limit = started + spec.get("submit_limit_s", math.inf)
+    sent = 0
+
+    async def one(i: int) -> None:
+        try:
+            token = await client.submit(i)
+        except Exception as exc:
+            rec.record(None, False, exc)
+            return
+        client.watch(token)
+
+    if not rate:
+        indices = iter(range(n))
+
+        async def worker() -> None:
+            nonlocal sent
+            for i in indices:
+                if loop.time() > limit:
+                    return
+                sent += 1
+                await one(i)
+
+        await asyncio.gather(*(worker() for _ in range(min(conc, n))))
+        return sent
+    # At a fixed rate: a task per submission at its due time, at most `conc` invoke calls open.
+    sem = asyncio.Semaphore(conc)
+    delays: list[float] = []
+    running: set[asyncio.Task[None]] = set()
+
+    async def scheduled(i: int, due: float) -> None:
+        async with sem:
+            await one(i)
+        delays.append(loop.time() - due)
+
+    for i in range(n):
+        due = started + i / rate
+        if due > loop.time():
+            await asyncio.sleep(due - loop.time())
+        if loop.time() > limit:
+            break
+        sent += 1
+        task = loop.create_task(scheduled(i, due))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    if running:
+        await asyncio.wait(list(running))
+    out["submit_delay_s"] = percentiles(delays)
+    return sent
+
+
+async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
+    rec = Recorder(spec["n"])
+    rec.all_done = asyncio.Event()
+    probe = Probe()
+    loop = asyncio.get_running_loop()
+    ticker = loop.create_task(probe.run())
+    client: Any = Naive(spec, rec) if spec["client"] == "naive" else Ours(spec, rec)
+    out: dict[str, Any] = {}
+    await client.open()
+    baseline = set(asyncio.all_tasks())
+    gc.collect()
+    rss_before, cpu_before = rss(), cpu()
+    out["t_submit_start"] = time.time()
+    n = await submit_all(spec, client, rec, out)
+    out["t_submit_end"] = t_end = time.time()
+    out["cpu_submit_s"] = cpu() - cpu_before
+    out["submitted"] = rec.n = n
+    if rec.ok + rec.failed + rec.errors >= n:
+        rec.all_done.set()
+    out["submit_rate"] = round(n / max(1e-9, t_end - out["t_submit_start"]), 1)
+    # RSS once everything is submitted and pending (after the first round of waiting began).
+    settle = min(1.0, spec.get("settle_s", 1.0))
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(rec.all_done.wait(), settle)
+    out["rss_before"], out["rss_pending"] = rss_before, rss()
+    out["rss_pending_at"] = time.time()
+    out["pending_at_rss"] = n - rec.ok - rec.failed - rec.errors
+    if spec["mode"] == "complete":
+        try:
+            await asyncio.wait_for(rec.all_done.wait(), spec["timeout_s"])
+        except asyncio.TimeoutError:
+            out["timed_out"] = True
+        out["t_all_done"] = time.time()
+        out["cpu_s"] = cpu() - cpu_before
+    else:
+        remaining = spec["window_s"] - (time.time() - t_end)
+        out["window_start"], c0 = time.time(), cpu()
+        await asyncio.sleep(max(0.0, remaining))
+        out["window_end"], out["cpu_window_s"] = time.time(), cpu() - c0
+        out["cpu_s"] = cpu() - cpu_before
+        # Cancel every waiter; done when no task but the baseline ones is left.
+        started = time.monotonic()
+        await client.cancel_all()
+        left: set[asyncio.Task[Any]] = set()
+        while time.monotonic() - started < 30:
+            left = set(asyncio.all_tasks()) - baseline
+            if not left:
+                break
+            await asyncio.sleep(0.005)
+        out["cancel_s"] = round(time.monotonic() - started, 4)
+        out["tasks_left_after_cancel"] = len(left)
+        out["t_cancel_done"] = time.time()
+        out["pending_at_cancel"] = n - rec.ok - rec.failed - rec.errors
+        await asyncio.sleep(spec["quiet_s"])
+        out["t_quiet_end"] = time.time()
+    started = time.monotonic()
+    await client.close()
+    out["close_s"] = round(time.monotonic() - started, 4)
+    ticker.cancel()
+    await asyncio.sleep(0)
+    out["tasks_left_after_close"] = len(set(asyncio.all_tasks()) - {asyncio.current_task()})
+    out["lag_ms"] = probe.stats(since=out["t_submit_start"])  # client set-up excluded
+    out["lag_waiting_ms"] = probe.stats(since=t_end, until=out.get("window_end", math.inf))
+    out.update(
+        notes=client.notes,
+        waiting_via=client.waiting_via,
+        library_api=client.engine,
+        ok=rec.ok,
+        failed=rec.failed,
+        errors=rec.errors,
+        first_error=rec.first_error,
+        resolved=rec.resolved,
+    )
+    return out
+
+
+# -- the SageMaker Python SDK v2 (threads) ---------------------------------------------------
+def drive_sdk(spec: dict[str, Any]) -> dict[str, Any]:
+    """AsyncPredictor: predict_async in 32 threads, then get_result(delay=1) in 32 threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+    import sagemaker
+    from sagemaker.async_inference import WaiterConfig
+    from sagemaker.exceptions import AsyncInferenceModelError
+    from sagemaker.predictor import Predictor
+    from sagemaker.predictor_async import AsyncPredictor
+
+    n, rate, threads = spec["n"], spec.get("rate"), 32
+    rec = Recorder(n)
+    probe = Probe()
+    probe.start_thread()
+    out: dict[str, Any] = {
+        "notes": [f"sagemaker {sagemaker.__version__}, {threads} threads"],
+        "waiting_via": f"get_result(WaiterConfig(delay=1)) in {threads} threads",
+        "library_api": "",
+    }
+    boto_session = boto3.Session()
+    session = sagemaker.Session(
+        boto_session=boto_session,
+        sagemaker_runtime_client=boto_session.client("sagemaker-runtime"),
+        sagemaker_client=boto_session.client("sagemaker"),
+    )
+    predictor = AsyncPredictor(Predictor(spec["endpoint"], sagemaker_session=session))
+    gc.collect()
+    rss_before, cpu_before = rss(), cpu()
+    out["t_submit_start"] = started = time.time()
+    delays: list[float] = []
+
+    def submit(i: int) -> Any:
+        if rate:
+            due = started + i / rate
+            time.sleep(max(0.0, due - time.time()))
+        try:
+            response = predictor.predict_async(input_path=INPUT)
+        except Exception as exc:
+            rec.record(None, False, exc)
+            return None
+        if rate:
+            delays.append(time.time() - due)
+        return response
+
+    with ThreadPoolExecutor(threads) as pool:
+        responses = list(pool.map(submit, range(n)))
+    out["t_submit_end"] = t_end = time.time()
+    out["cpu_submit_s"] = cpu() - cpu_before
+    out["submit_rate"] = round(n / max(1e-9, t_end - started), 1)
+    if rate:
+        out["submit_delay_s"] = percentiles(delays)
+    time.sleep(1.0)
+    out["rss_before"], out["rss_pending"] = rss_before, rss()
+    out["rss_pending_at"] = time.time()
+    out["pending_at_rss"] = n - rec.ok - rec.failed - rec.errors
+    config = WaiterConfig(max_attempts=int(spec["model_s"]) + 60, delay=1)
+
+    def wait(response: Any) -> None:
+        if response is None:
+            return
+        try:
+            response.get_result(config)
+        except AsyncInferenceModelError:
+            rec.record(response.failure_path, False)
+        except Exception as exc:
+            rec.record(None, False, exc)
+        else:
+            rec.record(response.output_path, True)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(wait, responses))
+    out["t_all_done"] = time.time()
+    out["cpu_s"] = cpu() - cpu_before
+    probe.stop_thread()
+    out["lag_ms"] = probe.stats(since=started)
+    out["lag_waiting_ms"] = probe.stats(since=t_end)
+    out["threads_alive_at_end"] = threading.active_count()
+    out.update(
+        ok=rec.ok,
+        failed=rec.failed,
+        errors=rec.errors,
+        first_error=rec.first_error,
+        resolved=rec.resolved,
+    )
+    return out
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    # The asyncio clients run on the default event loop (what users get), not uvloop.
+    out = drive_sdk(spec) if spec["client"] == "sdk" else asyncio.run(drive_async(spec))
+    out["process_cpu_s"] = cpu()  # imports and client set-up included
+    out["python"] = sys.version.split()[0]
+    with open(spec["result_file"], "w") as f:
+        json.dump(out, f)
+    print("RESULT " + spec["result_file"], flush=True)
+
+
+if __name__ == "__main__":
+    main()
