@@ -155,6 +155,7 @@ class AsyncInferenceClient:
             concurrency=max(1, min(_ENGINE_CONCURRENCY, max_connections * 3 // 4)),
             rng=random.Random(),
         )
+        self._opener = self._opening  # one bound method shared by every handle
 
     # -- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> AsyncInferenceClient:
@@ -405,7 +406,7 @@ class AsyncInferenceClient:
     # -- internals ---------------------------------------------------------------------------
     def _handle(self, target: WatchTarget, polling: PollingConfig) -> AsyncInferenceHandle:
         return AsyncInferenceHandle(
-            target=target, polling=polling, completions=self._engine, opener=self._opening
+            target=target, polling=polling, completions=self._engine, opener=self._opener
         )
 
     def _opening(self) -> Awaitable[None] | None:

@@ -162,12 +162,7 @@ class CompletionEngine:
         return [(Kind.OUTPUT, target.output_location), (Kind.FAILURE, target.failure_location)]
 
     def _schedule_last_look(self, watch: Watch) -> None:
-        def last_look() -> Coroutine[Any, Any, None] | None:
-            if watch.done or watch.resolving:
-                return None
-            return self._last_look(watch)
-
-        self.scheduler.at(watch.deadline, last_look)
+        self.scheduler.at(watch.deadline, _LastLook(self, watch))
 
     def release(self, watch: Watch) -> None:
         """A handle stopped waiting; the last one to stop ends the watch (nothing runs for it)."""
@@ -424,3 +419,22 @@ class CompletionEngine:
         self._unfile(watch)
         if self._watches.get(watch.target.output_location) is watch:
             del self._watches[watch.target.output_location]
+
+
+class _LastLook:
+    """The deadline job of one watch.
+
+    One small object per pending watch (a closure is three), since the garbage collector's
+    pauses grow with the number of objects alive.
+    """
+
+    __slots__ = ("engine", "watch")
+
+    def __init__(self, engine: CompletionEngine, watch: Watch) -> None:
+        self.engine = engine
+        self.watch = watch
+
+    def __call__(self) -> Coroutine[Any, Any, None] | None:
+        if self.watch.done or self.watch.resolving:
+            return None
+        return self.engine._last_look(self.watch)
