@@ -17,6 +17,7 @@ All of it runs as short jobs of one scheduler task (see ``_scheduler.py``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 from collections import Counter
@@ -41,9 +42,13 @@ from ._records import Completion, Directory, Key, Kind, Mode, Watch, WatchTarget
 from ._scheduler import Scheduler
 from ._strategy import choose, crowded
 
-__all__ = ["CompletionEngine", "CompletionSource"]
+__all__ = ["NO_CONTEXT", "CompletionEngine", "CompletionSource"]
 
 logger = logging.getLogger("sagemaker_async")
+
+#: For callbacks that read no context variable: one shared empty context instead of a copy per
+#: pending handle (100,000 copies are 100,000 more objects for the garbage collector to scan).
+NO_CONTEXT = contextvars.Context()
 
 
 class CompletionSource(Protocol):
@@ -186,7 +191,7 @@ class CompletionEngine:
             if not woken.done():
                 woken.set_result(None)
 
-        outcome.add_done_callback(wake)
+        outcome.add_done_callback(wake, context=NO_CONTEXT)
         timer = self._clock.call_later(timeout, wake) if timeout is not None else None
         try:
             await woken
