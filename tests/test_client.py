@@ -104,13 +104,16 @@ async def _inputs_sent(moto_url: str, body_len: int, client: AsyncInferenceClien
     await handle
     session = get_session()
     async with session.create_client("s3", region_name="us-east-1", endpoint_url=moto_url) as s3:
-        key = f"in/{handle.inference_id}.in"
-        try:
-            obj = await s3.get_object(Bucket="sagemaker-async-inputs", Key=key)
-            body = await obj["Body"].read()
-            return {"uploaded": True, "size": len(body), "type": obj["ContentType"]}
-        except s3.exceptions.NoSuchKey:
+        listed = await s3.list_objects_v2(
+            Bucket="sagemaker-async-inputs", Prefix=f"in/{handle.inference_id}."
+        )
+        keys = [item["Key"] for item in listed.get("Contents", [])]
+        if not keys:
             return {"uploaded": False}
+        assert len(keys) == 1 and keys[0].endswith(".in"), keys
+        obj = await s3.get_object(Bucket="sagemaker-async-inputs", Key=keys[0])
+        body = await obj["Body"].read()
+        return {"uploaded": True, "size": len(body), "type": obj["ContentType"]}
 
 
 async def test_inline_upload_boundary_is_128000_bytes(
@@ -321,10 +324,13 @@ async def test_requests_per_inference_counted_by_the_server(
     await ok
     with pytest.raises(InferenceFailedError):
         await bad
-    for handle, expected in ((ok, {"GET": 1, "total": 1}), (bad, {"GET": 2, "total": 2})):
-        bucket = handle.output_location.removeprefix("s3://").split("/")[0]
-        counts = embedded_s3.counts(bucket)
-        assert {k: v for k, v in counts.items() if v} == expected
+    ok_bucket = ok.output_location.removeprefix("s3://").split("/")[0]
+    assert {k: v for k, v in embedded_s3.counts(ok_bucket).items() if v} == {"GET": 1, "total": 1}
+    # 2, or 3 on a machine so loaded that the first read outlasts a round (the failure read
+    # then waits: the output may answer for both)
+    bad_bucket = bad.output_location.removeprefix("s3://").split("/")[0]
+    bad_counts = {k: v for k, v in embedded_s3.counts(bad_bucket).items() if v}
+    assert bad_counts in ({"GET": 2, "total": 2}, {"GET": 3, "total": 3}), bad_counts
 
 
 async def test_restarted_watcher_stays_registered_and_closes_cleanly(

@@ -22,9 +22,9 @@ from ._engine._budget import RequestBudget
 from ._engine._clock import Clock, SystemClock
 from ._engine._engine import CompletionEngine
 from ._engine._records import WatchTarget
-from ._errors import ClientClosedError, SageMakerAsyncError, ValidationError
+from ._errors import ClientClosedError, InvocationError, SageMakerAsyncError, ValidationError
 from ._handle import AsyncInferenceHandle
-from ._retry import call_with_retry, retrying, to_invocation_error
+from ._retry import call_with_retry, may_have_reached, retrying, to_invocation_error
 from ._s3 import ObjectStore
 from ._validation import MAX_INLINE_BODY, parse_s3_uri, validate_field, validate_invoke_request
 
@@ -83,7 +83,9 @@ class AsyncInferenceClient:
             (listing or per-location reads, chosen by cost), the S3 request budget, prices.
         retry: how transient errors are retried.
         input_prefix: ``s3://bucket/prefix/`` where bodies larger than 128,000 bytes are
-            uploaded before the call (under a key derived from the inference id).
+            uploaded before the call, each under a key of its own
+            (``<inference id>.<random>.in``). When the call fails for sure, the upload is
+            deleted; when it may have reached SageMaker, the error names it.
         max_connections: size of the shared HTTP connection pool of each AWS client. The
             engine reads S3 over at most 32 of them (three quarters of a smaller pool), so
             uploads always find one and answers arriving together never stall the loop.
@@ -318,12 +320,11 @@ class AsyncInferenceClient:
         submitted_at = self._clock.wall()
         deadline = self._clock.monotonic() + wait  # calls in this process use monotonic time
         assert self._runtime is not None
+        uploaded: str | None = None
         if upload:
             assert body is not None and self.input_prefix is not None
-            fields["InputLocation"] = self._upload_uri(inference_id)
-            await self._store.put(
-                fields["InputLocation"], body, content_type=content_type, deadline=deadline
-            )
+            uploaded = fields["InputLocation"] = self._upload_uri(inference_id)
+            await self._store.put(uploaded, body, content_type=content_type, deadline=deadline)
         fields["InferenceId"] = inference_id
         request = {k: v for k, v in fields.items() if v is not None}
         runtime = self._runtime
@@ -335,13 +336,44 @@ class AsyncInferenceClient:
             # A retried invoke may reach SageMaker twice; the shared InferenceId ties them.
             what=f"InvokeEndpointAsync {endpoint_name} (InferenceId {inference_id})",
         )
+        attempts = 0
+        reached = False  # may an attempt have reached SageMaker without our knowing?
+
+        async def attempt() -> Any:
+            nonlocal attempts, reached
+            attempts += 1
+            try:
+                return await runtime.invoke_endpoint_async(**request)
+            except Exception as exc:
+                reached = reached or may_have_reached(exc)
+                raise
+
         try:
-            response = await call_with_retry(
-                policy,
-                lambda: runtime.invoke_endpoint_async(**request),
-            )
+            response = await call_with_retry(policy, attempt)
         except Exception as exc:
-            raise to_invocation_error(exc, "InvokeEndpointAsync") from exc
+            note = await self._forget_upload(uploaded, reached, deadline) if uploaded else ""
+            error = to_invocation_error(
+                exc,
+                "InvokeEndpointAsync",
+                note=note,
+                inference_id=inference_id,
+                possibly_submitted=reached,
+            )
+            if attempts > 1:
+                logger.warning(
+                    "inference %s: InvokeEndpointAsync failed after %d attempts%s",
+                    inference_id,
+                    attempts,
+                    "; some may have reached SageMaker and may run" if reached else "",
+                )
+            raise error from exc
+        if attempts > 1:
+            logger.warning(
+                "inference %s was sent %d times (same InferenceId) after errors that may have "
+                "hidden an acceptance: SageMaker may run it more than once",
+                inference_id,
+                attempts,
+            )
         returned_id = response.get("InferenceId") or inference_id
         logger.debug("submitted inference %s to endpoint %s", returned_id, endpoint_name)
         target = WatchTarget(
@@ -352,7 +384,17 @@ class AsyncInferenceClient:
             submitted_at=submitted_at,
             deadline=submitted_at + wait,
         )
-        return self._handle(target, polling)
+        return self._handle(target, polling, submit_attempts=attempts)
+
+    async def _forget_upload(self, uri: str, possibly_submitted: bool, deadline: float) -> str:
+        """After a failed invoke: delete its uploaded body, or say where it stays."""
+        if possibly_submitted:  # a queued request would read it later: keep it
+            return f"; its input stays at {uri} (delete it if the inference never ran)"
+        try:
+            await self._store.delete(uri, deadline=deadline)
+        except InvocationError as exc:
+            return f"; its uploaded input {uri} could not be deleted: {exc}"
+        return ""
 
     def resume(
         self, state: dict[str, Any], *, polling: PollingConfig | None = None
@@ -401,12 +443,23 @@ class AsyncInferenceClient:
             submitted_at=times["submitted_at"],
             deadline=times["deadline"],
         )
-        return self._handle(target, polling or self.polling)
+        attempts = state.get("submit_attempts", 0)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+            raise ValidationError(
+                "state.submit_attempts", f"{attempts!r} is not a count", "an int >= 0"
+            )
+        return self._handle(target, polling or self.polling, submit_attempts=attempts)
 
     # -- internals ---------------------------------------------------------------------------
-    def _handle(self, target: WatchTarget, polling: PollingConfig) -> AsyncInferenceHandle:
+    def _handle(
+        self, target: WatchTarget, polling: PollingConfig, *, submit_attempts: int
+    ) -> AsyncInferenceHandle:
         return AsyncInferenceHandle(
-            target=target, polling=polling, completions=self._engine, opener=self._opener
+            target=target,
+            polling=polling,
+            completions=self._engine,
+            opener=self._opener,
+            submit_attempts=submit_attempts,
         )
 
     def _opening(self) -> Awaitable[None] | None:
@@ -414,9 +467,11 @@ class AsyncInferenceClient:
         return None if self._state == "open" else self.open()
 
     def _upload_uri(self, inference_id: str) -> str:
+        # Unique per request: two queued requests that share a caller's InferenceId must not
+        # overwrite each other's input (one would silently run on the other's bytes).
         assert self.input_prefix is not None
         prefix = self.input_prefix if self.input_prefix.endswith("/") else self.input_prefix + "/"
-        return f"{prefix}{quote(inference_id, safe='-_.')}.in"
+        return f"{prefix}{quote(inference_id, safe='-_.')}.{uuid.uuid4().hex}.in"
 
     @staticmethod
     def _new_inference_id() -> str:

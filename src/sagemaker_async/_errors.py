@@ -57,6 +57,11 @@ class InvocationError(SageMakerAsyncError):
         request_id: the AWS request id, for AWS support, when the service sent one.
         status_code: the HTTP status, when there was a response.
         operation: the API operation that failed.
+        inference_id: for InvokeEndpointAsync, the InferenceId every attempt carried.
+        possibly_submitted: for InvokeEndpointAsync, True when an attempt may have reached
+            SageMaker although no answer said so (a connection dropped or timed out after the
+            request was sent, a 500): the inference may be queued and will then run; look
+            for it by ``inference_id``. False when every attempt was refused for sure.
     """
 
     def __init__(
@@ -67,16 +72,24 @@ class InvocationError(SageMakerAsyncError):
         request_id: str | None = None,
         status_code: int | None = None,
         operation: str = "InvokeEndpointAsync",
+        inference_id: str | None = None,
+        possibly_submitted: bool = False,
     ) -> None:
         self.code = code
         self.request_id = request_id
         self.status_code = status_code
         self.operation = operation
+        self.inference_id = inference_id
+        self.possibly_submitted = possibly_submitted
         detail = f"{operation} failed with {code}"
         if status_code is not None:
             detail += f" (HTTP {status_code})"
         if request_id:
             detail += f", request id {request_id}"
+        if inference_id:
+            detail += f", InferenceId {inference_id}"
+        if possibly_submitted:
+            detail += " (it may have reached SageMaker anyway: the inference may still run)"
         super().__init__(f"{detail}: {message}")
 
 

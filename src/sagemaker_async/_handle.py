@@ -79,6 +79,7 @@ class AsyncInferenceHandle:
         "_polling",
         "_result",
         "_status",
+        "_submit_attempts",
         "_target",
         "_waiters",
         "_watch",
@@ -91,8 +92,10 @@ class AsyncInferenceHandle:
         polling: PollingConfig,
         completions: Completions,
         opener: Callable[[], Awaitable[None] | None],
+        submit_attempts: int = 1,
     ) -> None:
         self._target = target
+        self._submit_attempts = submit_attempts
         self._polling = polling
         self._completions = completions
         self._opener = opener  # opens the client; None once it is open
@@ -134,6 +137,17 @@ class AsyncInferenceHandle:
     def deadline(self) -> datetime:
         """When the handle gives up waiting and raises :class:`InferenceTimeoutError` (UTC)."""
         return datetime.fromtimestamp(self._target.deadline, timezone.utc)
+
+    @property
+    def submit_attempts(self) -> int:
+        """How many InvokeEndpointAsync requests were sent for this inference.
+
+        More than one means that errors were retried which may have hidden an acceptance:
+        SageMaker may run the inference more than once (every copy has the same InferenceId;
+        this handle watches the locations of the one that answered). 0 when unknown (a
+        state saved by an older version).
+        """
+        return self._submit_attempts
 
     @property
     def status(self) -> InferenceStatus:
@@ -263,6 +277,7 @@ class AsyncInferenceHandle:
             "failure_location": self.failure_location,
             "submitted_at": _iso(self._target.submitted_at),
             "deadline": _iso(self._target.deadline),
+            "submit_attempts": self._submit_attempts,
         }
 
     # -- internals --------------------------------------------------------------------------

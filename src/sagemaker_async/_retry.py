@@ -14,6 +14,8 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
     HTTPClientError,
     ProxyConnectionError,
     ReadTimeoutError,
@@ -32,6 +34,7 @@ __all__ = [
     "error_code",
     "is_connection_error",
     "is_transient",
+    "may_have_reached",
     "retry_delay",
     "retrying",
     "to_invocation_error",
@@ -112,22 +115,45 @@ def is_transient(exc: BaseException) -> bool:
     return is_connection_error(exc)
 
 
-def to_invocation_error(exc: BaseException, operation: str) -> InvocationError:
-    """Map a botocore/aiohttp error to the public :class:`InvocationError`."""
+def may_have_reached(exc: BaseException) -> bool:
+    """True when a failed call may still have reached the service (and had its effect).
+
+    An error answer (4xx, throttling, 503) and a connection that never opened are refusals;
+    a dropped or timed-out connection after sending, a 500 or 502/504, or anything unknown,
+    may not be.
+    """
+    if isinstance(exc, ClientError):
+        status = _status(exc)
+        return error_code(exc) not in _THROTTLING and status not in (503,) and status >= 500
+    inner = exc.kwargs.get("error") if isinstance(exc, HTTPClientError) else None
+    refused = (EndpointConnectionError, ConnectTimeoutError, aiohttp.ClientConnectorError)
+    return not isinstance(exc, refused) and not isinstance(inner, refused)
+
+
+def to_invocation_error(
+    exc: BaseException, operation: str, *, note: str = "", **context: Any
+) -> InvocationError:
+    """Map a botocore/aiohttp error to the public :class:`InvocationError`.
+
+    ``note`` is appended to the message; ``context`` goes to the error as it is
+    (``inference_id=``, ``possibly_submitted=``).
+    """
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         meta = exc.response.get("ResponseMetadata", {})
         return InvocationError(
-            str(err.get("Message") or err.get("message") or exc),
+            str(err.get("Message") or err.get("message") or exc) + note,
             code=error_code(exc) or "Unknown",
             request_id=meta.get("RequestId"),
             status_code=_status(exc) or None,
             operation=operation,
+            **context,
         )
     code = "ConnectionError" if is_connection_error(exc) else type(exc).__name__
     if isinstance(exc, BotoCoreError) and not is_connection_error(exc):
         code = type(exc).__name__
-    return InvocationError(str(exc) or type(exc).__name__, code=code, operation=operation)
+    message = (str(exc) or type(exc).__name__) + note
+    return InvocationError(message, code=code, operation=operation, **context)
 
 
 def backoff(

@@ -209,6 +209,23 @@ class ObjectStore:
         token = response.get("NextContinuationToken") if response.get("IsTruncated") else None
         return Page(keys=keys, next_token=token)
 
+    async def delete(self, uri: str, *, deadline: float | None) -> None:
+        """Delete ``uri`` (retried like an upload)."""
+        bucket, key = parse_s3_uri(uri)
+        policy = retrying(
+            self._retry,
+            clock=self._clock,
+            deadline=deadline,
+            max_attempts=self._retry.max_attempts,
+            what=f"DeleteObject {uri}",
+        )
+        try:
+            await call_with_retry(
+                policy, lambda: self._client.delete_object(Bucket=bucket, Key=key)
+            )
+        except Exception as exc:
+            raise to_invocation_error(exc, "DeleteObject") from exc
+
     async def put(
         self,
         uri: str,

@@ -1,0 +1,129 @@
+"""Submitting: each request's uploaded input is its own; duplicate submissions are visible.
+
+Issue 10, defects 2 and 3. The emulator (echo model) runs the requests for real; faults that
+a real server cannot produce on demand (a reset after the endpoint accepted the request) are
+injected with aioresponses.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+import pytest
+from aiobotocore.session import get_session
+
+from sagemaker_async import AsyncInferenceClient, InvocationError, RetryConfig
+from sagemaker_async.emulator import EndpointConfig
+from support import faults
+
+BIG = 128_001
+
+
+async def echo_client(factory: Any, **kwargs: Any) -> tuple[Any, AsyncInferenceClient]:
+    """A client of an echo endpoint, uploading large bodies to a bucket of its own (``.inputs``)."""
+    emulator = await factory([EndpointConfig("echo", model="echo")])
+    emulator.inputs = bucket = f"big-inputs-{uuid.uuid4().hex[:12]}"
+    session = get_session()
+    session.set_credentials(*emulator.credentials)
+    async with session.create_client(
+        "s3", endpoint_url=emulator.s3_endpoint_url, region_name=emulator.region
+    ) as s3:
+        await s3.create_bucket(Bucket=bucket)
+    client = AsyncInferenceClient(
+        session=session,
+        region_name=emulator.region,
+        endpoint_url=emulator.url,
+        s3_endpoint_url=emulator.s3_endpoint_url,
+        input_prefix=f"s3://{bucket}/in/",
+        **kwargs,
+    )
+    return emulator, client
+
+
+async def test_two_large_bodies_with_one_inference_id_keep_their_own_bytes(
+    local_async_endpoint_factory: Any,
+) -> None:
+    emulator, client = await echo_client(local_async_endpoint_factory)
+    async with client:
+        first = await client.invoke_endpoint_async("echo", body=b"A" * BIG, inference_id="same")
+        second = await client.invoke_endpoint_async("echo", body=b"B" * BIG, inference_id="same")
+        # Both inputs exist until SageMaker reads them (on AWS, when each leaves the queue):
+        # the second upload must not overwrite the first.
+        session = get_session()
+        session.set_credentials(*emulator.credentials)
+        async with session.create_client(
+            "s3", endpoint_url=emulator.s3_endpoint_url, region_name=emulator.region
+        ) as s3:
+            listed = await s3.list_objects_v2(Bucket=emulator.inputs, Prefix="in/")
+            bodies = set()
+            for item in listed.get("Contents", []):
+                obj = await s3.get_object(Bucket=emulator.inputs, Key=item["Key"])
+                bodies.add(await obj["Body"].read())
+        assert bodies == {b"A" * BIG, b"B" * BIG}
+        assert (await first).body == b"A" * BIG
+        assert (await second).body == b"B" * BIG
+
+
+async def test_a_single_submission_counts_one_attempt(local_async_endpoint_factory: Any) -> None:
+    _, client = await echo_client(local_async_endpoint_factory)
+    async with client:
+        handle = await client.invoke_endpoint_async("echo", body=b"x")
+        assert handle.submit_attempts == 1
+        assert client.resume(handle.to_dict()).submit_attempts == 1
+
+
+async def test_a_reset_after_acceptance_is_a_visible_duplicate(
+    local_async_endpoint_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator, client = await echo_client(
+        local_async_endpoint_factory, retry=RetryConfig(initial_delay=0.01, jitter=0.0)
+    )
+    invoke = re.compile(re.escape(emulator.url) + r"/endpoints/echo/async-invocations.*")
+    async with client:
+        with faults() as mocked, caplog.at_level(logging.WARNING, "sagemaker_async"):
+            # the endpoint got the request, then the connection dropped before the answer
+            mocked.post(invoke, exception=ConnectionResetError("reset after the request"))
+            handle = await client.invoke_endpoint_async("echo", body=b"x", inference_id="dup-1")
+        assert handle.submit_attempts == 2
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("dup-1" in w and "2" in w for w in warnings), warnings
+        assert (await handle).body == b"x"
+
+
+async def test_a_failed_invoke_says_it_may_have_been_submitted(
+    local_async_endpoint_factory: Any,
+) -> None:
+    emulator, client = await echo_client(
+        local_async_endpoint_factory,
+        retry=RetryConfig(max_attempts=3, initial_delay=0.01, jitter=0.0),
+    )
+    invoke = re.compile(re.escape(emulator.url) + r"/endpoints/echo/async-invocations.*")
+    async with client:
+        with faults() as mocked:
+            for _ in range(3):
+                mocked.post(invoke, exception=ConnectionResetError("reset"))
+            with pytest.raises(InvocationError) as info:
+                await client.invoke_endpoint_async("echo", body=b"x", inference_id="maybe-1")
+        assert info.value.possibly_submitted is True
+        assert info.value.inference_id == "maybe-1"
+        assert "maybe-1" in str(info.value)
+
+
+async def test_a_refused_invoke_was_not_submitted_and_its_upload_is_removed(
+    local_async_endpoint_factory: Any,
+) -> None:
+    emulator, client = await echo_client(local_async_endpoint_factory)
+    async with client:
+        with pytest.raises(InvocationError) as info:
+            await client.invoke_endpoint_async("no-such-endpoint", body=b"x" * BIG)
+        assert info.value.possibly_submitted is False
+    session = get_session()
+    session.set_credentials(*emulator.credentials)
+    async with session.create_client(
+        "s3", endpoint_url=emulator.s3_endpoint_url, region_name=emulator.region
+    ) as reader:
+        listed = await reader.list_objects_v2(Bucket=emulator.inputs, Prefix="in/")
+    assert listed.get("KeyCount", 0) == 0, listed.get("Contents")
