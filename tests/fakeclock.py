@@ -78,13 +78,25 @@ class FakeClock:
         return self.now - start
 
 
-def settler(client: object) -> Settle:
-    """``settle`` for one client: wait (in real time) until its engine waits for the clock."""
+def settler(client: object, *, patience: float | None = None) -> Settle:
+    """``settle`` for one client: wait (in real time) until its engine waits for the clock.
+
+    With ``patience``, requests still running after that many real seconds are taken to be
+    stalled (a server that never answers): time moves on, so the client's clock can end them.
+    """
     scheduler = client._engine.scheduler  # type: ignore[attr-defined]
 
     async def settle() -> None:
         quiet = 0
         loop = asyncio.get_running_loop()
+        if patience is not None:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            for _ in range(int(patience / 0.005)):
+                if scheduler.idle:
+                    break
+                await asyncio.sleep(0.005)
+            return
         give_up = loop.time() + 30
         while quiet < 3:
             await asyncio.sleep(0)

@@ -192,6 +192,8 @@ class AsyncInferenceClient:
             config = AioConfig(
                 retries={"mode": "standard", "total_max_attempts": 1},  # tenacity retries
                 max_pool_connections=self._max_connections,
+                connect_timeout=self.retry.connect_timeout,
+                read_timeout=self.retry.read_timeout,
             )
             stack = AsyncExitStack()
             try:

@@ -158,6 +158,12 @@ class RetryConfig:
         max_delay: longest backoff sleep, in seconds.
         multiplier: growth factor of the sleep between attempts.
         jitter: up to this many random seconds added to each sleep.
+        connect_timeout: seconds to open a connection before the attempt is abandoned.
+        read_timeout: seconds to wait for each chunk of an answer.
+        attempt_timeout: seconds one S3 read made while waiting may take in all (a stalled
+            or trickling answer is abandoned and read again later); a handle's last look at
+            its deadline gets at most a second per location, so a handle always ends within
+            about two seconds of its deadline.
     """
 
     max_attempts: int = 5
@@ -165,6 +171,9 @@ class RetryConfig:
     max_delay: float = 10.0
     multiplier: float = 2.0
     jitter: float = 0.2
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    attempt_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
@@ -182,6 +191,9 @@ class RetryConfig:
         _check_positive("RetryConfig", "max_delay", self.max_delay)
         _check_positive("RetryConfig", "jitter", self.jitter, allow_zero=True)
         _check_positive("RetryConfig", "multiplier", self.multiplier)
+        _check_positive("RetryConfig", "connect_timeout", self.connect_timeout)
+        _check_positive("RetryConfig", "read_timeout", self.read_timeout)
+        _check_positive("RetryConfig", "attempt_timeout", self.attempt_timeout)
         if self.multiplier < 1:
             raise ValidationError(
                 "RetryConfig.multiplier", f"{self.multiplier!r} is below 1", ">= 1", self.multiplier

@@ -8,13 +8,16 @@ made while submitting, are retried here with the client's retry policy.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import re
+import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiobotocore.parsers import AioResponseParserFactory
 from botocore.exceptions import ClientError
@@ -70,6 +73,15 @@ class Page:
 
     keys: list[str]
     next_token: str | None
+
+
+T = TypeVar("T")
+
+
+def _cancelling() -> bool:
+    """True when the current task itself is being cancelled (Python 3.11+; else False)."""
+    task = asyncio.current_task()
+    return bool(task is not None and sys.version_info >= (3, 11) and task.cancelling())
 
 
 _ISO_UTC = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?Z")
@@ -128,6 +140,35 @@ class ObjectStore:
             raise ClientClosedError("the AsyncInferenceClient is not open")
         return self._client_or_none
 
+    async def _bounded(self, call: Awaitable[T], limit: float | None, what: str) -> T:
+        """Await ``call``, abandoning it after ``limit`` seconds of the client's clock.
+
+        botocore's timeouts bound each read of a socket, not an answer that trickles in byte
+        by byte, nor time as the client's clock counts it.
+        """
+        limit = self._retry.attempt_timeout if limit is None else limit
+        task = asyncio.ensure_future(call)
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = self._clock.call_later(limit, expire)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if expired and not _cancelling():
+                raise Unavailable(
+                    f"{what}: no complete answer after {limit:g} s",
+                    code="Timeout",
+                    operation=what.split()[0],
+                ) from None
+            raise
+        finally:
+            timer.cancel()
+
     def _failed(self, exc: Exception, operation: str) -> InvocationError:
         """Map an error of one attempt: :class:`Unavailable` when it may pass."""
         if isinstance(exc, ClientError) and (
@@ -146,19 +187,25 @@ class ObjectStore:
             )
         return error
 
-    async def read(self, uri: str) -> S3Object | Absent:
-        """One GET of ``uri``.
+    async def read(self, uri: str, *, limit: float | None = None) -> S3Object | Absent:
+        """One GET of ``uri``, abandoned after ``limit`` seconds (``attempt_timeout``).
 
         Raises:
-            Unavailable: a transient failure; try again later.
+            Unavailable: a transient failure (a stalled answer too); try again later.
             InvocationError: any other failure, such as an object that exists but may not be
                 read (a 403 followed by a HEAD that finds it).
         """
         bucket, key = parse_s3_uri(uri)
-        try:
+
+        async def get() -> tuple[Any, bytes]:
             response = await self._client.get_object(Bucket=bucket, Key=key)
             async with response["Body"] as stream:
-                body = await stream.read()
+                return response, await stream.read()
+
+        try:
+            response, body = await self._bounded(get(), limit, f"GetObject {uri}")
+        except Unavailable:
+            raise
         except ClientError as exc:
             code = error_code(exc)
             if code in _NOT_FOUND:
@@ -200,9 +247,13 @@ class ObjectStore:
         """
         extra: dict[str, Any] = {"ContinuationToken": token} if token else {}
         try:
-            response = await self._client.list_objects_v2(
-                Bucket=bucket, Prefix=prefix, Delimiter="/", **extra
+            response = await self._bounded(
+                self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/", **extra),
+                None,
+                f"ListObjectsV2 s3://{bucket}/{prefix}",
             )
+        except Unavailable:
+            raise
         except Exception as exc:
             raise self._failed(exc, "ListObjectsV2") from exc
         keys = [item["Key"] for item in response.get("Contents", ())]

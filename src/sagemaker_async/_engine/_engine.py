@@ -46,6 +46,10 @@ __all__ = ["NO_CONTEXT", "CompletionEngine", "CompletionSource"]
 
 logger = logging.getLogger("sagemaker_async")
 
+# The last look at each location, at the deadline, gets this long: a handle ends within about
+# two seconds of its deadline even when S3 stalls.
+_LAST_LOOK_LIMIT = 1.0
+
 #: For callbacks that read no context variable: one shared empty context instead of a copy per
 #: pending handle (100,000 copies are 100,000 more objects for the garbage collector to scan).
 NO_CONTEXT = contextvars.Context()
@@ -357,7 +361,7 @@ class CompletionEngine:
                 self.budget.take()
             watch.enter()
             try:
-                found = await self._store.read(uri)
+                found = await self._store.read(uri, limit=_LAST_LOOK_LIMIT)
             except Unavailable as exc:
                 watch.last_error = exc
                 continue

@@ -1,0 +1,87 @@
+"""A stalled S3 (accepts, never answers) cannot hold a handle past its deadline (issue 10, 1).
+
+The stalling server is real (aiohttp on 127.0.0.1); the client's clock is fake, so the
+attempt timeouts and the deadline are virtual seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+
+import pytest
+from aiohttp import web
+
+from fakeclock import FakeClock, settler
+from sagemaker_async import (
+    AsyncInferenceClient,
+    InferenceTimeoutError,
+    InvocationError,
+    RetryConfig,
+    ValidationError,
+)
+
+
+@pytest.fixture
+async def stalling_server() -> AsyncIterator[str]:
+    never = asyncio.Event()
+
+    async def stall(request: web.Request) -> web.Response:
+        await never.wait()  # accept, read the request, never answer
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", stall)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    never.set()
+    await runner.cleanup()
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+async def test_a_stalled_s3_ends_the_handle_at_its_deadline(stalling_server: str) -> None:
+    clock = FakeClock()
+    async with AsyncInferenceClient(
+        region_name="us-east-1",
+        endpoint_url=stalling_server,
+        s3_endpoint_url=stalling_server,
+        retry=RetryConfig(attempt_timeout=2.0),
+        clock=clock,
+    ) as client:
+        settle = settler(client, patience=0.05)
+        wall = clock.wall()
+        handle = client.resume(
+            {
+                "version": 1,
+                "inference_id": "stalled",
+                "endpoint_name": "ep",
+                "output_location": "s3://bucket/out/x.out",
+                "failure_location": "s3://bucket/fail/x-error.out",
+                "submitted_at": iso(wall),
+                "deadline": iso(wall + 4),
+            }
+        )
+        ended: list[float] = []
+        handle.add_done_callback(lambda _: ended.append(clock.now))
+        started = clock.now
+        await clock.run_until(lambda: bool(ended), settle, step=0.25, limit=30)
+        assert ended[0] - started <= 4 + 2.25  # the deadline, plus a bounded last look
+        error = handle.exception()
+        assert isinstance(error, InferenceTimeoutError)
+        assert isinstance(error.__cause__, InvocationError) and error.__cause__.code == "Timeout"
+        assert "no complete answer" in str(error)
+
+
+def test_timeouts_are_validated() -> None:
+    with pytest.raises(ValidationError, match=r"RetryConfig\.read_timeout"):
+        RetryConfig(read_timeout=0)
+    with pytest.raises(ValidationError, match=r"RetryConfig\.attempt_timeout"):
+        RetryConfig(attempt_timeout=float("nan"))
