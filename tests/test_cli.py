@@ -241,3 +241,27 @@ def test_a_torn_manifest_line_does_not_swallow_the_next_record(tmp_path: Path) -
     reread.close()
     assert reread.state["b"]["inference_id"] == "id-b"
     assert reread.state["a"]["event"] == "submitted" and "z" not in reread.state
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["batch", "ep", "SRC", "--out", "OUT", "--max-in-flight", "0"], "--max-in-flight"),
+        (["batch", "ep", "SRC", "--out", "OUT", "--max-in-flight", "-1"], "--max-in-flight"),
+        (["wait", "-", "--timeout", "nan"], "--timeout"),
+        (["wait", "-", "--timeout", "-3"], "--timeout"),
+        (["demo", "--count", "0"], "--count"),
+    ],
+)
+async def test_numeric_options_are_checked_before_anything_runs(
+    args: list[str], option: str, tmp_path: Path
+) -> None:
+    """Issue 9, defect 4: ``--max-in-flight 0`` hung forever, ``-1`` printed an internal error."""
+    (tmp_path / "src").mkdir()
+    args = [
+        a.replace("SRC", str(tmp_path / "src")).replace("OUT", str(tmp_path / "out")) for a in args
+    ]
+    code, _, err = await run_cli(*args, stdin=b"{}", timeout=30)
+    assert code == 2, err
+    assert option in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()

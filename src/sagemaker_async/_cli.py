@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -22,6 +23,28 @@ from ._errors import (
 )
 
 __all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    """Argparse type: an int >= 1 (0 would wait forever, a negative one means nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (rule: >= 1)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (rule: a whole number >= 1)")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """Argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (rule: seconds > 0)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (rule: finite seconds > 0)")
+    return value
 
 
 def _add_aws_options(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     p.add_argument("--s3-endpoint-url", help="use this S3 instead of the embedded one")
     p.add_argument("--region", default="us-east-1")
-    p.add_argument("--instances", type=int, default=1, help="instance count per endpoint")
+    p.add_argument("--instances", type=_positive_int, default=1, help="instance count per endpoint")
     p.add_argument(
         "--max-concurrency", type=int, default=4, help="MaxConcurrentInvocationsPerInstance"
     )
@@ -93,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("wait", help="wait on a handle printed by invoke; print or save the result")
     p.add_argument("handle", nargs="?", default="-", help="handle JSON file, or - for stdin")
     p.add_argument("--output", "-o", type=Path, help="save the result here instead of stdout")
-    p.add_argument("--timeout", type=float, help="give up after this many seconds")
+    p.add_argument("--timeout", type=_positive_seconds, help="give up after this many seconds")
     _add_aws_options(p)
 
     p = sub.add_parser("batch", help="run every file of a folder or line of a JSONL file")
@@ -102,12 +125,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="results, errors and manifest go here")
     p.add_argument("--content-type")
     p.add_argument("--accept")
-    p.add_argument("--max-in-flight", type=int, default=256)
+    p.add_argument(
+        "--max-in-flight",
+        type=_positive_int,
+        default=256,
+        help="inferences submitted and not yet finished, at most (default 256)",
+    )
     p.add_argument("--no-progress", action="store_true")
     _add_aws_options(p)
 
     p = sub.add_parser("demo", help="a batch through a local emulated endpoint, no AWS needed")
-    p.add_argument("--count", type=int, default=300, help="inferences to run (default 300)")
+    p.add_argument(
+        "--count", type=_positive_int, default=300, help="inferences to run (default 300)"
+    )
     p.add_argument("--out", type=Path, help="where results go (default: a temp folder)")
     p.add_argument("--no-progress", action="store_true")
     return parser
