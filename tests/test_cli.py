@@ -265,3 +265,66 @@ async def test_numeric_options_are_checked_before_anything_runs(
     assert code == 2, err
     assert option in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+async def test_a_rerun_never_reuses_an_answer_for_another_request(
+    emulator: LocalAsyncEndpoint, tmp_path: Path
+) -> None:
+    """Issue 9, defect 1: answers were matched by line number or file name only."""
+    jsonl, out = tmp_path / "in.jsonl", tmp_path / "out"
+    jsonl.write_text('{"i": 1}\n{"i": 2}\n')
+    code, _, err = await run_cli("batch", "echo", str(jsonl), "--out", str(out), env=emulator.env)
+    assert code == 0, err
+    jsonl.write_text('{"i": 0}\n{"i": 1}\n{"i": 2}\n')  # a line inserted at the top
+    code, summary, err = await run_cli(
+        "batch", "echo", str(jsonl), "--out", str(out), env=emulator.env
+    )
+    assert code == 0, err
+    results = out / "results"
+    for n, expected in enumerate(('{"i": 0}', '{"i": 1}', '{"i": 2}'), 1):
+        assert (results / f"line-{n:06d}.out").read_text() == expected
+    # another endpoint into the same --out: nothing is "already done"
+    code, summary, err = await run_cli(
+        "batch", "broken", str(jsonl), "--out", str(out), env=emulator.env
+    )
+    assert json.loads(summary)["skipped"] == 0 and json.loads(summary)["failed"] == 3, summary
+
+
+async def test_a_folder_batch_skips_its_own_output_and_hidden_files(
+    emulator: LocalAsyncEndpoint, tmp_path: Path
+) -> None:
+    """Issue 9, defect 2: --out inside the source made every rerun submit earlier results."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    (folder / "b.txt").write_text("b")
+    (folder / ".DS_Store").write_text("hidden")
+    os.mkfifo(folder / "pipe")
+    for _ in range(3):
+        code, summary, err = await run_cli(
+            "batch", "echo", str(folder), "--out", str(folder / "out"), env=emulator.env
+        )
+        assert code == 0, err
+        assert json.loads(summary)["total"] == 2, summary
+    assert "pipe" in err and "skipped" in err  # what was not read is said
+
+
+async def test_two_batches_on_one_out_folder_do_not_both_run(
+    emulator: LocalAsyncEndpoint, tmp_path: Path
+) -> None:
+    """Issue 9, defect 3: two runs on the same --out each submitted everything."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"{i}.txt").write_text(str(i))
+    first = asyncio.create_task(
+        run_cli("batch", "slow", str(folder), "--out", str(out), env=emulator.env)
+    )
+    for _ in range(600):  # the first run has started once its manifest exists
+        if (out / "manifest.jsonl").exists():
+            break
+        await asyncio.sleep(0.05)
+    code, _, err = await run_cli("batch", "slow", str(folder), "--out", str(out), env=emulator.env)
+    assert code == 2 and "another batch" in err and str(out) in err, err
+    code, summary, err = await first
+    assert code == 0 and json.loads(summary)["succeeded"] == 20, err

@@ -2,21 +2,28 @@
 
 A batch keeps an append-only manifest (``manifest.jsonl``) in its output folder. Each item
 passes through ``submitting`` (the InferenceId is chosen and written *before* the call),
-``submitted`` (with the handle's ``to_dict()``), then ``succeeded`` or ``failed``. A new run
-over the same folder skips finished items, resumes the wait of submitted ones, and submits
-the rest. Only an item whose run was killed between writing ``submitting`` and ``submitted``
-is sent again, with the same InferenceId (SageMaker has no lookup by id), and is reported.
+``submitted`` (with the handle's ``to_dict()``), then ``succeeded`` or ``failed``. Every record
+carries ``request``: a SHA-256 of the endpoint, the options and the payload. A new run over the
+same folder skips finished items, resumes the wait of submitted ones, and submits the rest;
+an item whose request changed (another endpoint, other options, an edited payload, a line
+that moved) is a new request: its old answer is never reused. Only an item whose run was
+killed between writing ``submitting`` and ``submitted`` is sent again, with the same
+InferenceId (SageMaker has no lookup by id), and is reported. One run at a time holds the
+output folder (a lock file, ``.lock``); a second one refuses to start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,15 +80,40 @@ class BatchSummary:
         ]
 
 
-def read_items(source: Path) -> list[BatchItem]:
+def read_items(
+    source: Path, *, exclude: Path | None = None, skipped: list[str] | None = None
+) -> list[BatchItem]:
     """Items of a folder (each file, sorted by name) or of a JSONL file (each non-empty line).
+
+    A folder is read recursively: regular files, and symbolic links to regular files. Hidden
+    entries (a name starting with ``.``), anything under ``exclude`` (the batch's own output
+    folder), FIFOs, sockets, devices and unreadable files are skipped; each is appended to
+    ``skipped`` with the reason.
 
     Raises:
         ValidationError: ``source`` is missing, empty, or neither a folder nor a file.
     """
+    skipped = [] if skipped is None else skipped
     if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file())
-        items = [BatchItem(str(p.relative_to(source)), p.read_bytes()) for p in files]
+        excluded = exclude.resolve() if exclude is not None else None
+        items = []
+        for path in sorted(source.rglob("*")):
+            name = str(path.relative_to(source))
+            if excluded is not None and (
+                path.resolve() == excluded or excluded in path.resolve().parents
+            ):
+                continue
+            if any(part.startswith(".") for part in path.relative_to(source).parts):
+                skipped.append(f"{name} (hidden)")
+            elif path.is_dir():
+                continue
+            elif not path.is_file():
+                skipped.append(f"{name} (not a regular file)")
+            else:
+                try:
+                    items.append(BatchItem(name, path.read_bytes()))
+                except OSError as exc:
+                    skipped.append(f"{name} (unreadable: {exc.strerror or exc})")
     elif source.is_file():
         lines = source.read_bytes().splitlines()
         items = [
@@ -95,10 +127,23 @@ def read_items(source: Path) -> list[BatchItem]:
 
 
 class _Manifest:
-    """Append-only JSONL log; each line is flushed and fsynced before the next step."""
+    """Append-only JSONL log; each line is flushed and fsynced before the next step.
+
+    Opening it takes the folder's lock (``.lock``), held until :meth:`close`.
+    """
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        self._lock = (folder / ".lock").open("a")
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise _ValidationError(
+                "out",
+                f"another batch is running into {folder}",
+                "one run per output folder: wait for it to end, or use another --out",
+            ) from None
         self.path = folder / MANIFEST
         self.state: dict[str, dict[str, Any]] = {}
         text = self.path.read_text() if self.path.exists() else ""
@@ -121,6 +166,7 @@ class _Manifest:
 
     def close(self) -> None:
         self._file.close()
+        self._lock.close()  # releases the lock
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -164,8 +210,13 @@ async def run_batch(
         if progress is not None:
             progress(summary)
 
+    options = json.dumps([endpoint_name, content_type, accept]).encode()
+
     async def one(item: BatchItem) -> None:
+        request = hashlib.sha256(options + b"\0" + item.body).hexdigest()
         record = manifest.state.get(item.key, {})
+        if record.get("request") != request:
+            record = {}  # another request under this name: its old answer is not this one's
         if record.get("event") in ("succeeded", "failed"):
             summary.skipped += 1
             report()
@@ -185,8 +236,13 @@ async def run_batch(
                         inference_id,
                     )
                 else:
-                    inference_id = client._new_inference_id()
-                    manifest.write(key=item.key, event="submitting", inference_id=inference_id)
+                    inference_id = str(uuid.uuid4())
+                    manifest.write(
+                        key=item.key,
+                        event="submitting",
+                        inference_id=inference_id,
+                        request=request,
+                    )
                 try:
                     handle = await client.invoke_endpoint_async(
                         endpoint_name,
@@ -200,7 +256,9 @@ async def run_batch(
                     logger.error("item %s was not submitted: %s", item.key, exc)
                     report()
                     return
-                manifest.write(key=item.key, event="submitted", handle=handle.to_dict())
+                manifest.write(
+                    key=item.key, event="submitted", handle=handle.to_dict(), request=request
+                )
             try:
                 result = await handle
             except (InvocationError, ClientClosedError) as exc:
@@ -218,6 +276,7 @@ async def run_batch(
                     event="failed",
                     error=type(exc).__name__,
                     file=str(error_file.relative_to(out_dir)),
+                    request=request,
                 )
                 summary.failed += 1
             else:
@@ -228,6 +287,7 @@ async def run_batch(
                     event="succeeded",
                     file=str(result_file.relative_to(out_dir)),
                     content_type=result.content_type,
+                    request=request,
                 )
                 summary.succeeded += 1
             summary.latencies.append(time.time() - handle.submitted_at.timestamp())

@@ -185,7 +185,14 @@ async def _wait(args: argparse.Namespace) -> int:
 
 
 async def _batch(args: argparse.Namespace) -> int:
-    items = read_items(args.source)
+    skipped: list[str] = []
+    items = read_items(args.source, exclude=args.out, skipped=skipped)
+    if skipped:
+        print(
+            f"skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of "
+            f"{args.source}: " + ", ".join(skipped),
+            file=sys.stderr,
+        )
     async with _client(args) as client:
         summary = await run_batch(
             client,
