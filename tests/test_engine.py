@@ -391,3 +391,33 @@ def test_the_fast_timestamp_parser_agrees_with_botocores() -> None:
         "2026-11-26T07:00:00+01:00",
     ):
         assert fast_timestamp(value) == parse_timestamp(value), value
+
+
+async def test_a_wall_clock_step_does_not_time_a_handle_out(make_world: Any) -> None:
+    """Issue 10, defect 8: a +700 s step of the wall clock timed handles out."""
+    world = await make_world()
+    handle = world.handle("out", "fail", timeout=30)
+    world.watch(handle)
+    await world.advance(1)
+    world.clock._offset += 700  # NTP steps the wall clock; the monotonic one goes on
+    await world.advance(1)
+    assert not handle.done()
+    await world.write(handle.output_location)
+    await world.advance(POLLING.max_delay)
+    assert handle.done() and handle.exception() is None
+    assert handle.to_dict()["deadline"] == iso(world.clock.wall() - 700 - 2 - 5 + 30)
+
+
+async def test_handles_cancelled_before_they_were_watched_leave_nothing(make_world: Any) -> None:
+    """Issue 10, defect 5: cancel() or remove_done_callback() before the watch leaked."""
+    world = await make_world()
+    engine = world.client._engine
+    for _ in range(200):
+        world.handle("out", "fail").cancel()
+    for _ in range(200):
+        handle = world.handle("out", "fail")
+        handle.add_done_callback(print)
+        handle.remove_done_callback(print)
+    assert engine.watching == 0 and engine.modes() == {}
+    await world.advance(30)
+    assert world.counts("")["total"] == 0
