@@ -249,3 +249,36 @@ def test_resume_validates_its_state(state: Any, field: str) -> None:
     with pytest.raises(ValidationError) as info:
         client.resume(state)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "s3://bucket/key\r",
+        "s3://bucket/ke\x0by",
+        "s3://bucket/ke\x00y",
+        "s3://bucket/ke\u0085y",
+        "s3://bucket/ke\u2028y",
+        "s3://bucket/" + "\U0001f600" * 510,  # 1,020 characters, 1,032 UTF-16 units
+    ],
+)
+async def test_input_location_rejects_what_the_service_model_rejects(
+    offline_client: AsyncInferenceClient, location: str
+) -> None:
+    """Issue 10, defect 7: these passed, and CR and NUL then failed as HTTPClientError."""
+    with pytest.raises(ValidationError) as info:
+        await offline_client.invoke_endpoint_async("ep", input_location=location)
+    assert info.value.field == "input_location (InputLocation)"
+
+
+async def test_a_str_body_with_a_lone_surrogate_is_a_validation_error(
+    offline_client: AsyncInferenceClient,
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        await offline_client.invoke_endpoint_async("ep", body="ok \ud800 not ok")
+    assert info.value.field == "body" and "UTF-8" in str(info.value)
+
+
+def test_an_absurd_polling_timeout_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"PollingConfig\.timeout"):
+        PollingConfig(timeout=3e11)  # handle.deadline would raise later

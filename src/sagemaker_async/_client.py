@@ -275,7 +275,14 @@ class AsyncInferenceClient:
         """
         self._check_open()
         if isinstance(body, str):
-            body = body.encode("utf-8")
+            try:
+                body = body.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValidationError(
+                    "body",
+                    f"is not encodable as UTF-8 ({exc.reason} at position {exc.start})",
+                    "a str of valid Unicode text, or bytes",
+                ) from None
         elif isinstance(body, (bytearray, memoryview)):
             body = bytes(body)
         upload = isinstance(body, bytes) and len(body) > MAX_INLINE_BODY

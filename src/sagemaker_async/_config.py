@@ -11,6 +11,9 @@ from ._errors import ValidationError
 __all__ = ["CompletionConfig", "PollingConfig", "RetryConfig"]
 
 
+_MAX_WAIT = 366 * 24 * 3600
+
+
 def _check_positive(
     owner: str, field: str, value: float | None, *, allow_zero: bool = False
 ) -> None:
@@ -74,6 +77,13 @@ class PollingConfig:
                 self.jitter,
             )
         _check_positive("PollingConfig", "timeout", self.timeout)
+        if self.timeout is not None and self.timeout > _MAX_WAIT:
+            raise ValidationError(
+                "PollingConfig.timeout",
+                f"{self.timeout!r} is more than a year",
+                f"at most {_MAX_WAIT} seconds (SageMaker keeps a request at most 7 hours)",
+                self.timeout,
+            )
         _check_positive("PollingConfig", "deadline_margin", self.deadline_margin, allow_zero=True)
         _check_positive("PollingConfig", "multiplier", self.multiplier)
         if self.multiplier < 1:

@@ -73,6 +73,14 @@ _RULES: dict[str, _Rule] = {
     "Body": _Rule("blob", None, MAX_INLINE_BODY, sensitive=True),
 }
 _PRINTABLE = re.compile(r"^[\t\x20-\x7e]*$")
+# Java's `.` (the model's regex dialect) stops at line terminators, and an HTTP header value
+# cannot carry control characters or unpaired surrogates: none of these may be in a header.
+_HEADER_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _utf16_units(value: str) -> int:
+    """The length the service counts (Java strings are UTF-16: an emoji is two)."""
+    return len(value.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def _label(field: str, python_names: bool) -> str:
@@ -114,8 +122,9 @@ def validate_field(field: str, value: Any, *, python_names: bool = False) -> Non
         raise ValidationError(
             label, "is empty" if not value else "is too short", length_rule, shown
         )
-    if rule.max is not None and len(value) > rule.max:
-        raise ValidationError(label, f"is {len(value)} characters long", length_rule, shown)
+    units = _utf16_units(value)
+    if rule.max is not None and units > rule.max:
+        raise ValidationError(label, f"is {units} UTF-16 code units long", length_rule, shown)
     if rule.charset and not _PRINTABLE.fullmatch(value):
         raise ValidationError(
             label,
@@ -126,6 +135,14 @@ def validate_field(field: str, value: Any, *, python_names: bool = False) -> Non
     if rule.pattern is not None and not rule.pattern.fullmatch(value):
         raise ValidationError(
             label, f"{value!r} does not match the pattern", f"must match {rule.pattern_text}", shown
+        )
+    unsafe = _HEADER_UNSAFE.search(value)
+    if unsafe is not None:  # what the patterns above let through
+        raise ValidationError(
+            label,
+            f"contains {unsafe.group()!r} at position {unsafe.start()}",
+            "no control characters, line separators or unpaired surrogates",
+            shown,
         )
 
 
