@@ -367,5 +367,5 @@ async def test_no_region_is_a_validation_error(monkeypatch: pytest.MonkeyPatch) 
     client = AsyncInferenceClient()
     with pytest.raises(ValidationError) as info:
         await client.invoke_endpoint_async("ep", input_location="s3://b/k")
-    assert info.value.field == "region_name" and "AWS_REGION" in str(info.value)
+    assert info.value.field == "region_name" and "AWS_DEFAULT_REGION" in str(info.value)
     await client.aclose()

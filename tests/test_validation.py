@@ -282,3 +282,13 @@ async def test_a_str_body_with_a_lone_surrogate_is_a_validation_error(
 def test_an_absurd_polling_timeout_is_refused() -> None:
     with pytest.raises(ValidationError, match=r"PollingConfig\.timeout"):
         PollingConfig(timeout=3e11)  # handle.deadline would raise later
+
+
+@pytest.mark.parametrize("body", [b"", ""])
+async def test_an_empty_body_is_refused_before_the_call(
+    offline_client: AsyncInferenceClient, body: bytes | str
+) -> None:
+    """Issue 9, defect 13: it passed, and the service refused it with a misleading message."""
+    with pytest.raises(ValidationError) as info:
+        await offline_client.invoke_endpoint_async("ep", body=body)
+    assert info.value.field == "body" and "input_location" in info.value.rule

@@ -48,7 +48,10 @@ def _configuration_error(exc: Exception) -> SageMakerAsyncError:
     """Map botocore's set-up errors (no region, unknown profile...) to the public hierarchy."""
     if isinstance(exc, NoRegionError):
         return ValidationError(
-            "region_name", "no AWS region is configured", "pass region_name= or set AWS_REGION"
+            "region_name",
+            "no AWS region is configured",
+            "pass region_name= (--region on the command line) or set AWS_DEFAULT_REGION "
+            "(botocore does not read AWS_REGION)",
         )
     if isinstance(exc, ProfileNotFound):
         return ValidationError("session", str(exc), "an AWS profile that exists in the config")
@@ -285,6 +288,12 @@ class AsyncInferenceClient:
                 ) from None
         elif isinstance(body, (bytearray, memoryview)):
             body = bytes(body)
+        if body == b"" and input_location is None:
+            raise ValidationError(
+                "body",
+                "is empty (SageMaker would refuse it with a misleading message)",
+                "at least one byte, or input_location= for a payload in S3",
+            )
         upload = isinstance(body, bytes) and len(body) > MAX_INLINE_BODY
         # A large body is validated as the InputLocation it will become; the real URI needs
         # the (validated) InferenceId, so a well-formed stand-in takes its place until then.

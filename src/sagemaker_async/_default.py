@@ -1,7 +1,7 @@
 """The top-level ``invoke_endpoint_async``: a default client per event loop.
 
 The default client is built from the standard AWS configuration (environment variables such as
-``AWS_REGION`` and ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` / ``AWS_ENDPOINT_URL_S3``, the
+``AWS_DEFAULT_REGION`` and ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` / ``AWS_ENDPOINT_URL_S3``, the
 active profile, the credential chain). It is created on first use in each event loop and
 closed when that loop shuts down its async generators, which ``asyncio.run()`` (and every
 ``asyncio.Runner``) does on exit; :func:`aclose_default_client` closes it earlier.
