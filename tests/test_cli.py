@@ -328,3 +328,29 @@ async def test_two_batches_on_one_out_folder_do_not_both_run(
     assert code == 2 and "another batch" in err and str(out) in err, err
     code, summary, err = await first
     assert code == 0 and json.loads(summary)["succeeded"] == 20, err
+
+
+async def test_with_s3_unreachable_wait_and_batch_say_so_and_stop_at_timeout(
+    emulator: LocalAsyncEndpoint, tmp_path: Path
+) -> None:
+    """Issue 9, defect 5: they sat silent until the handle's deadline (about 6 h)."""
+    nowhere = ["--s3-endpoint-url", "http://127.0.0.1:9"]  # nothing listens on port 9
+    code, out, err = await run_cli("invoke", "echo", "--body", "x", env=emulator.env)
+    assert code == 0, err
+    code, printed, err = await run_cli(
+        "wait", "--timeout", "3", *nowhere, env=emulator.env, stdin=out.encode(), timeout=60
+    )
+    assert code == 3, err
+    assert "S3" in err and "ConnectionError" in err and "retrying" in err, err
+    assert json.loads(printed)["inference_id"] == json.loads(out)["inference_id"]  # resumable
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    code, summary, err = await run_cli(
+        "batch", "echo", str(folder), "--out", str(tmp_path / "out"), "--timeout", "3",
+        *nowhere, env=emulator.env, timeout=60,
+    )  # fmt: skip
+    assert code == 1, err
+    assert json.loads(summary)["unfinished"] == 1
+    assert "ConnectionError" in err and "retrying" in err, err

@@ -68,6 +68,7 @@ class BatchSummary:
     unfinished: int = 0
     latencies: list[float] = field(default_factory=list, repr=False)
     wall_seconds: float = 0.0
+    problem: str | None = None  # why waiting is stuck right now (S3 failing), if it is
 
     def percentile(self, q: float) -> float | None:
         """Latency percentile ``q`` (0..100) in seconds, over this run's finished items."""
@@ -195,11 +196,15 @@ async def run_batch(
     accept: str | None = None,
     max_in_flight: int = 256,
     progress: Callable[[BatchSummary], None] | None = None,
+    timeout: float | None = None,
 ) -> BatchSummary:
     """Run ``items`` through ``endpoint_name``; results go to ``out_dir/results/<key>.out``.
 
     Failures go to ``out_dir/errors/<key>.txt``; the manifest is ``out_dir/manifest.jsonl``.
-    At most ``max_in_flight`` inferences are submitted and unfinished at once.
+    At most ``max_in_flight`` inferences are submitted and unfinished at once. With
+    ``timeout``, waiting stops that many seconds after the start: items still pending count
+    as ``unfinished`` and a rerun resumes them. While S3 reads keep failing, the progress
+    callback gets ``summary.problem`` (and a WARNING is logged once per new reason).
     """
     manifest = _Manifest(out_dir)
     summary = BatchSummary(total=len(items))
@@ -209,6 +214,34 @@ async def run_batch(
     def report() -> None:
         if progress is not None:
             progress(summary)
+
+    async def watch_s3() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            error = client.last_s3_error
+            problem = None if error is None else f"S3 reads fail ({error.code}); retrying"
+            if problem != summary.problem:
+                summary.problem = problem
+                if error is not None:
+                    logger.warning(
+                        "still waiting: S3 reads fail (%s: %s); retrying", error.code, error
+                    )
+                report()
+
+    def record_failure(item: BatchItem, request: str, exc: BaseException) -> None:
+        error_file = out_dir / "errors" / f"{item.key}.txt"
+        _write_atomic(error_file, str(exc).encode())
+        manifest.write(
+            key=item.key,
+            event="failed",
+            error=type(exc).__name__,
+            file=str(error_file.relative_to(out_dir)),
+            request=request,
+        )
+        summary.failed += 1
+
+    def time_left() -> float | None:
+        return None if timeout is None else max(0.001, started + timeout - time.monotonic())
 
     options = json.dumps([endpoint_name, content_type, accept]).encode()
 
@@ -260,7 +293,7 @@ async def run_batch(
                     key=item.key, event="submitted", handle=handle.to_dict(), request=request
                 )
             try:
-                result = await handle
+                result = await handle.result(timeout=time_left())
             except (InvocationError, ClientClosedError) as exc:
                 # Submitted but not resolved (S3 refused, or we are shutting down): the next
                 # run resumes the wait from the manifest.
@@ -268,17 +301,15 @@ async def run_batch(
                 logger.error("item %s: waiting stopped, rerun to resume: %s", item.key, exc)
                 report()
                 return
-            except (InferenceFailedError, InferenceTimeoutError) as exc:
-                error_file = out_dir / "errors" / f"{item.key}.txt"
-                _write_atomic(error_file, str(exc).encode())
-                manifest.write(
-                    key=item.key,
-                    event="failed",
-                    error=type(exc).__name__,
-                    file=str(error_file.relative_to(out_dir)),
-                    request=request,
-                )
-                summary.failed += 1
+            except InferenceTimeoutError as exc:
+                if not exc.deadline_exceeded:  # the run's own timeout: resumable
+                    summary.unfinished += 1
+                    logger.error("item %s: still pending at the timeout, rerun to resume", item.key)
+                    report()
+                    return
+                record_failure(item, request, exc)
+            except InferenceFailedError as exc:
+                record_failure(item, request, exc)
             else:
                 result_file = out_dir / "results" / f"{item.key}.out"
                 _write_atomic(result_file, result.body)
@@ -293,10 +324,12 @@ async def run_batch(
             summary.latencies.append(time.time() - handle.submitted_at.timestamp())
             report()
 
+    watcher = asyncio.create_task(watch_s3())
     try:
         # Every item runs to its end before the manifest closes, whatever another one raised.
         outcomes = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
     finally:
+        watcher.cancel()
         manifest.close()
         summary.wall_seconds = time.monotonic() - started
     for outcome in outcomes:
@@ -322,6 +355,8 @@ class ProgressBar:
         text = f"[{bar}] {done}/{s.total} ok={s.succeeded} failed={s.failed}"
         if s.skipped:
             text += f" skipped={s.skipped}"
+        if s.problem:
+            text += f" - {s.problem}"
         if self._tty:
             self._stream.write("\r" + text + ("\n" if done == s.total else ""))
             self._stream.flush()

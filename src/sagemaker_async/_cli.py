@@ -131,6 +131,12 @@ def _parser() -> argparse.ArgumentParser:
         default=256,
         help="inferences submitted and not yet finished, at most (default 256)",
     )
+    p.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        help="stop waiting after this many seconds; unfinished items resume on a rerun "
+        "(default: wait until each inference's own deadline, up to about 7 h)",
+    )
     p.add_argument("--no-progress", action="store_true")
     _add_aws_options(p)
 
@@ -174,7 +180,22 @@ async def _wait(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         raise ValidationError("handle", f"is not JSON ({exc})", "the output of invoke") from None
     async with _client(args) as client:
-        result = await client.resume(state).result(timeout=args.timeout)
+        handle = client.resume(state)
+        reporter = asyncio.create_task(_report_s3_trouble(client))
+        try:
+            result = await handle.result(timeout=args.timeout)
+        except InferenceTimeoutError as exc:
+            if exc.deadline_exceeded:
+                raise
+            print(json.dumps(handle.to_dict()))  # so that a piped handle is not lost
+            print(
+                f"timed out after {args.timeout:g} s; the handle is printed on stdout: pass "
+                "it to wait again to resume",
+                file=sys.stderr,
+            )
+            return 3
+        finally:
+            reporter.cancel()
     if args.output is not None:
         args.output.write_bytes(result.body)
         print(f"saved {len(result.body)} bytes to {args.output}", file=sys.stderr)
@@ -182,6 +203,18 @@ async def _wait(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(result.body)
         sys.stdout.flush()
     return 0
+
+
+async def _report_s3_trouble(client: AsyncInferenceClient, every: float = 1.0) -> None:
+    """While S3 reads keep failing, say so on stderr (once per new reason): not a silent hang."""
+    said = ""
+    while True:
+        await asyncio.sleep(every)
+        error = client.last_s3_error
+        text = f"{error.code}: {error}" if error is not None else ""
+        if text and text != said:
+            print(f"still waiting: S3 reads fail ({text}); retrying", file=sys.stderr)
+        said = text
 
 
 async def _batch(args: argparse.Namespace) -> int:
@@ -203,6 +236,7 @@ async def _batch(args: argparse.Namespace) -> int:
             accept=args.accept,
             max_in_flight=args.max_in_flight,
             progress=None if args.no_progress else ProgressBar(),
+            timeout=args.timeout,
         )
     print(
         json.dumps(

@@ -176,6 +176,15 @@ class AsyncInferenceClient:
         await self.aclose()
 
     @property
+    def last_s3_error(self) -> InvocationError | None:
+        """Why S3 reads made while waiting keep failing (the last error), or None.
+
+        Such errors never fail a handle: the engine reads again later. A command-line tool or
+        a health check can show this so that a wait does not look like a silent hang.
+        """
+        return self._store.trouble
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`aclose` was called."""
         return self._state == "closed"

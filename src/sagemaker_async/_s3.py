@@ -122,6 +122,8 @@ class ObjectStore:
         self._retry = retry
         self._clock = clock
         self._budget = budget
+        #: The error of the last read or listing, while S3 keeps failing; None once it answers.
+        self.trouble: InvocationError | None = None
 
     def bind(self, client: S3Client) -> None:
         """Use ``client`` (the client's aiobotocore S3 client, once it is open)."""
@@ -160,11 +162,12 @@ class ObjectStore:
             return await task
         except asyncio.CancelledError:
             if expired and not _cancelling():
-                raise Unavailable(
+                self.trouble = Unavailable(
                     f"{what}: no complete answer after {limit:g} s",
                     code="Timeout",
                     operation=what.split()[0],
-                ) from None
+                )
+                raise self.trouble from None
             raise
         finally:
             timer.cancel()
@@ -178,13 +181,14 @@ class ObjectStore:
             self._budget.slow_down()
         error = to_invocation_error(exc, operation)
         if is_transient(exc):
-            return Unavailable(
+            self.trouble = Unavailable(
                 str(exc) or type(exc).__name__,
                 code=error.code,
                 request_id=error.request_id,
                 status_code=error.status_code,
                 operation=operation,
             )
+            return self.trouble
         return error
 
     async def read(self, uri: str, *, limit: float | None = None) -> S3Object | Absent:
@@ -208,6 +212,8 @@ class ObjectStore:
             raise
         except ClientError as exc:
             code = error_code(exc)
+            if code in _NOT_FOUND | _FORBIDDEN:
+                self.trouble = None  # S3 answered
             if code in _NOT_FOUND:
                 return Absent.NOT_FOUND
             if code in _FORBIDDEN:
@@ -215,6 +221,7 @@ class ObjectStore:
             raise self._failed(exc, "GetObject") from exc
         except Exception as exc:
             raise self._failed(exc, "GetObject") from exc
+        self.trouble = None
         return S3Object(body=body, content_type=response.get("ContentType"), age=_age(response))
 
     async def _forbidden_or_denied(self, uri: str, bucket: str, key: str) -> Absent:
@@ -256,6 +263,7 @@ class ObjectStore:
             raise
         except Exception as exc:
             raise self._failed(exc, "ListObjectsV2") from exc
+        self.trouble = None
         keys = [item["Key"] for item in response.get("Contents", ())]
         token = response.get("NextContinuationToken") if response.get("IsTruncated") else None
         return Page(keys=keys, next_token=token)
