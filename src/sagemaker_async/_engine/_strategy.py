@@ -15,7 +15,7 @@ __all__ = ["HYSTERESIS", "SPEND", "choose", "crowded", "sweep_cap"]
 HYSTERESIS = 1.25
 # A listed directory may spend this fraction of what polling it at max_delay would cost: so a
 # busy directory is swept often (every initial_delay) and a quiet one seldom (max_delay).
-SPEND = 0.25
+SPEND = 0.125
 
 
 def choose(current: Mode, poll_weight: float, pages: int, list_cost: float) -> Mode:
