@@ -315,7 +315,7 @@ async def test_two_batches_on_one_out_folder_do_not_both_run(
     """Issue 9, defect 3: two runs on the same --out each submitted everything."""
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
-    for i in range(20):
+    for i in range(75):  # 6 s at 5 at a time: the second run starts well before the end
         (folder / f"{i}.txt").write_text(str(i))
     first = asyncio.create_task(
         run_cli("batch", "slow", str(folder), "--out", str(out), env=emulator.env)
@@ -327,7 +327,7 @@ async def test_two_batches_on_one_out_folder_do_not_both_run(
     code, _, err = await run_cli("batch", "slow", str(folder), "--out", str(out), env=emulator.env)
     assert code == 2 and "another batch" in err and str(out) in err, err
     code, summary, err = await first
-    assert code == 0 and json.loads(summary)["succeeded"] == 20, err
+    assert code == 0 and json.loads(summary)["succeeded"] == 75, err
 
 
 async def test_with_s3_unreachable_wait_and_batch_say_so_and_stop_at_timeout(
