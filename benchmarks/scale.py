@@ -78,7 +78,7 @@ FULL = (
     Load("inflight-200", "inflight", 200, 60),
     Load("inflight-2000", "inflight", 2000, 60),
     Load("inflight-10000", "inflight", 10_000, 60),
-    Load("stream-10000", "stream", 10_000, 6, rate=500.0),
+    Load("stream-10000", "stream", 10_000, 6, rate=250.0),
     Load("pending-10000", "pending", 10_000, 3600, window_s=120.0),
     Load("pending-100000", "pending", 100_000, 3600, window_s=120.0),
     Load("old-objects-200", "old-objects", 200, 60, old_objects=100_000, only=("ours",)),
@@ -398,7 +398,16 @@ async def run_one(
     row["peak_requests_per_s"] = peak_rate(series, data["t_submit_start"], end)
     # Loop lag, memory, submission.
     row["loop_lag_ms"] = data["lag_ms"]
+    row["loop_lag_submitting_ms"] = data.get("lag_submitting_ms")
     row["loop_lag_waiting_ms"] = data["lag_waiting_ms"]
+    row["gc"] = data.get("gc")
+    stalls = (data.get("gc") or {}).get("stalls_waiting") or {}
+    if stalls.get("count"):
+        share = stalls["gen2_share"] or 0
+        row["notes"].append(
+            f"waiting: {stalls['count']} stalls > {stalls['over_ms']:g} ms, "
+            f"{stalls['with_gen2_gc']} during a gen-2 GC ({share:.0%} of their lag)"
+        )
     grew = data["rss_pending"] - data["rss_before"]
     row["rss_growth_mib"] = round(grew / 2**20, 1)
     if data.get("pending_at_rss"):
@@ -471,6 +480,19 @@ def fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def lag_cell(lag: dict[str, Any] | None) -> str:
+    if not lag or not lag.get("count"):
+        return "-"
+    return f"{fmt(lag['p99'], 1)} / {fmt(lag['max'], 0)}"
+
+
+def gc_cell(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return "-"
+    full = stats["gen2"]
+    return f"{full['count']} / {fmt(full['max_ms'], 0)}" if full["count"] else "0"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = [
         "client",
@@ -482,7 +504,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         "$ / h while pending",
         "detection p50 / p95 (s)",
         "client CPU ms / inf. (% pending)",
-        "loop lag p99 / max (ms)",
+        "loop lag p99 / max (ms): submitting; waiting",
+        "gen-2 GCs n / longest ms: all; waiting",
         "RSS KiB / pending",
         "submits / s",
         "cancel (s)",
@@ -492,11 +515,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if "skipped" in r:
-            cells = [CLIENT_NAMES[r["client"]], r["load_desc"]] + ["-"] * 12 + [r["skipped"]]
+            cells = [CLIENT_NAMES[r["client"]], r["load_desc"]] + ["-"] * 13 + [r["skipped"]]
             lines.append("| " + " | ".join(cells) + " |")
             continue
         if "error" in r:
-            cells = [CLIENT_NAMES[r["client"]], r["load_desc"]] + ["-"] * 12
+            cells = [CLIENT_NAMES[r["client"]], r["load_desc"]] + ["-"] * 13
             lines.append("| " + " | ".join([*cells, "; ".join(r["notes"])]) + " |")
             continue
         notes = list(r["notes"])
@@ -507,7 +530,9 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{r['requests_after_cancel']} S3 requests after"
             )
         lat = r.get("detection_latency_s") or {}
-        lag = r["loop_lag_ms"]
+        lag = f"{lag_cell(r.get('loop_lag_submitting_ms'))}; {lag_cell(r['loop_lag_waiting_ms'])}"
+        gcs = r.get("gc") or {}
+        full = f"{gc_cell(gcs.get('all'))}; {gc_cell(gcs.get('waiting'))}" if gcs else "-"
         cpu = fmt(r.get("cpu_ms_per_inference"))
         if "cpu_pct_pending" in r:
             cpu = f"({fmt(r['cpu_pct_pending'], 1)}%)"
@@ -522,7 +547,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             fmt(r.get("usd_per_hour_pending"), 3),
             f"{fmt(lat.get('p50'))} / {fmt(lat.get('p95'))}" if lat else "-",
             cpu,
-            f"{fmt(lag['p99'], 1)} / {fmt(lag['max'], 1)}",
+            lag,
+            full,
             fmt(r.get("rss_kib_per_pending")),
             fmt(r["submit_rate"], 0),
             fmt(r.get("cancel_s"), 3),
@@ -573,7 +599,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> str | None:
     return None
 
 
-def library_info(library_src: str | None) -> dict[str, Any]:
+def library_info(library_src: str | None, commit: str | None = None) -> dict[str, Any]:
     """The sagemaker_async the clients import (asked of a child python, like theirs)."""
     import subprocess
 
@@ -594,6 +620,9 @@ def library_info(library_src: str | None) -> dict[str, Any]:
             check=False,
         )
         info["git"] = git.stdout.strip() or None
+    if library_src is not None:
+        info["src"] = library_src
+        info["git"] = commit  # a copy of src/ knows no commit: --library-commit names it
     return info
 
 
@@ -603,7 +632,8 @@ def header_line(meta: dict[str, Any]) -> str:
     return (
         f"Scale benchmark {meta['date']}{' (quick)' if meta.get('quick') else ''}: "
         f"{meta['cpus']} CPUs, Python {meta['python']}, server loop {meta['server_loop']}, "
-        f"sagemaker-async {library.get('version')} (CompletionConfig {completion})"
+        f"sagemaker-async {library.get('version')} at {library.get('git') or 'unknown commit'}"
+        f" (CompletionConfig {completion})"
         f"; {meta['total_s'] / 60:.1f} min. All S3 requests counted by the fake S3 server."
     )
 
@@ -644,6 +674,9 @@ async def main() -> None:
     parser.add_argument("--linger-s", type=float, help="wait this long for a client to exit")
     parser.add_argument(
         "--library-src", help="run the clients against sagemaker_async from this src/ dir"
+    )
+    parser.add_argument(
+        "--library-commit", help="the commit --library-src was taken from (for the header)"
     )
     parser.add_argument("--tag", help="suffix of the output files (default: quick/custom)")
     parser.add_argument("--list", action="store_true", help="print the loads and exit")
@@ -735,7 +768,7 @@ async def main() -> None:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "server_loop": server.urls.get("loop"),
-        "library": library_info(args.library_src),
+        "library": library_info(args.library_src, args.library_commit),
         "quick": args.quick,
         "submit_concurrency": args.submit_concurrency,
         "max_connections": args.max_connections,

@@ -11,8 +11,10 @@ AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME point at the fake servers).
 
 What this process measures about itself: when each handle resolved (time.time(), keyed by the
 S3 location it resolved to), its CPU (getrusage), its RSS (/proc/self/statm), the lag of its
-event loop (a ticker sleeping 10 ms records how late it wakes; a thread for the SDK), how fast
-it submitted, and how long cancelling took. It counts no S3 requests: the server does.
+event loop (a ticker sleeping 10 ms records how late it wakes; a thread for the SDK), split
+into submitting and waiting, its CPython garbage collections (``gc.callbacks``: count and pause
+per generation, and how much of each stall over 100 ms while waiting was a full collection),
+how fast it submitted, and how long cancelling took. It counts no S3 requests: the server does.
 Writes the JSON to result_file and prints ``RESULT <result_file>``.
 """
 
@@ -91,6 +93,61 @@ class Probe:
 
     def stats(self, since: float = 0.0, until: float = math.inf) -> dict[str, Any]:
         return percentiles([lag for t, lag in self.samples if since <= t < until], 1000.0)
+
+
+class GcWatch:
+    """CPython collections, from ``gc.callbacks``: (time.time() at the end, generation, pause s)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, int, float]] = []
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            pause = time.perf_counter() - self._began
+            self.events.append((time.time(), info["generation"], pause))
+
+    def start(self) -> None:
+        gc.callbacks.append(self)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self)
+
+    def stats(self, since: float = 0.0, until: float = math.inf) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for gen in (0, 1, 2):
+            pauses = [p for t, g, p in self.events if g == gen and since <= t < until]
+            out[f"gen{gen}"] = {
+                "count": len(pauses),
+                "max_ms": round(max(pauses, default=0.0) * 1000, 1),
+                "total_ms": round(sum(pauses) * 1000, 1),
+            }
+        return out
+
+    def stalls(
+        self, probe: Probe, since: float, until: float, over_s: float = 0.1
+    ) -> dict[str, Any]:
+        """Probe samples later than ``over_s``: how many, and how much of them was gen-2 GC."""
+        stalls = [(t, lag) for t, lag in probe.samples if since <= t < until and lag > over_s]
+        full = [(t, p) for t, g, p in self.events if g == 2]
+        with_gc, lag_ms, gc_ms = 0, 0.0, 0.0
+        for t, lag in stalls:
+            began = t - lag - probe.PERIOD  # when the probe went to sleep
+            inside = sum(p for end, p in full if began < end <= t)
+            with_gc += inside > 0
+            lag_ms += lag * 1000
+            gc_ms += min(inside, lag) * 1000
+        return {
+            "over_ms": over_s * 1000,
+            "count": len(stalls),
+            "with_gen2_gc": with_gc,
+            "lag_ms_total": round(lag_ms, 1),
+            "gen2_gc_ms_inside": round(gc_ms, 1),
+            "gen2_share": round(gc_ms / lag_ms, 3) if lag_ms else None,
+        }
 
 
 class Recorder:
@@ -336,6 +393,8 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
     await client.open()
     baseline = set(asyncio.all_tasks())
     gc.collect()
+    gcw = GcWatch()
+    gcw.start()
     rss_before, cpu_before = rss(), cpu()
     out["t_submit_start"] = time.time()
     n = await submit_all(spec, client, rec, out)
@@ -365,6 +424,8 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(max(0.0, remaining))
         out["window_end"], out["cpu_window_s"] = time.time(), cpu() - c0
         out["cpu_s"] = cpu() - cpu_before
+        # What a full collection walks (counted after the window: it takes a while).
+        out["tracked_objects_pending"] = len(gc.get_objects())
         # Cancel every waiter; done when no task but the baseline ones is left.
         started = time.monotonic()
         await client.cancel_all()
@@ -384,10 +445,10 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
     await client.close()
     out["close_s"] = round(time.monotonic() - started, 4)
     ticker.cancel()
+    gcw.stop()
     await asyncio.sleep(0)
     out["tasks_left_after_close"] = len(set(asyncio.all_tasks()) - {asyncio.current_task()})
-    out["lag_ms"] = probe.stats(since=out["t_submit_start"])  # client set-up excluded
-    out["lag_waiting_ms"] = probe.stats(since=t_end, until=out.get("window_end", math.inf))
+    phases(out, probe, gcw, out.get("window_end") or out["t_all_done"])
     out.update(
         notes=client.notes,
         waiting_via=client.waiting_via,
@@ -399,6 +460,23 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
         resolved=rec.resolved,
     )
     return out
+
+
+def phases(out: dict[str, Any], probe: Probe, gcw: GcWatch, wait_end: float) -> None:
+    """Loop lag and GC: the whole run, submitting (to the last invoke), waiting (to wait_end)."""
+    start, end = out["t_submit_start"], out["t_submit_end"]
+    out["lag_ms"] = probe.stats(since=start)  # client set-up excluded
+    out["lag_submitting_ms"] = probe.stats(since=start, until=end)
+    out["lag_waiting_ms"] = probe.stats(since=end, until=wait_end)
+    out["t_waiting_end"] = wait_end
+    out["gc"] = {
+        "all": gcw.stats(since=start),
+        "submitting": gcw.stats(since=start, until=end),
+        "waiting": gcw.stats(since=end, until=wait_end),
+        "stalls_waiting": gcw.stalls(probe, end, wait_end),
+        "thresholds": gc.get_threshold(),
+        "tracked_objects_pending": out.get("tracked_objects_pending"),
+    }
 
 
 # -- the SageMaker Python SDK v2 (threads) ---------------------------------------------------
@@ -430,6 +508,8 @@ def drive_sdk(spec: dict[str, Any]) -> dict[str, Any]:
     )
     predictor = AsyncPredictor(Predictor(spec["endpoint"], sagemaker_session=session))
     gc.collect()
+    gcw = GcWatch()
+    gcw.start()
     rss_before, cpu_before = rss(), cpu()
     out["t_submit_start"] = started = time.time()
     delays: list[float] = []
@@ -477,8 +557,8 @@ def drive_sdk(spec: dict[str, Any]) -> dict[str, Any]:
     out["t_all_done"] = time.time()
     out["cpu_s"] = cpu() - cpu_before
     probe.stop_thread()
-    out["lag_ms"] = probe.stats(since=started)
-    out["lag_waiting_ms"] = probe.stats(since=t_end)
+    gcw.stop()
+    phases(out, probe, gcw, out["t_all_done"])
     out["threads_alive_at_end"] = threading.active_count()
     out.update(
         ok=rec.ok,
