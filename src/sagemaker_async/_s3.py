@@ -16,7 +16,6 @@ import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiobotocore.parsers import AioResponseParserFactory
@@ -56,15 +55,10 @@ class Unavailable(InvocationError):
 
 @dataclass(frozen=True)
 class S3Object:
-    """An object read from S3.
-
-    ``age`` is how old the object was when read, in seconds, from S3's own clock (its
-    ``Date`` minus the object's ``Last-Modified``, both to the second); None if unknown.
-    """
+    """An object read from S3."""
 
     body: bytes
     content_type: str | None
-    age: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,18 +94,6 @@ def fast_timestamp(value: str) -> datetime:
     whole, fraction = match.groups()
     parsed = datetime.fromisoformat(whole).replace(tzinfo=timezone.utc)
     return parsed.replace(microsecond=int(fraction.ljust(6, "0"))) if fraction else parsed
-
-
-def _age(response: Any) -> float | None:
-    modified = response.get("LastModified")
-    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-    if modified is None or not date:
-        return None
-    try:
-        age: float = (parsedate_to_datetime(date) - modified).total_seconds()
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, age)
 
 
 class ObjectStore:
@@ -222,7 +204,7 @@ class ObjectStore:
         except Exception as exc:
             raise self._failed(exc, "GetObject") from exc
         self.trouble = None
-        return S3Object(body=body, content_type=response.get("ContentType"), age=_age(response))
+        return S3Object(body=body, content_type=response.get("ContentType"))
 
     async def _forbidden_or_denied(self, uri: str, bucket: str, key: str) -> Absent:
         # A 403 is "not yet" without s3:ListBucket, but also "there, and you may not read it"
