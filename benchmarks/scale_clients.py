@@ -176,6 +176,16 @@ class Recorder:
         if self.all_done is not None and self.ok + self.failed + self.errors >= self.n:
             self.all_done.set()
 
+    def outcomes(self) -> dict[str, Any]:
+        """What the result file reports about the outcomes."""
+        return {
+            "ok": self.ok,
+            "failed": self.failed,
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "resolved": self.resolved,
+        }
+
 
 # -- asyncio clients ------------------------------------------------------------------------
 class Ours:
@@ -453,11 +463,7 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
         notes=client.notes,
         waiting_via=client.waiting_via,
         library_api=client.engine,
-        ok=rec.ok,
-        failed=rec.failed,
-        errors=rec.errors,
-        first_error=rec.first_error,
-        resolved=rec.resolved,
+        **rec.outcomes(),
     )
     return out
 
@@ -560,13 +566,7 @@ def drive_sdk(spec: dict[str, Any]) -> dict[str, Any]:
     gcw.stop()
     phases(out, probe, gcw, out["t_all_done"])
     out["threads_alive_at_end"] = threading.active_count()
-    out.update(
-        ok=rec.ok,
-        failed=rec.failed,
-        errors=rec.errors,
-        first_error=rec.first_error,
-        resolved=rec.resolved,
-    )
+    out.update(rec.outcomes())
     return out
 
 
