@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 from aioresponses import aioresponses
 
-ENGINE_TASK = "sagemaker-async completion engine"
+CLIENT_TASKS = "sagemaker-async "  # the engine; with notifications, the receive loop and its kin
 
 # Faults a real server cannot produce on demand, injected with aioresponses.
 THROTTLE = {
@@ -83,4 +83,8 @@ async def other_tasks() -> set[object]:
     for _ in range(5):
         await asyncio.sleep(0)
     current = asyncio.current_task()
-    return {t for t in asyncio.all_tasks() if t is not current and t.get_name() != ENGINE_TASK}
+    return {
+        t
+        for t in asyncio.all_tasks()
+        if t is not current and not t.get_name().startswith(CLIENT_TASKS)
+    }

@@ -14,7 +14,7 @@ Submit with :meth:`AsyncInferenceClient.invoke_endpoint_async`, then ``await`` t
 """
 
 from ._client import AsyncInferenceClient
-from ._config import CompletionConfig, PollingConfig, RetryConfig
+from ._config import CompletionConfig, NotificationConfig, PollingConfig, RetryConfig
 from ._default import aclose_default_client, invoke_endpoint_async
 from ._errors import (
     ClientClosedError,
@@ -37,6 +37,7 @@ __all__ = [
     "InferenceStatus",
     "InferenceTimeoutError",
     "InvocationError",
+    "NotificationConfig",
     "PollingConfig",
     "RetryConfig",
     "SageMakerAsyncError",

@@ -17,10 +17,12 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import NoRegionError, ProfileNotFound
 
-from ._config import CompletionConfig, PollingConfig, RetryConfig
+from ._config import CompletionConfig, NotificationConfig, PollingConfig, RetryConfig
 from ._engine._budget import RequestBudget
+from ._engine._client_queue import ClientQueue
 from ._engine._clock import Clock, SystemClock
 from ._engine._engine import CompletionEngine
+from ._engine._notifications import NotificationSource
 from ._engine._records import WatchTarget
 from ._errors import ClientClosedError, InvocationError, SageMakerAsyncError, ValidationError
 from ._handle import AsyncInferenceHandle
@@ -31,6 +33,8 @@ from ._validation import MAX_INLINE_BODY, parse_s3_uri, validate_field, validate
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_sagemaker_runtime import SageMakerRuntimeClient
+    from types_aiobotocore_sns import SNSClient
+    from types_aiobotocore_sqs import SQSClient
 
 __all__ = ["AsyncInferenceClient"]
 
@@ -42,6 +46,8 @@ _DEFAULT_INVOCATION_TIMEOUT = 900
 # S3 reads the engine runs at once: enough for ~1,000 reads/s at S3's usual 30 ms, and few
 # enough that answers arriving together never hold the event loop for long (~1 ms each).
 _ENGINE_CONCURRENCY = 32
+# SQS long polls last 20 s: their read timeout must be longer.
+_SQS_READ_TIMEOUT = 30.0
 
 
 def _configuration_error(exc: Exception) -> SageMakerAsyncError:
@@ -80,11 +86,17 @@ class AsyncInferenceClient:
         endpoint_url: sagemaker-runtime endpoint; defaults to AWS's, or to
             ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` / ``AWS_ENDPOINT_URL`` when set.
         s3_endpoint_url: S3 endpoint; defaults to AWS's, or to ``AWS_ENDPOINT_URL_S3``.
+        sqs_endpoint_url: SQS endpoint (notifications); defaults to AWS's, or to
+            ``AWS_ENDPOINT_URL_SQS``.
+        sns_endpoint_url: SNS endpoint (``NotificationConfig(topics=)``); defaults to AWS's,
+            or to ``AWS_ENDPOINT_URL_SNS``.
         polling: how soon and how often results are looked for (per-call override:
             ``invoke_endpoint_async(polling=)``).
         completion: how the completion engine finds results, client-wide: the strategy
             (listing or per-location reads, chosen by cost), the S3 request budget, prices.
         retry: how transient errors are retried.
+        notifications: find results from the endpoint's SNS notifications through SQS, with
+            S3 as a slow safety net (see :class:`NotificationConfig`).
         input_prefix: ``s3://bucket/prefix/`` where bodies larger than 128,000 bytes are
             uploaded before the call, each under a key of its own
             (``<inference id>.<random>.in``). When the call fails for sure, the upload is
@@ -103,9 +115,12 @@ class AsyncInferenceClient:
         session: AioSession | None = None,
         endpoint_url: str | None = None,
         s3_endpoint_url: str | None = None,
+        sqs_endpoint_url: str | None = None,
+        sns_endpoint_url: str | None = None,
         polling: PollingConfig | None = None,
         completion: CompletionConfig | None = None,
         retry: RetryConfig | None = None,
+        notifications: NotificationConfig | None = None,
         input_prefix: str | None = None,
         max_connections: int = 100,
         clock: Clock | None = None,
@@ -130,6 +145,7 @@ class AsyncInferenceClient:
             ("polling", polling, PollingConfig),
             ("completion", completion, CompletionConfig),
             ("retry", retry, RetryConfig),
+            ("notifications", notifications, NotificationConfig),
         ):
             if value is not None and not isinstance(value, kind):
                 raise ValidationError(
@@ -138,6 +154,9 @@ class AsyncInferenceClient:
         self.region_name = region_name
         self.endpoint_url = endpoint_url
         self.s3_endpoint_url = s3_endpoint_url
+        self.sqs_endpoint_url = sqs_endpoint_url
+        self.sns_endpoint_url = sns_endpoint_url
+        self.notifications = notifications
         self.polling = polling or PollingConfig()
         self.completion = completion or CompletionConfig()
         self.retry = retry or RetryConfig()
@@ -149,6 +168,8 @@ class AsyncInferenceClient:
         self._open_lock: asyncio.Lock | None = None
         self._stack: AsyncExitStack | None = None
         self._runtime: SageMakerRuntimeClient | None = None
+        self._queue: ClientQueue | None = None
+        self._warned_own_ids = False
         budget = RequestBudget(self.completion.max_requests_per_second, self._clock)
         self._store = ObjectStore(self.retry, self._clock, budget)
         self._engine = CompletionEngine(
@@ -183,6 +204,17 @@ class AsyncInferenceClient:
         a health check can show this so that a wait does not look like a silent hang.
         """
         return self._store.trouble
+
+    @property
+    def notification_queue_url(self) -> str | None:
+        """The SQS queue this client reads notifications from, or None.
+
+        None without notifications, and with ``NotificationConfig(topics=)`` until the client
+        is open (it creates the queue then).
+        """
+        if self._queue is not None:
+            return self._queue.url
+        return self.notifications.queue_url if self.notifications is not None else None
 
     @property
     def closed(self) -> bool:
@@ -225,18 +257,71 @@ class AsyncInferenceClient:
                         config=config,
                     )
                 )
+                source = await self._listen(session, stack, config)
             except BaseException as exc:
                 await stack.aclose()
                 if isinstance(exc, Exception):
                     raise _configuration_error(exc) from exc
                 raise
             if self._state == "closed":  # aclose() ran while the clients were being made
+                await self._close_queue()
                 await stack.aclose()
                 raise ClientClosedError("the AsyncInferenceClient was closed while opening")
             self._stack, self._runtime = stack, runtime
             self._store.bind(s3)
             self._engine.start()
+            if source is not None:
+                assert self.notifications is not None
+                self._engine.listen(source, self.notifications)
+                if self._queue is not None:
+                    self._queue.start()
             self._state = "open"
+
+    async def _listen(
+        self, session: AioSession, stack: AsyncExitStack, config: AioConfig
+    ) -> NotificationSource | None:
+        """With notifications: the SQS client, the client's own queue if asked, the source."""
+        notifications = self.notifications
+        if notifications is None:
+            return None
+        sqs: SQSClient = await stack.enter_async_context(
+            session.create_client(
+                "sqs",
+                region_name=self.region_name,
+                endpoint_url=self.sqs_endpoint_url,
+                config=config.merge(
+                    AioConfig(read_timeout=max(self.retry.read_timeout, _SQS_READ_TIMEOUT))
+                ),
+            )
+        )
+        queue_url = notifications.queue_url
+        if notifications.topics:
+            sns: SNSClient = await stack.enter_async_context(
+                session.create_client(
+                    "sns",
+                    region_name=self.region_name,
+                    endpoint_url=self.sns_endpoint_url,
+                    config=config,
+                )
+            )
+            queue = ClientQueue(sqs, sns, notifications, self._clock)
+            queue_url = await queue.create()
+            self._queue = queue
+        assert queue_url is not None
+        return NotificationSource(
+            sqs,
+            queue_url,
+            config=notifications,
+            retry=self.retry,
+            clock=self._clock,
+            find=self._engine.find,
+            report=self._engine.report,
+        )
+
+    async def _close_queue(self) -> None:
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            await queue.aclose()
 
     async def aclose(self) -> None:
         """Stop the completion engine (waiters get :class:`ClientClosedError`), close connections.
@@ -248,6 +333,7 @@ class AsyncInferenceClient:
             return
         self._state = "closed"
         await self._engine.aclose()
+        await self._close_queue()
         if self._stack is not None:
             stack, self._stack = self._stack, None
             await stack.aclose()
@@ -334,9 +420,12 @@ class AsyncInferenceClient:
                 "set input_prefix='s3://bucket/prefix/' on the client to upload large bodies, "
                 "or upload it yourself and pass input_location",
             )
-        inference_id = inference_id or self._new_inference_id()
         polling = polling or self.polling
         await self.open()
+        if inference_id is None:
+            inference_id = self._new_inference_id()
+        elif self._queue is not None and not inference_id.startswith(self._queue.id_prefix):
+            self._warn_own_ids()
         wait = (
             polling.timeout
             if polling.timeout is not None
@@ -348,6 +437,8 @@ class AsyncInferenceClient:
         deadline = self._clock.monotonic() + wait  # calls in this process use monotonic time
         assert self._runtime is not None
         uploaded: str | None = None
+        # Its notification may come before the invoke's answer: the engine must know it is ours.
+        self._engine.expect(inference_id, submitted_at + wait)
         if upload:
             assert body is not None and self.input_prefix is not None
             uploaded = fields["InputLocation"] = self._upload_uri(inference_id)
@@ -378,6 +469,8 @@ class AsyncInferenceClient:
         try:
             response = await call_with_retry(policy, attempt)
         except Exception as exc:
+            if not reached:
+                self._engine.forget(inference_id)
             note = await self._forget_upload(uploaded, reached, deadline) if uploaded else ""
             error = to_invocation_error(
                 exc,
@@ -470,6 +563,7 @@ class AsyncInferenceClient:
             submitted_at=times["submitted_at"],
             deadline=times["deadline"],
         )
+        self._engine.expect(target.inference_id, target.deadline)
         attempts = state.get("submit_attempts", 0)
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
             raise ValidationError(
@@ -500,9 +594,19 @@ class AsyncInferenceClient:
         prefix = self.input_prefix if self.input_prefix.endswith("/") else self.input_prefix + "/"
         return f"{prefix}{quote(inference_id, safe='-_.')}.{uuid.uuid4().hex}.in"
 
-    @staticmethod
-    def _new_inference_id() -> str:
-        return str(uuid.uuid4())
+    def _new_inference_id(self) -> str:
+        prefix = self._queue.id_prefix if self._queue is not None else ""
+        return f"{prefix}{uuid.uuid4()}"
+
+    def _warn_own_ids(self) -> None:
+        if not self._warned_own_ids:
+            self._warned_own_ids = True
+            logger.warning(
+                "an InferenceId chosen by the caller does not start with %s, so its "
+                "notification does not pass this client's queue filter: its result is found "
+                "by the S3 safety net, later (leave inference_id unset to be notified)",
+                self._queue.id_prefix if self._queue is not None else "",
+            )
 
     def _check_open(self) -> None:
         if self._state == "closed":

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ._errors import ValidationError
 
-__all__ = ["CompletionConfig", "PollingConfig", "RetryConfig"]
+__all__ = ["CompletionConfig", "NotificationConfig", "PollingConfig", "RetryConfig"]
 
 
 _MAX_WAIT = 366 * 24 * 3600
@@ -208,3 +209,119 @@ class RetryConfig:
             raise ValidationError(
                 "RetryConfig.multiplier", f"{self.multiplier!r} is below 1", ">= 1", self.multiplier
             )
+
+
+_SNS_ARN = re.compile(r"\Aarn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?\Z")
+_QUEUE_NAME_PREFIX = re.compile(r"\A[A-Za-z0-9_-]{1,60}\Z")
+
+
+@dataclass(frozen=True)
+class NotificationConfig:
+    """Find results from the endpoint's SNS notifications, read from an SQS queue.
+
+    An async endpoint whose ``AsyncInferenceConfig.OutputConfig.NotificationConfig`` names a
+    success and an error topic publishes a message when each inference ends; with
+    ``IncludeInferenceResponseIn`` the response (up to 128 KB) is inside. The client reads
+    them with one long-polling receive loop, so a result costs no S3 request at all (one GET
+    when the response is not inside), and a failure raises with the message's failure reason.
+    S3 stays watched as a slow safety net: a lost notification delays a result, never loses it.
+
+    Two modes; give exactly one of ``queue_url`` and ``topics``:
+
+    - ``queue_url``: a queue you subscribed to the topics. Several clients may share it: a
+      client deletes only the messages of its own inferences, and makes any other message
+      visible again at once for its owner (after a few receipts, later and later).
+    - ``topics``: the client creates a queue of its own when it opens, subscribes it to the
+      topics with a filter policy that only passes its own inferences (their InferenceIds
+      start with a prefix the client generates), and deletes both when it closes. A queue left
+      by a client that died is deleted by the next client that opens, once it has been idle
+      for ``idle_timeout`` seconds. This scales to any number of processes.
+
+    Attributes:
+        queue_url: URL of an SQS queue subscribed to the endpoint's topics.
+        topics: ARNs of the endpoint's success and error topics (one or both).
+        safety_net: seconds after submission when S3 is first looked at for a result whose
+            notification has not come, and the shortest interval between two looks (the
+            handle's ``PollingConfig`` schedule applies when it is slower).
+        hold: seconds a received message stays invisible to other consumers while this
+            client handles it (SQS visibility timeout).
+        idle_timeout: ``topics`` mode: seconds without a heartbeat after which a client's
+            queue counts as abandoned and is deleted by any other client.
+        queue_name_prefix: ``topics`` mode: names of the queues the client creates start
+            with this (the client's own name follows).
+    """
+
+    queue_url: str | None = None
+    topics: tuple[str, ...] = ()
+    safety_net: float = 60.0
+    hold: float = 30.0
+    idle_timeout: float = 3600.0
+    queue_name_prefix: str = "sagemaker-async-"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.topics, str) or not isinstance(self.topics, (tuple, list)):
+            raise ValidationError(
+                "NotificationConfig.topics",
+                f"{self.topics!r} is not a sequence of ARNs",
+                "a tuple of SNS topic ARNs",
+            )
+        object.__setattr__(self, "topics", tuple(self.topics))
+        if (self.queue_url is None) == (not self.topics):
+            raise ValidationError(
+                "NotificationConfig",
+                "both queue_url and topics were given"
+                if self.topics
+                else "neither queue_url nor topics was given",
+                "exactly one: queue_url= (a queue you subscribed) or topics= (the client "
+                "subscribes a queue of its own)",
+            )
+        if self.queue_url is not None and (
+            not isinstance(self.queue_url, str)
+            or not self.queue_url.startswith(("https://", "http://"))
+        ):
+            raise ValidationError(
+                "NotificationConfig.queue_url",
+                f"{self.queue_url!r} is not a queue URL",
+                "https://sqs.<region>.amazonaws.com/<account>/<queue name>",
+            )
+        for topic in self.topics:
+            if not isinstance(topic, str) or not _SNS_ARN.match(topic):
+                raise ValidationError(
+                    "NotificationConfig.topics",
+                    f"{topic!r} is not an SNS topic ARN",
+                    "arn:aws:sns:<region>:<account>:<topic name>",
+                )
+        if len(set(self.topics)) != len(self.topics):
+            raise ValidationError(
+                "NotificationConfig.topics", "names a topic twice", "distinct topic ARNs"
+            )
+        _check_positive("NotificationConfig", "safety_net", self.safety_net)
+        _check_positive("NotificationConfig", "hold", self.hold)
+        if self.hold > 43200:
+            raise ValidationError(
+                "NotificationConfig.hold",
+                f"{self.hold!r} is more than 12 hours",
+                "at most 43200 seconds (SQS's longest visibility timeout)",
+                self.hold,
+            )
+        _check_positive("NotificationConfig", "idle_timeout", self.idle_timeout)
+        if self.idle_timeout < 60:
+            raise ValidationError(
+                "NotificationConfig.idle_timeout",
+                f"{self.idle_timeout!r} is below a minute",
+                ">= 60 seconds (a live client refreshes its heartbeat every third of it)",
+                self.idle_timeout,
+            )
+        if not isinstance(self.queue_name_prefix, str) or not _QUEUE_NAME_PREFIX.match(
+            self.queue_name_prefix
+        ):
+            raise ValidationError(
+                "NotificationConfig.queue_name_prefix",
+                f"{self.queue_name_prefix!r} is not usable in a queue name",
+                "1 to 60 letters, digits, '-' or '_'",
+            )
+
+    def safety_polling(self, polling: PollingConfig) -> PollingConfig:
+        """``polling`` slowed down to the safety net's pace."""
+        initial = max(polling.initial_delay, self.safety_net)
+        return replace(polling, initial_delay=initial, max_delay=max(polling.max_delay, initial))

@@ -97,7 +97,8 @@ class InferenceFailedError(SageMakerAsyncError):
     """The endpoint wrote a failure object: the model raised, timed out, or the request expired.
 
     Attributes:
-        message: the failure object's text, decoded as UTF-8 (undecodable bytes replaced).
+        message: the failure object's text, decoded as UTF-8 (undecodable bytes replaced),
+            or the failure reason of the error notification that reported it.
         failure_location: the S3 URI of the failure object.
         inference_id: the inference's id.
         handle_state: the handle's ``to_dict()``.

@@ -74,7 +74,7 @@ async def test_success_and_error_notifications(
             InferenceId="notify-ok-1",
         )
         failed = await client.invoke_endpoint_async(
-            EndpointName="notify-fail", Body=b"x", ContentType="text/plain"
+            EndpointName="notify-fail", Body=b"x", Accept="text/plain"
         )
     await emu.join()
 
@@ -100,14 +100,20 @@ async def test_success_and_error_notifications(
     assert success["responseBody"]["encoding"] == "BASE64"
     content = json.loads(base64.b64decode(success["responseBody"]["content"]))
     assert content[0]["label"] == "POSITIVE"
+    assert success["responseBody"]["message"] == (
+        "Check S3 path location(if configured) or Cloudwatch for additional details."
+    )
 
     (error,) = await receive_notifications(aws, error_queue, 1)
     assert error["invocationStatus"] == "Failed"
     assert error["inferenceId"] == failed["InferenceId"]
     assert "always fails" in error["failureReason"]
-    assert error["responseParameters"] == {"failureLocation": failed["FailureLocation"]}
+    assert error["failureReason"].startswith("ClientError: Received server error (500) from model")
+    # As captured from the service: no responseParameters in an error notification; no
+    # contentType when the request had none; accept when it had one.
+    assert "responseParameters" not in error
+    assert error["requestParameters"] == {"accept": "text/plain", "endpointName": "notify-fail"}
     assert "responseBody" not in error  # ERROR_NOTIFICATION_TOPIC not included
-    assert "inputLocation" not in error["requestParameters"]  # inline body
 
 
 async def test_error_notification_with_response_body_and_size_limit(

@@ -5,8 +5,10 @@ A handle asks :meth:`CompletionEngine.watch` for a :class:`~._records.Watch`, wa
 :meth:`CompletionEngine.release` when nobody waits any more. In between, the engine:
 
 - files the watch's output and failure locations under their S3 directories;
-- lets one source serve each directory (per-location polling or listing; notifications will
-  be a third), chosen by the cost model and re-chosen as the directory changes;
+- lets one source serve each directory (per-location polling or listing), chosen by the cost
+  model and re-chosen as the directory changes;
+- with notifications (:meth:`listen`), lets the notification source report first, and keeps
+  S3 watched at the slow pace of the safety net;
 - resolves what a source reports (:meth:`report`): the one GET when the source has no body,
   then ``InferenceResult`` or ``InferenceFailedError``, the same for every source;
 - at the watch's deadline, looks at both locations once more, then times it out.
@@ -24,7 +26,7 @@ from collections import Counter
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from .._config import CompletionConfig, PollingConfig, RetryConfig
+from .._config import CompletionConfig, NotificationConfig, PollingConfig, RetryConfig
 from .._errors import (
     ClientClosedError,
     InferenceFailedError,
@@ -37,6 +39,7 @@ from .._s3 import Absent, ObjectStore, S3Object, Unavailable
 from ._budget import RequestBudget
 from ._clock import Clock
 from ._listing import ListingSource
+from ._notifications import NotificationSource
 from ._polling import PollingSource
 from ._records import Completion, Directory, Key, Kind, Mode, Watch, WatchTarget
 from ._scheduler import Scheduler
@@ -99,6 +102,9 @@ class CompletionEngine:
         self._closed = False
         self.stats: Counter[str] = Counter()
         self._rng = rng or random.Random()
+        self._notices: NotificationSource | None = None
+        self._notify_config: NotificationConfig | None = None
+        self._unannounced = False  # warned that S3 found a result no notification announced
         self._polling = PollingSource(
             self.scheduler, store, clock, report=self.report, fail=self._fail, rng=self._rng
         )
@@ -118,10 +124,17 @@ class CompletionEngine:
         """Start the scheduler (on the running loop)."""
         self.scheduler.start()
 
+    def listen(self, source: NotificationSource, config: NotificationConfig) -> None:
+        """Take notifications from ``source`` (started here); S3 becomes the safety net."""
+        self._notices, self._notify_config = source, config
+        source.start()
+
     async def aclose(self) -> None:
         """Stop every job; waiters get :class:`ClientClosedError` (their handles stay pending)."""
         self._closed = True
         await self.scheduler.aclose()
+        if self._notices is not None:
+            await self._notices.aclose()
         watches, self._watches = list(self._watches.values()), {}
         self._dirs.clear()
         for watch in watches:
@@ -153,6 +166,8 @@ class CompletionEngine:
         if existing is not None and not existing.done:
             existing.refs += 1
             return existing
+        if self._notify_config is not None:
+            polling = self._notify_config.safety_polling(polling)
         now, wall = self._clock.monotonic(), self._clock.wall()
         watch = Watch(
             target,
@@ -164,7 +179,26 @@ class CompletionEngine:
         self._watches[target.output_location] = watch
         self._file(watch, self._locations(target))
         self._schedule_last_look(watch)
+        if self._notices is not None:
+            self._notices.watching(watch)
         return watch
+
+    def expect(self, inference_id: str, deadline: float) -> None:
+        """``inference_id`` is this client's until wall time ``deadline``.
+
+        Called before the invoke: its notification may come before the invoke's answer.
+        """
+        if self._notices is not None:
+            self._notices.expect(inference_id, deadline)
+
+    def forget(self, inference_id: str) -> None:
+        """The invoke of ``inference_id`` failed and never reached SageMaker."""
+        if self._notices is not None:
+            self._notices.forget(inference_id)
+
+    def find(self, output_location: str) -> Watch | None:
+        """The watch under way for ``output_location``, if any."""
+        return self._watches.get(output_location)
 
     @staticmethod
     def _locations(target: WatchTarget) -> list[tuple[Kind, str]]:
@@ -178,7 +212,7 @@ class CompletionEngine:
         watch.refs -= 1
         if watch.refs > 0 or watch.done:
             return
-        self._end(watch)
+        self._end(watch, settled=False)
         watch.outcome.cancel()
 
     async def wait(self, watch: Watch, timeout: float | None) -> bool:
@@ -313,6 +347,8 @@ class CompletionEngine:
             return
         watch = key.watch
         self.stats[f"found_by_{source}"] += 1
+        if self._notices is not None and source != self._notices.name:
+            self._unannounced_result(watch)
         if completion.body is not None:
             obj = S3Object(completion.body, completion.content_type)
             self._settle(watch, self._outcome(watch, key.kind, obj))
@@ -372,6 +408,8 @@ class CompletionEngine:
                 watch.leave()
             if isinstance(found, S3Object):
                 self.stats["found_by_last_look"] += 1
+                if self._notices is not None:
+                    self._unannounced_result(watch)
                 self._settle(watch, self._outcome(watch, kind, found))
                 return
             watch.forbidden = watch.forbidden or found is Absent.FORBIDDEN
@@ -410,24 +448,41 @@ class CompletionEngine:
             inference_id=target.inference_id,
         )
 
+    def _unannounced_result(self, watch: Watch) -> None:
+        if self._unannounced or watch.notice is not None:
+            return
+        self._unannounced = True
+        assert self._notices is not None
+        logger.warning(
+            "inference %s was found in S3 by the safety net, not by a notification; if this "
+            "repeats, check that the endpoint's NotificationConfig topics deliver to %s%s",
+            watch.target.inference_id,
+            self._notices.queue_url,
+            " (InferenceIds that you choose do not pass this client's filter)"
+            if self._notify_config is not None and self._notify_config.topics
+            else "",
+        )
+
     def _fail(self, watch: Watch, exc: BaseException) -> None:
         self._settle(watch, exc)
 
     def _settle(self, watch: Watch, outcome: InferenceResult | BaseException) -> None:
         if watch.done:
             return
-        self._end(watch)
+        self._end(watch, settled=True)
         if isinstance(outcome, BaseException):
             watch.outcome.set_exception(outcome)
         else:
             watch.outcome.set_result(outcome)
 
-    def _end(self, watch: Watch) -> None:
+    def _end(self, watch: Watch, *, settled: bool) -> None:
         watch.done = True
         watch.cancel_tasks()
         self._unfile(watch)
         if self._watches.get(watch.target.output_location) is watch:
             del self._watches[watch.target.output_location]
+        if self._notices is not None:
+            self._notices.ended(watch, settled=settled)
 
 
 class _LastLook:

@@ -8,10 +8,14 @@ from __future__ import annotations
 import asyncio
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .._config import PollingConfig
 from .._errors import InvocationError
 from .._result import InferenceResult
+
+if TYPE_CHECKING:
+    from ._notifications import Notice
 
 __all__ = ["Completion", "Directory", "Key", "Kind", "Mode", "Watch", "WatchTarget"]
 
@@ -60,6 +64,7 @@ class Watch:
         "forbidden",
         "keys",
         "last_error",
+        "notice",
         "outcome",
         "polling",
         "refs",
@@ -90,6 +95,7 @@ class Watch:
         self.forbidden = False  # S3 said 403: maybe missing s3:ListBucket
         self.last_error: InvocationError | None = None
         self.tasks: set[asyncio.Task[None]] | None = None  # requests made for this watch alone
+        self.notice: Notice | None = None  # the notification that reported it, to delete
 
     def enter(self) -> None:
         """The current task makes a request for this watch alone (see :meth:`cancel_tasks`)."""

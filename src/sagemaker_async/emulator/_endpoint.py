@@ -328,6 +328,7 @@ class EmulatedEndpoint:
                         received_at=job.received_wall,
                         completed_at=dt.datetime.now(dt.timezone.utc),
                         request_content_type=job.content_type,
+                        request_accept=job.accept,
                         input_location=job.input_location,
                         response_body=(
                             response_body

@@ -12,6 +12,9 @@ __all__ = ["MAX_RESPONSE_IN_NOTIFICATION", "build_notification", "iso_millis"]
 #: Responses larger than this are left out of notifications (IncludeInferenceResponseIn).
 MAX_RESPONSE_IN_NOTIFICATION = 128 * 1024
 
+#: ``responseBody.message`` of a success notification, as the service words it.
+SUCCESS_MESSAGE = "Check S3 path location(if configured) or Cloudwatch for additional details."
+
 
 def iso_millis(moment: dt.datetime) -> str:
     """``2022-01-25T22:46:00.608Z``: the timestamp format of SageMaker's notifications."""
@@ -28,6 +31,7 @@ def build_notification(
     completed_at: dt.datetime,
     request_content_type: str | None,
     input_location: str | None,
+    request_accept: str | None = None,
     output_location: str | None = None,
     output_content_type: str | None = None,
     failure_location: str | None = None,
@@ -36,22 +40,22 @@ def build_notification(
 ) -> str:
     """The JSON text of a success (``failure_reason is None``) or error notification.
 
-    ``response_body`` is added as ``responseBody{content, message, encoding: "BASE64"}`` when
-    given and at most :data:`MAX_RESPONSE_IN_NOTIFICATION` bytes.
+    As the service writes them (captured messages): ``requestParameters`` has ``contentType``
+    and ``accept`` only when the request had them; an error notification has no
+    ``responseParameters`` (``failure_location`` is accepted and not written). The response
+    is added as ``responseBody{content, message, encoding: "BASE64"}`` when given and at most
+    :data:`MAX_RESPONSE_IN_NOTIFICATION` bytes.
     """
+    del failure_location  # not in the service's error notifications
     failed = failure_reason is not None
-    request_parameters: dict[str, Any] = {
-        "contentType": request_content_type or "application/octet-stream",
-        "endpointName": endpoint_name,
-    }
+    request_parameters: dict[str, Any] = {}
+    if request_accept is not None:
+        request_parameters["accept"] = request_accept
+    if request_content_type is not None:
+        request_parameters["contentType"] = request_content_type
+    request_parameters["endpointName"] = endpoint_name
     if input_location is not None:
         request_parameters["inputLocation"] = input_location
-    response_parameters: dict[str, Any] = {}
-    if failed:
-        response_parameters["failureLocation"] = failure_location
-    else:
-        response_parameters["contentType"] = output_content_type or "application/octet-stream"
-        response_parameters["outputLocation"] = output_location
     message: dict[str, Any] = {
         "awsRegion": region,
         "eventTime": iso_millis(completed_at),
@@ -63,7 +67,15 @@ def build_notification(
     message.update(
         {
             "requestParameters": request_parameters,
-            "responseParameters": response_parameters,
+        }
+    )
+    if not failed:
+        message["responseParameters"] = {
+            "contentType": output_content_type or "application/octet-stream",
+            "outputLocation": output_location,
+        }
+    message.update(
+        {
             "inferenceId": inference_id,
             "eventVersion": "1.0",
             "eventSource": "aws:sagemaker",
@@ -73,7 +85,7 @@ def build_notification(
     if response_body is not None and len(response_body) <= MAX_RESPONSE_IN_NOTIFICATION:
         message["responseBody"] = {
             "content": base64.b64encode(response_body).decode("ascii"),
-            "message": failure_reason if failed else "Completed",
+            "message": failure_reason if failed else SUCCESS_MESSAGE,
             "encoding": "BASE64",
         }
     return json.dumps(message, separators=(",", ":"))

@@ -58,11 +58,13 @@ def classify_request(environ: dict[str, Any]) -> tuple[str, str]:
 
     ``kind`` is one of :data:`S3_KINDS` for S3, else the service name. ``path`` is
     ``"bucket/key"`` for object requests and ``"bucket/<list prefix>"`` for listings (path-style
-    addressing, which every client uses with an ``http://127.0.0.1`` endpoint), ``""`` otherwise.
+    addressing, which every client uses with an ``http://127.0.0.1`` endpoint); for a service
+    of the JSON protocol (SQS), the action (``"ReceiveMessage"``); ``""`` otherwise.
     """
     service = _service_of(environ)
     if service != "s3":
-        return service, ""
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        return service, target.rpartition(".")[2]
     method = environ.get("REQUEST_METHOD", "GET").upper()
     path = unquote(environ.get("PATH_INFO", "")).lstrip("/")
     bucket, _, key = path.partition("/")
@@ -108,6 +110,17 @@ class RequestCountingMiddleware:
             if starts and (kind not in S3_KINDS or not path.startswith(starts)):
                 continue
             result[kind] = result.get(kind, 0) + count
+        result["total"] = sum(result.values())
+        return result
+
+    def actions(self, service: str) -> dict[str, int]:
+        """Requests to ``service`` (``"sqs"``) per action, and ``"total"``."""
+        result: dict[str, int] = {}
+        with self._lock:
+            items = list(self._counts.items())
+        for (kind, action), count in items:
+            if kind == service:
+                result[action] = result.get(action, 0) + count
         result["total"] = sum(result.values())
         return result
 
@@ -216,6 +229,10 @@ class EmbeddedS3:
         if self._counter is None:
             return dict.fromkeys(S3_KINDS, 0)
         return self._counter.counts(*prefixes)
+
+    def actions(self, service: str) -> dict[str, int]:
+        """Requests to ``service`` (``"sqs"``) per action, and ``"total"``."""
+        return self._counter.actions(service) if self._counter else {"total": 0}
 
     def counts_by_path(self) -> dict[str, dict[str, int]]:
         """S3 requests per ``"bucket/key"`` path (listings: ``"bucket/prefix"``), per kind."""

@@ -1,0 +1,398 @@
+"""The notification source: SageMaker's SNS notifications, read from an SQS queue.
+
+One receive loop per client long-polls the queue (up to 10 messages a call) and sorts each
+message:
+
+- it completes an inference this client watches: the engine resolves it (from the message,
+  or with one GET of the output location when the response is not inside), and the message
+  is deleted once the watch has its outcome;
+- it belongs to an inference of this client that nobody waits for right now, or whose invoke
+  has not answered yet: it is held (invisible to others) until a handle waits for it;
+- it belongs to an inference this client already resolved: it is deleted;
+- anything else belongs to someone else (another process on a shared queue, an old run): it
+  is made visible again at once (once it is old, later and later), never deleted.
+
+Deletes and releases go out in batches of up to 10 from a second task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._config import NotificationConfig, RetryConfig
+from .._errors import InvocationError
+from .._retry import is_transient, retry_delay, to_invocation_error
+from ._clock import Clock
+from ._records import Completion, Watch
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+
+__all__ = ["Notice", "NotificationSource", "parse_notification"]
+
+logger = logging.getLogger("sagemaker_async")
+
+_BATCH = 10  # SQS's most messages per receive, delete or visibility batch
+_WAIT = 20  # long-polling seconds (SQS's longest)
+# A foreign message younger than this is given back at once: its owner, if alive, takes it
+# within this time. An older one comes back later and later (after half its age), so a message
+# nobody owns (an old run's) costs a receive now and then, not all the time.
+_FREE_AGE = 30.0
+_MAX_VISIBILITY = 43200
+_PRUNE_EVERY = 60.0
+
+
+@dataclass(slots=True)
+class Notice:
+    """One received SageMaker notification (``receipt`` is the latest receipt handle)."""
+
+    message_id: str
+    receipt: str
+    sent: float | None  # wall time SQS got it (SentTimestamp)
+    inference_id: str
+    succeeded: bool
+    output_location: str | None = None
+    content_type: str | None = None
+    body: bytes | None = None
+    reason: str | None = None
+
+
+def parse_notification(message: dict[str, Any]) -> Notice | None:
+    """Read an SQS message (SNS-wrapped or raw) as a SageMaker notification, or None."""
+    try:
+        data = json.loads(message.get("Body", ""))
+        if isinstance(data, dict) and data.get("Type") == "Notification":
+            data = json.loads(data.get("Message", ""))
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("eventSource") != "aws:sagemaker":
+        return None
+    inference_id, status = data.get("inferenceId"), data.get("invocationStatus")
+    if not isinstance(inference_id, str) or status not in ("Completed", "Failed"):
+        return None
+    notice = Notice(
+        message_id=str(message.get("MessageId", "")),
+        receipt=str(message.get("ReceiptHandle", "")),
+        sent=_sent(message),
+        inference_id=inference_id,
+        succeeded=status == "Completed",
+    )
+    if notice.succeeded:
+        response = data.get("responseParameters")
+        if isinstance(response, dict):
+            location, content_type = response.get("outputLocation"), response.get("contentType")
+            notice.output_location = location if isinstance(location, str) else None
+            notice.content_type = content_type if isinstance(content_type, str) else None
+        included = data.get("responseBody")
+        if (
+            isinstance(included, dict)
+            and included.get("encoding") == "BASE64"
+            and isinstance(included.get("content"), str)
+        ):
+            try:
+                notice.body = base64.b64decode(included["content"], validate=True)
+            except (binascii.Error, ValueError):
+                notice.body = None  # read it from S3 instead
+    else:
+        reason = data.get("failureReason")
+        notice.reason = reason if isinstance(reason, str) else "the inference failed"
+    return notice
+
+
+def _sent(message: dict[str, Any]) -> float | None:
+    try:
+        return int((message.get("Attributes") or {})["SentTimestamp"]) / 1000
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class NotificationSource:
+    """Reads one SQS queue for the engine; see the module's docstring."""
+
+    name = "notify"
+
+    def __init__(
+        self,
+        sqs: SQSClient,
+        queue_url: str,
+        *,
+        config: NotificationConfig,
+        retry: RetryConfig,
+        clock: Clock,
+        find: Callable[[str], Watch | None],
+        report: Callable[[Completion, str], None],
+        linger: float = 0.1,
+    ) -> None:
+        self._sqs = sqs
+        self.queue_url = queue_url
+        self._config = config
+        self._retry = retry
+        self._clock = clock
+        self._find = find  # output location -> the watch of it
+        self._report = report
+        self._linger = linger
+        self._pending_ids: dict[str, float] = {}  # ours, no outcome yet: id -> wall deadline
+        self._settled_ids: dict[str, float] = {}  # ours, resolved: id -> wall deadline
+        self._by_id: dict[str, Watch] = {}  # watches now under way
+        self._held_out: dict[str, Notice] = {}  # ours, nobody waits yet: by output location
+        self._held_err: dict[str, Notice] = {}  # ... error notices, by inference id
+        self._by_message: dict[str, Notice] = {}  # every notice held or claimed
+        self._deletes: list[Notice] = []
+        self._releases: list[tuple[Notice, int]] = []
+        self._flush = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._next_prune = 0.0
+        self._warned: set[str] = set()
+        self.trouble: InvocationError | None = None
+        self.stats: Counter[str] = Counter()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the receive loop and the batch sender on the running loop."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._receive_loop(), name="sagemaker-async notifications"),
+            loop.create_task(self._send_loop(), name="sagemaker-async notification batches"),
+        ]
+
+    async def aclose(self) -> None:
+        """Stop receiving; delete what is resolved and give back what is held (best effort)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        for notice in list(self._by_message.values()):
+            self._releases.append((notice, 0))  # ours, unresolved: another client may resume
+        self._by_message.clear()
+        try:
+            await asyncio.wait_for(self._send_all(), timeout=2.0)
+        except (asyncio.TimeoutError, InvocationError) as exc:
+            logger.info("notifications: could not tidy the queue on close: %s", exc)
+
+    # -- the engine's interface -------------------------------------------------------------
+    def expect(self, inference_id: str, deadline: float) -> None:
+        """``inference_id`` is this client's (submitted now, or resumed) until wall ``deadline``."""
+        self._pending_ids[inference_id] = max(deadline, self._pending_ids.get(inference_id, 0))
+
+    def forget(self, inference_id: str) -> None:
+        """The invoke of ``inference_id`` failed for sure: it is nobody's."""
+        self._pending_ids.pop(inference_id, None)
+
+    def watching(self, watch: Watch) -> None:
+        """A watch started: use a message that came for it before."""
+        target = watch.target
+        self._by_id[target.inference_id] = watch
+        notice = self._held_out.pop(target.output_location, None) or self._held_err.pop(
+            target.inference_id, None
+        )
+        if notice is not None:
+            self._claim(watch, notice)
+
+    def ended(self, watch: Watch, *, settled: bool) -> None:
+        """A watch ended, with its outcome (``settled``) or because nobody waits any more."""
+        target = watch.target
+        if self._by_id.get(target.inference_id) is watch:
+            del self._by_id[target.inference_id]
+        notice, watch.notice = watch.notice, None
+        if not settled:
+            if notice is not None:
+                self._hold(notice, target.output_location)
+            return
+        self._pending_ids.pop(target.inference_id, None)
+        self._settled_ids[target.inference_id] = target.deadline
+        for done in (
+            notice,
+            self._held_out.pop(target.output_location, None),
+            self._held_err.pop(target.inference_id, None),
+        ):
+            if done is not None:
+                self._delete(done)
+
+    # -- sorting messages -------------------------------------------------------------------
+    def take(self, message: dict[str, Any]) -> None:
+        """Sort one received message (see the module's docstring)."""
+        self.stats["messages"] += 1
+        notice = parse_notification(message)
+        if notice is None:
+            self._warn_once(
+                "foreign",
+                "notifications: a message on %s is not a SageMaker notification; leaving it "
+                "to whoever owns it (a dead-letter queue keeps such messages from coming back)",
+                self.queue_url,
+            )
+            stranger = Notice(
+                message_id=str(message.get("MessageId", "")),
+                receipt=str(message.get("ReceiptHandle", "")),
+                sent=_sent(message),
+                inference_id="",
+                succeeded=False,
+            )
+            self._release(stranger)
+            return
+        known = self._by_message.get(notice.message_id)
+        if known is not None:  # seen again while we still hold it: keep the newest receipt
+            known.receipt = notice.receipt
+            return
+        watch = self._find(notice.output_location) if notice.output_location else None
+        if watch is None:
+            watch = self._by_id.get(notice.inference_id)
+        if watch is not None and not watch.done:
+            self._claim(watch, notice)
+        elif notice.inference_id in self._settled_ids:
+            self.stats["duplicates"] += 1
+            self._delete(notice)
+        elif notice.inference_id in self._pending_ids:
+            self._hold(notice, notice.output_location)
+        else:
+            self.stats["foreign"] += 1
+            self._release(notice)
+
+    def _claim(self, watch: Watch, notice: Notice) -> None:
+        self._by_message[notice.message_id] = notice
+        watch.notice = notice
+        target = watch.target
+        if notice.succeeded:
+            completion = Completion(target.output_location, notice.body, notice.content_type)
+        else:
+            reason = (notice.reason or "").encode()
+            completion = Completion(target.failure_location, reason, "text/plain; charset=utf-8")
+        self._report(completion, self.name)
+
+    def _hold(self, notice: Notice, output_location: str | None) -> None:
+        self._by_message[notice.message_id] = notice
+        if notice.succeeded and output_location:
+            self._held_out[output_location] = notice
+        else:
+            self._held_err[notice.inference_id] = notice
+
+    def _delete(self, notice: Notice) -> None:
+        self._by_message.pop(notice.message_id, None)
+        self._deletes.append(notice)
+        self._flush.set()
+
+    def _release(self, notice: Notice) -> None:
+        """Make a message visible again: at once while it is young, then later and later."""
+        age = 0.0 if notice.sent is None else self._clock.wall() - notice.sent
+        delay = 0 if age < _FREE_AGE else min(_MAX_VISIBILITY, int(age / 2))
+        self._releases.append((notice, delay))
+        self._flush.set()
+
+    def _prune(self) -> None:
+        """Forget ids past their deadline; delete held messages that nobody can claim now."""
+        now = self._clock.wall()
+        for ids in (self._pending_ids, self._settled_ids):
+            for inference_id in [i for i, deadline in ids.items() if deadline < now]:
+                del ids[inference_id]
+        for held in (self._held_out, self._held_err):
+            for key, notice in list(held.items()):
+                if notice.inference_id not in self._pending_ids:
+                    del held[key]
+                    self._delete(notice)
+
+    def _warn_once(self, kind: str, message: str, *args: object) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            logger.warning(message, *args)
+
+    # -- the two tasks ----------------------------------------------------------------------
+    async def _receive_loop(self) -> None:
+        failures = 0
+        visibility = math.ceil(self._config.hold)
+        while True:
+            try:
+                self.stats["receive"] += 1
+                answer = await self._sqs.receive_message(
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=_BATCH,
+                    WaitTimeSeconds=_WAIT,
+                    VisibilityTimeout=visibility,
+                    MessageSystemAttributeNames=["SentTimestamp"],
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                await self._clock.sleep(self._trouble(exc, "ReceiveMessage", failures))
+                continue
+            failures, self.trouble = 0, None
+            messages = answer.get("Messages", [])
+            for message in messages:
+                self.take(dict(message))
+            if self._clock.monotonic() >= self._next_prune:
+                self._next_prune = self._clock.monotonic() + _PRUNE_EVERY
+                self._prune()
+            if len(messages) < _BATCH:
+                # Let a few more arrive: one call for several messages, at a small delay.
+                await self._clock.sleep(self._linger)
+
+    def _trouble(self, exc: Exception, operation: str, failures: int) -> float:
+        """Log a failed SQS call (once per bout); how long to wait before the next."""
+        error = to_invocation_error(exc, operation, note=f" (queue {self.queue_url})")
+        self.trouble = error
+        transient = is_transient(exc)
+        if failures == 1 or not transient:
+            (logger.info if transient else logger.error)(
+                "notifications: %s failed: %s (%s); results are still found in S3, more slowly%s",
+                operation,
+                error,
+                error.code,
+                "" if transient else "; check the queue URL and sqs:ReceiveMessage permission",
+            )
+        return retry_delay(self._retry, min(failures, 8)) if transient else 60.0
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._flush.wait()
+            if len(self._deletes) < _BATCH and len(self._releases) < _BATCH:
+                await self._clock.sleep(self._linger)
+            self._flush.clear()
+            with contextlib.suppress(InvocationError):  # logged; the messages come back
+                await self._send_all()
+
+    async def _send_all(self) -> None:
+        while self._deletes:
+            batch, self._deletes = self._deletes[:_BATCH], self._deletes[_BATCH:]
+            self.stats["delete"] += 1
+            await self._batch(
+                "DeleteMessageBatch",
+                [{"Id": str(i), "ReceiptHandle": n.receipt} for i, n in enumerate(batch)],
+            )
+        while self._releases:
+            releases, self._releases = self._releases[:_BATCH], self._releases[_BATCH:]
+            self.stats["release"] += 1
+            await self._batch(
+                "ChangeMessageVisibilityBatch",
+                [
+                    {"Id": str(i), "ReceiptHandle": n.receipt, "VisibilityTimeout": delay}
+                    for i, (n, delay) in enumerate(releases)
+                ],
+            )
+
+    async def _batch(self, operation: str, entries: Any) -> None:
+        try:
+            if operation == "DeleteMessageBatch":
+                answer: Any = await self._sqs.delete_message_batch(
+                    QueueUrl=self.queue_url, Entries=entries
+                )
+            else:
+                answer = await self._sqs.change_message_visibility_batch(
+                    QueueUrl=self.queue_url, Entries=entries
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._trouble(exc, operation, 1)
+            raise to_invocation_error(exc, operation) from exc
+        for failed in answer.get("Failed", []):
+            logger.debug("notifications: %s entry failed: %s", operation, failed.get("Code"))

@@ -1,0 +1,503 @@
+"""Completion from SageMaker's notifications: the emulator publishes to moto's SNS, which
+delivers to moto's SQS; requests are counted by the server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import aiobotocore.session
+import aiohttp
+import pytest
+from aiohttp import web
+
+from sagemaker_async import (
+    AsyncInferenceClient,
+    InferenceFailedError,
+    NotificationConfig,
+    PollingConfig,
+    RetryConfig,
+    ValidationError,
+)
+from sagemaker_async._engine._notifications import parse_notification
+from sagemaker_async.emulator import (
+    ERROR_NOTIFICATION_TOPIC,
+    SUCCESS_NOTIFICATION_TOPIC,
+    EndpointConfig,
+    LocalAsyncEndpoint,
+)
+from support import other_tasks
+
+BOTH = (SUCCESS_NOTIFICATION_TOPIC, ERROR_NOTIFICATION_TOPIC)
+WAIT = 20.0  # only guards against hangs: the safety net would take 60 s
+
+
+@pytest.fixture
+async def aws(moto_url: str) -> AsyncIterator[dict[str, Any]]:
+    session = aiobotocore.session.get_session()
+    options = {"endpoint_url": moto_url, "region_name": "us-east-1"}
+    async with (
+        session.create_client("sns", **options) as sns,
+        session.create_client("sqs", **options) as sqs,
+    ):
+        yield {"sns": sns, "sqs": sqs}
+
+
+@dataclass
+class Setup:
+    emu: LocalAsyncEndpoint
+    success: str
+    error: str
+    queue: str
+    moto: str
+    suffix: str
+
+    def client(self, queue: str | None = None, **options: Any) -> AsyncInferenceClient:
+        notifications = options.pop("notifications", None) or NotificationConfig(
+            queue_url=queue or self.queue
+        )
+        return AsyncInferenceClient(
+            region_name="us-east-1",
+            endpoint_url=self.emu.url,
+            s3_endpoint_url=self.moto,
+            sqs_endpoint_url=self.moto,
+            sns_endpoint_url=self.moto,
+            notifications=notifications,
+            polling=PollingConfig(initial_delay=0.05, max_delay=0.2),
+            retry=RetryConfig(initial_delay=0.01, max_delay=0.05, jitter=0.0),
+            **options,
+        )
+
+    @staticmethod
+    def output_prefix(endpoint: str) -> str:
+        return f"s3://sagemaker-async-emulator/{endpoint}/"
+
+
+def reads(embedded_s3: Any, endpoint: str) -> int:
+    """S3 reads (GET, HEAD, LIST) of the endpoint's outputs and failures, by the server."""
+    counts = embedded_s3.counts(Setup.output_prefix(endpoint))
+    return int(counts["GET"] + counts["HEAD"] + counts["LIST"])
+
+
+async def subscribed_queue(aws: dict[str, Any], topics: list[str], *, raw: bool = False) -> str:
+    url = (await aws["sqs"].create_queue(QueueName=f"q-{uuid.uuid4().hex[:12]}"))["QueueUrl"]
+    arn = (await aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))[
+        "Attributes"
+    ]["QueueArn"]
+    for topic in topics:
+        await aws["sns"].subscribe(
+            TopicArn=topic,
+            Protocol="sqs",
+            Endpoint=arn,
+            Attributes={"RawMessageDelivery": "true" if raw else "false"},
+        )
+    return str(url)
+
+
+async def depth(aws: dict[str, Any], url: str) -> int:
+    """Messages in the queue, visible or not."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    answer = await aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=names)
+    return sum(int(answer["Attributes"][n]) for n in names)
+
+
+async def is_empty(aws: dict[str, Any], url: str) -> bool:
+    return await depth(aws, url) == 0
+
+
+async def eventually(check: Any, timeout: float = WAIT) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not await check():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture(params=[False, True], ids=["sns-wrapped", "raw"])
+async def setup(
+    request: pytest.FixtureRequest, local_async_endpoint_factory: Any, aws: dict[str, Any]
+) -> Setup:
+    """Endpoints that notify (with and without the response), fail, or stay silent."""
+    suffix = uuid.uuid4().hex[:8]
+    success = (await aws["sns"].create_topic(Name=f"ok-{suffix}"))["TopicArn"]
+    error = (await aws["sns"].create_topic(Name=f"err-{suffix}"))["TopicArn"]
+    topics: dict[str, Any] = {"success_topic": success, "error_topic": error}
+    included = {**topics, "include_inference_response_in": BOTH}
+    emu = await local_async_endpoint_factory(
+        [
+            EndpointConfig(f"body-{suffix}", model="echo", **included),
+            EndpointConfig(f"nobody-{suffix}", model="echo", **topics),
+            EndpointConfig(f"fail-{suffix}", model="fail", **included),
+            EndpointConfig(f"silent-{suffix}", model="echo"),
+        ]
+    )
+    queue = await subscribed_queue(aws, [success, error], raw=request.param)
+    return Setup(emu, success, error, queue, emu.s3_endpoint_url, suffix)
+
+
+async def submit_elsewhere(setup: Setup, aws: dict[str, Any], endpoint: str, body: bytes) -> Any:
+    """Another process submits an inference (a plain aiobotocore client)."""
+    session = aiobotocore.session.get_session()
+    async with session.create_client(
+        "sagemaker-runtime", endpoint_url=setup.emu.url, region_name="us-east-1"
+    ) as runtime:
+        return await runtime.invoke_endpoint_async(
+            EndpointName=endpoint, InputLocation=await upload(setup, aws, body)
+        )
+
+
+async def test_results_come_from_the_messages_with_no_s3_request(
+    setup: Setup, aws: dict[str, Any], embedded_s3: Any
+) -> None:
+    endpoint = f"body-{setup.suffix}"
+    async with setup.client() as client:
+        handles = [
+            await client.invoke_endpoint_async(
+                endpoint, body=f"input {i}", content_type="text/plain"
+            )
+            for i in range(5)
+        ]
+        results = await asyncio.wait_for(asyncio.gather(*handles), WAIT)
+    assert [r.body for r in results] == [f"in {i}".encode() for i in range(5)]
+    assert {r.content_type for r in results} == {"text/plain"}
+    assert reads(embedded_s3, endpoint) == 0
+    assert await depth(aws, setup.queue) == 0  # every message was deleted
+
+
+async def test_without_the_response_inside_one_get_reads_it(setup: Setup, embedded_s3: Any) -> None:
+    endpoint = f"nobody-{setup.suffix}"
+    async with setup.client() as client:
+        handles = [await client.invoke_endpoint_async(endpoint, body=f"x{i}") for i in range(3)]
+        results = await asyncio.wait_for(asyncio.gather(*handles), WAIT)
+    assert [r.body for r in results] == [b"x0", b"x1", b"x2"]
+    counts = embedded_s3.counts(setup.output_prefix(endpoint))
+    assert (counts["GET"], reads(embedded_s3, endpoint)) == (3, 3)
+
+
+async def test_an_error_notification_raises_its_failure_reason(
+    setup: Setup, aws: dict[str, Any], embedded_s3: Any
+) -> None:
+    endpoint = f"fail-{setup.suffix}"
+    async with setup.client() as client:
+        handle = await client.invoke_endpoint_async(endpoint, body=b"x")
+        with pytest.raises(InferenceFailedError) as caught:
+            await asyncio.wait_for(handle, WAIT)
+    assert caught.value.message.startswith("ClientError: Received server error (500) from model")
+    assert caught.value.inference_id == handle.inference_id
+    assert caught.value.failure_location == handle.failure_location
+    assert reads(embedded_s3, endpoint) == 0
+    assert await depth(aws, setup.queue) == 0
+
+
+async def test_a_message_before_anyone_waits_is_held_for_the_handle(
+    setup: Setup, aws: dict[str, Any], embedded_s3: Any
+) -> None:
+    endpoint = f"body-{setup.suffix}"
+    released = embedded_s3.actions("sqs").get("ChangeMessageVisibilityBatch", 0)
+    async with setup.client() as client:
+        handle = await client.invoke_endpoint_async(endpoint, body=b"later")
+        await setup.emu.join()
+
+        async def held() -> bool:
+            names = ["ApproximateNumberOfMessagesNotVisible"]
+            answer = await aws["sqs"].get_queue_attributes(
+                QueueUrl=setup.queue, AttributeNames=names
+            )
+            return answer["Attributes"][names[0]] == "1"
+
+        await eventually(held)  # received, and kept invisible for this client
+        assert (await asyncio.wait_for(handle, WAIT)).body == b"later"
+    assert reads(embedded_s3, endpoint) == 0
+    # Never given back to the queue as someone else's.
+    assert embedded_s3.actions("sqs").get("ChangeMessageVisibilityBatch", 0) == released
+    assert await depth(aws, setup.queue) == 0
+
+
+@pytest.fixture
+async def slow_answers(setup: Setup) -> AsyncIterator[str]:
+    """A proxy to the emulator that answers an invoke only once its notification is out."""
+
+    async def forward(request: web.Request) -> web.Response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method,
+                setup.emu.url + request.path_qs,
+                headers=request.headers,
+                data=await request.read(),
+            ) as answer,
+        ):
+            body = await answer.read()
+            headers = {k: v for k, v in answer.headers.items() if k.lower().startswith("x-amzn")}
+        await setup.emu.join()  # the output is written and the notification published
+        await asyncio.sleep(0.3)  # ... and received by the client's loop
+        return web.Response(
+            status=answer.status, body=body, headers=headers, content_type=answer.content_type
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_a_message_before_the_invoke_answers_is_not_given_away(
+    setup: Setup, slow_answers: str, aws: dict[str, Any], embedded_s3: Any
+) -> None:
+    endpoint = f"body-{setup.suffix}"
+    released = embedded_s3.actions("sqs").get("ChangeMessageVisibilityBatch", 0)
+    client = setup.client()
+    client.endpoint_url = slow_answers
+    async with client:
+        handle = await client.invoke_endpoint_async(endpoint, body=b"early")
+        assert (await asyncio.wait_for(handle, WAIT)).body == b"early"
+    assert reads(embedded_s3, endpoint) == 0
+    assert embedded_s3.actions("sqs").get("ChangeMessageVisibilityBatch", 0) == released
+    assert await depth(aws, setup.queue) == 0
+
+
+async def test_two_clients_on_one_queue_lose_and_steal_nothing(
+    setup: Setup, aws: dict[str, Any], embedded_s3: Any
+) -> None:
+    endpoint = f"body-{setup.suffix}"
+    async with setup.client() as first, setup.client() as second:
+
+        async def run(client: AsyncInferenceClient, name: str) -> list[bytes]:
+            handles = [
+                await client.invoke_endpoint_async(endpoint, body=f"{name} {i}") for i in range(15)
+            ]
+            return [r.body for r in await asyncio.gather(*handles)]
+
+        got = await asyncio.wait_for(
+            asyncio.gather(run(first, "first"), run(second, "second")), WAIT
+        )
+    assert got == [[f"{n} {i}".encode() for i in range(15)] for n in ("first", "second")]
+    assert reads(embedded_s3, endpoint) == 0
+    assert await depth(aws, setup.queue) == 0
+
+
+async def test_a_foreign_message_is_never_deleted_and_reaches_its_owner(
+    setup: Setup, aws: dict[str, Any], embedded_s3: Any
+) -> None:
+    endpoint = f"body-{setup.suffix}"
+    async with setup.client():
+        # Another process submits; the bystander reads its notification and leaves it.
+        answer = await submit_elsewhere(setup, aws, endpoint, b"theirs")
+        await setup.emu.join()
+        before = embedded_s3.actions("sqs").get("ReceiveMessage", 0)
+        await eventually(
+            lambda: async_true(embedded_s3.actions("sqs").get("ReceiveMessage", 0) > before + 2)
+        )
+    assert await depth(aws, setup.queue) == 1
+    state = {
+        "version": 1,
+        "inference_id": answer["InferenceId"],
+        "endpoint_name": endpoint,
+        "output_location": answer["OutputLocation"],
+        "failure_location": answer["FailureLocation"],
+        # (submitted long ago, a resumed handle would look at S3 at once)
+        "submitted_at": datetime.now(timezone.utc).isoformat(),
+        "deadline": "2099-01-01T00:00:00+00:00",
+    }
+    async with setup.client() as owner:
+        result = await asyncio.wait_for(owner.resume(state), WAIT)
+    assert result.body == b"theirs"
+    assert reads(embedded_s3, endpoint) == 0
+    assert await depth(aws, setup.queue) == 0
+
+
+async def async_true(value: bool) -> bool:
+    return value
+
+
+async def upload(setup: Setup, aws: dict[str, Any], body: bytes) -> str:
+    session = aiobotocore.session.get_session()
+    async with session.create_client("s3", endpoint_url=setup.moto, region_name="us-east-1") as s3:
+        key = f"in/{uuid.uuid4()}"
+        await s3.put_object(Bucket="sagemaker-async-emulator", Key=key, Body=body)
+    return f"s3://sagemaker-async-emulator/{key}"
+
+
+async def test_the_safety_net_finds_a_result_that_was_never_notified(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = NotificationConfig(queue_url=setup.queue, safety_net=0.2)
+    caplog.set_level(logging.WARNING, logger="sagemaker_async")
+    async with setup.client(notifications=config) as client:
+        handle = await client.invoke_endpoint_async(f"silent-{setup.suffix}", body=b"quiet")
+        assert (await asyncio.wait_for(handle, WAIT)).body == b"quiet"
+    assert "found in S3 by the safety net" in caplog.text
+
+
+async def test_a_cancelled_wait_leaves_no_task_behind(setup: Setup) -> None:
+    config = NotificationConfig(queue_url=setup.queue, safety_net=0.3)
+    async with setup.client(notifications=config) as client:
+        handle = await client.invoke_endpoint_async(f"silent-{setup.suffix}", body=b"kept")
+        await setup.emu.join()
+        emulator = await other_tasks()  # its workers
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(handle.result(), 0.001)
+        assert not await other_tasks() - emulator
+        assert (await asyncio.wait_for(handle, WAIT)).body == b"kept"
+    assert not await other_tasks() - emulator
+
+
+# -- one filtered queue per client ------------------------------------------------------------
+
+
+async def test_a_client_queue_is_filtered_to_its_own_inferences_and_removed_at_close(
+    setup: Setup, aws: dict[str, Any], embedded_s3: Any
+) -> None:
+    endpoint = f"body-{setup.suffix}"
+    config = NotificationConfig(
+        topics=(setup.success, setup.error), queue_name_prefix=f"sma-{setup.suffix}-"
+    )
+    released = embedded_s3.actions("sqs").get("ChangeMessageVisibilityBatch", 0)
+    async with setup.client(notifications=config) as client:
+        url = client.notification_queue_url
+        assert url is not None and f"sma-{setup.suffix}-" in url
+        subscriptions = (await aws["sns"].list_subscriptions_by_topic(TopicArn=setup.success))[
+            "Subscriptions"
+        ]
+        mine = [s for s in subscriptions if s["Endpoint"].endswith(url.rsplit("/", 1)[1])]
+        assert len(mine) == 1
+        attributes = (
+            await aws["sns"].get_subscription_attributes(SubscriptionArn=mine[0]["SubscriptionArn"])
+        )["Attributes"]
+        prefix = json.loads(attributes["FilterPolicy"])["inferenceId"][0]["prefix"]
+        assert attributes["FilterPolicyScope"] == "MessageBody"
+        # Someone else's inference on the same endpoint never reaches this queue.
+        await submit_elsewhere(setup, aws, endpoint, b"other")
+        handle = await client.invoke_endpoint_async(endpoint, body=b"mine")
+        assert handle.inference_id.startswith(prefix)
+        assert (await asyncio.wait_for(handle, WAIT)).body == b"mine"
+        await setup.emu.join()
+        await eventually(lambda: is_empty(aws, url))
+        assert reads(embedded_s3, endpoint) == 0
+    # The other inference's notification never reached this client (it would have given it
+    # back to the queue).
+    assert embedded_s3.actions("sqs").get("ChangeMessageVisibilityBatch", 0) == released
+    listed = await aws["sqs"].list_queues(QueueNamePrefix=f"sma-{setup.suffix}-")
+    assert listed.get("QueueUrls", []) == []
+    for topic in (setup.success, setup.error):
+        left = (await aws["sns"].list_subscriptions_by_topic(TopicArn=topic))["Subscriptions"]
+        assert not [s for s in left if f"sma-{setup.suffix}-" in s["Endpoint"]]
+
+
+async def test_queues_of_dead_clients_are_removed_after_their_idle_time(
+    setup: Setup, aws: dict[str, Any]
+) -> None:
+    prefix = f"sma-{setup.suffix}-"
+    dead = await aws["sqs"].create_queue(
+        QueueName=f"{prefix}dead", tags={"sagemaker-async:heartbeat": "0"}
+    )
+    arn = (
+        await aws["sqs"].get_queue_attributes(
+            QueueUrl=dead["QueueUrl"], AttributeNames=["QueueArn"]
+        )
+    )["Attributes"]["QueueArn"]
+    subscription = await aws["sns"].subscribe(
+        TopicArn=setup.success, Protocol="sqs", Endpoint=arn, ReturnSubscriptionArn=True
+    )
+    await aws["sqs"].tag_queue(
+        QueueUrl=dead["QueueUrl"],
+        Tags={"sagemaker-async:subscription:0": subscription["SubscriptionArn"]},
+    )
+    alive = await aws["sqs"].create_queue(
+        QueueName=f"{prefix}alive", tags={"sagemaker-async:heartbeat": str(2**40)}
+    )
+    config = NotificationConfig(topics=(setup.success,), queue_name_prefix=prefix)
+    async with setup.client(notifications=config):
+
+        async def swept() -> bool:
+            listed = await aws["sqs"].list_queues(QueueNamePrefix=prefix)
+            return dead["QueueUrl"] not in listed.get("QueueUrls", [])
+
+        await eventually(swept)
+        listed = await aws["sqs"].list_queues(QueueNamePrefix=prefix)
+        assert alive["QueueUrl"] in listed["QueueUrls"]
+    left = (await aws["sns"].list_subscriptions_by_topic(TopicArn=setup.success))["Subscriptions"]
+    assert subscription["SubscriptionArn"] not in {s["SubscriptionArn"] for s in left}
+
+
+# -- messages and settings --------------------------------------------------------------------
+
+NOTICE = {
+    "awsRegion": "us-east-1",
+    "invocationStatus": "Completed",
+    "requestParameters": {"endpointName": "ep"},
+    "responseParameters": {"contentType": "text/csv", "outputLocation": "s3://b/out/1.out"},
+    "inferenceId": "id-1",
+    "eventSource": "aws:sagemaker",
+    "responseBody": {"content": base64.b64encode(b"1,2").decode(), "encoding": "BASE64"},
+}
+
+
+TOPIC = "arn:aws:sns:us-east-1:123456789012:t"
+
+
+def message(body: Any) -> dict[str, Any]:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return {"MessageId": "m", "ReceiptHandle": "r", "Body": text}
+
+
+def test_parse_reads_raw_and_sns_wrapped_messages() -> None:
+    raw = parse_notification(message(NOTICE))
+    wrapped = parse_notification(
+        message({"Type": "Notification", "Message": json.dumps(NOTICE), "TopicArn": "arn"})
+    )
+    assert raw == wrapped
+    assert raw is not None and raw.succeeded and raw.body == b"1,2"
+    assert (raw.output_location, raw.content_type) == ("s3://b/out/1.out", "text/csv")
+
+
+def test_parse_leaves_a_body_it_cannot_decode_to_s3() -> None:
+    bad = dict(NOTICE, responseBody={"content": "%%%", "encoding": "BASE64"})
+    parsed = parse_notification(message(bad))
+    assert parsed is not None and parsed.body is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["not json", {"Type": "Notification", "Message": "{"}, {"eventSource": "aws:s3"}, [1, 2]],
+)
+def test_parse_rejects_what_is_not_a_sagemaker_notification(body: Any) -> None:
+    assert parse_notification(message(body)) is None
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({}, "NotificationConfig"),
+        ({"queue_url": "https://q", "topics": [TOPIC]}, "NotificationConfig"),
+        ({"queue_url": "sqs://q"}, "NotificationConfig.queue_url"),
+        ({"topics": ["arn:aws:sqs:us-east-1:123456789012:t"]}, "NotificationConfig.topics"),
+        ({"topics": TOPIC}, "NotificationConfig.topics"),
+        ({"queue_url": "https://q", "hold": 50000}, "NotificationConfig.hold"),
+        ({"queue_url": "https://q", "safety_net": 0}, "NotificationConfig.safety_net"),
+        ({"queue_url": "https://q", "idle_timeout": 5}, "NotificationConfig.idle_timeout"),
+        ({"topics": [TOPIC], "queue_name_prefix": "a b"}, "NotificationConfig.queue_name_prefix"),
+    ],
+)  # fmt: skip
+def test_settings_are_checked(options: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        NotificationConfig(**options)
+    assert caught.value.field == field
+
+
+def test_the_safety_net_slows_polling_down() -> None:
+    config = NotificationConfig(queue_url="https://q", safety_net=30)
+    slow = config.safety_polling(PollingConfig(initial_delay=0.5, max_delay=20, timeout=99))
+    assert (slow.initial_delay, slow.max_delay, slow.timeout) == (30, 30, 99)
