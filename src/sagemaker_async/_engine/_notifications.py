@@ -38,7 +38,7 @@ from ._records import Completion, Watch
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
-__all__ = ["Notice", "NotificationSource", "parse_notification"]
+__all__ = ["Notice", "NotificationSource", "parse_notification", "release_delay"]
 
 logger = logging.getLogger("sagemaker_async")
 
@@ -50,6 +50,8 @@ _WAIT = 20  # long-polling seconds (SQS's longest)
 _FREE_AGE = 30.0
 _MAX_VISIBILITY = 43200
 _PRUNE_EVERY = 60.0
+# How long a resolved inference's id is remembered, to delete a second delivery of its message.
+_REMEMBER_SETTLED = 900.0
 
 
 @dataclass(slots=True)
@@ -109,6 +111,11 @@ def parse_notification(message: dict[str, Any]) -> Notice | None:
     return notice
 
 
+def release_delay(age: float) -> int:
+    """Seconds a foreign message of ``age`` seconds stays invisible when given back."""
+    return 0 if age < _FREE_AGE else min(_MAX_VISIBILITY, int(age / 2))
+
+
 def _sent(message: dict[str, Any]) -> float | None:
     try:
         return int((message.get("Attributes") or {})["SentTimestamp"]) / 1000
@@ -144,6 +151,7 @@ class NotificationSource:
         self._pending_ids: dict[str, float] = {}  # ours, no outcome yet: id -> wall deadline
         self._settled_ids: dict[str, float] = {}  # ours, resolved: id -> wall deadline
         self._by_id: dict[str, Watch] = {}  # watches now under way
+        self._shared_ids: set[str] = set()  # ids this client submitted more than once
         self._held_out: dict[str, Notice] = {}  # ours, nobody waits yet: by output location
         self._held_err: dict[str, Notice] = {}  # ... error notices, by inference id
         self._by_message: dict[str, Notice] = {}  # every notice held or claimed
@@ -183,6 +191,8 @@ class NotificationSource:
     # -- the engine's interface -------------------------------------------------------------
     def expect(self, inference_id: str, deadline: float) -> None:
         """``inference_id`` is this client's (submitted now, or resumed) until wall ``deadline``."""
+        if inference_id in self._pending_ids:
+            self._shared_ids.add(inference_id)
         self._pending_ids[inference_id] = max(deadline, self._pending_ids.get(inference_id, 0))
 
     def forget(self, inference_id: str) -> None:
@@ -210,7 +220,9 @@ class NotificationSource:
                 self._hold(notice, target.output_location)
             return
         self._pending_ids.pop(target.inference_id, None)
-        self._settled_ids[target.inference_id] = target.deadline
+        self._settled_ids[target.inference_id] = min(
+            target.deadline, self._clock.wall() + _REMEMBER_SETTLED
+        )
         for done in (
             notice,
             self._held_out.pop(target.output_location, None),
@@ -264,6 +276,10 @@ class NotificationSource:
         target = watch.target
         if notice.succeeded:
             completion = Completion(target.output_location, notice.body, notice.content_type)
+        elif notice.inference_id in self._shared_ids:
+            # An error notification names only the InferenceId: with two inferences of that
+            # id, the failure location tells which one failed.
+            completion = Completion(target.failure_location)
         else:
             reason = (notice.reason or "").encode()
             completion = Completion(target.failure_location, reason, "text/plain; charset=utf-8")
@@ -284,8 +300,7 @@ class NotificationSource:
     def _release(self, notice: Notice) -> None:
         """Make a message visible again: at once while it is young, then later and later."""
         age = 0.0 if notice.sent is None else self._clock.wall() - notice.sent
-        delay = 0 if age < _FREE_AGE else min(_MAX_VISIBILITY, int(age / 2))
-        self._releases.append((notice, delay))
+        self._releases.append((notice, release_delay(age)))
         self._flush.set()
 
     def _prune(self) -> None:
@@ -294,6 +309,7 @@ class NotificationSource:
         for ids in (self._pending_ids, self._settled_ids):
             for inference_id in [i for i, deadline in ids.items() if deadline < now]:
                 del ids[inference_id]
+        self._shared_ids &= self._pending_ids.keys()
         for held in (self._held_out, self._held_err):
             for key, notice in list(held.items()):
                 if notice.inference_id not in self._pending_ids:

@@ -7,10 +7,14 @@ import asyncio
 import base64
 import json
 import logging
+import os
+import sys
 import uuid
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import aiobotocore.session
@@ -21,12 +25,13 @@ from aiohttp import web
 from sagemaker_async import (
     AsyncInferenceClient,
     InferenceFailedError,
+    InvocationError,
     NotificationConfig,
     PollingConfig,
     RetryConfig,
     ValidationError,
 )
-from sagemaker_async._engine._notifications import parse_notification
+from sagemaker_async._engine._notifications import parse_notification, release_delay
 from sagemaker_async.emulator import (
     ERROR_NOTIFICATION_TOPIC,
     SUCCESS_NOTIFICATION_TOPIC,
@@ -159,9 +164,7 @@ async def test_results_come_from_the_messages_with_no_s3_request(
     endpoint = f"body-{setup.suffix}"
     async with setup.client() as client:
         handles = [
-            await client.invoke_endpoint_async(
-                endpoint, body=f"input {i}", content_type="text/plain"
-            )
+            await client.invoke_endpoint_async(endpoint, body=f"in {i}", content_type="text/plain")
             for i in range(5)
         ]
         results = await asyncio.wait_for(asyncio.gather(*handles), WAIT)
@@ -501,3 +504,78 @@ def test_the_safety_net_slows_polling_down() -> None:
     config = NotificationConfig(queue_url="https://q", safety_net=30)
     slow = config.safety_polling(PollingConfig(initial_delay=0.5, max_delay=20, timeout=99))
     assert (slow.initial_delay, slow.max_delay, slow.timeout) == (30, 30, 99)
+
+
+async def test_an_error_for_a_shared_inference_id_fails_only_the_inference_that_failed(
+    setup: Setup,
+) -> None:
+    """Error notifications name only the InferenceId: two inferences of one id must not be
+    mixed up (the one that succeeded must never raise the other's failure)."""
+    config = NotificationConfig(queue_url=setup.queue, safety_net=1.0)
+    async with setup.client(notifications=config) as client:
+        failing = await client.invoke_endpoint_async(
+            f"fail-{setup.suffix}", body=b"x", inference_id="shared-id"
+        )
+        await setup.emu.join()
+        fine = await client.invoke_endpoint_async(
+            f"nobody-{setup.suffix}", body=b"fine", inference_id="shared-id"
+        )
+        # The error notification is already in the queue; the succeeded handle waits first.
+        assert (await asyncio.wait_for(fine, WAIT)).body == b"fine"
+        with pytest.raises(InferenceFailedError):
+            await asyncio.wait_for(failing, WAIT)
+
+
+async def test_the_docs_example_runs_as_written(
+    local_async_endpoint_factory: Any, aws: dict[str, Any], embedded_s3: Any
+) -> None:
+    """docs/notifications.md's example, in a process of its own, on the emulator's env."""
+    doc = (Path(__file__).parent.parent / "docs" / "notifications.md").read_text()
+    block = doc.split("## Example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    suffix = uuid.uuid4().hex[:8]
+    success = (await aws["sns"].create_topic(Name=f"doc-ok-{suffix}"))["TopicArn"]
+    error = (await aws["sns"].create_topic(Name=f"doc-err-{suffix}"))["TopicArn"]
+    emu = await local_async_endpoint_factory(
+        [
+            EndpointConfig(
+                "my-endpoint",
+                model="echo",
+                success_topic=success,
+                error_topic=error,
+                include_inference_response_in=BOTH,
+            )
+        ]
+    )
+    before = reads(embedded_s3, "my-endpoint")
+    env = {**os.environ, **emu.env, "SUCCESS_TOPIC_ARN": success, "ERROR_TOPIC_ARN": error}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", block, env=env, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert out.decode().splitlines() == ['{"n": 0}', '{"n": 1}', '{"n": 2}']
+    assert reads(embedded_s3, "my-endpoint") == before  # every result came in its message
+
+
+async def test_a_client_queue_that_cannot_subscribe_fails_open_and_leaves_nothing(
+    setup: Setup, aws: dict[str, Any]
+) -> None:
+    prefix = f"sma-{setup.suffix}-"
+    missing = f"arn:aws:sns:us-east-1:123456789012:missing-{setup.suffix}"
+    config = NotificationConfig(topics=(setup.success, missing), queue_name_prefix=prefix)
+    client = setup.client(notifications=config)
+    with pytest.raises(InvocationError) as caught:
+        await client.open()
+    assert caught.value.operation == "Subscribe"
+    assert "notification queue" in str(caught.value)
+    listed = await aws["sqs"].list_queues(QueueNamePrefix=prefix)
+    assert listed.get("QueueUrls", []) == []
+    left = (await aws["sns"].list_subscriptions_by_topic(TopicArn=setup.success))["Subscriptions"]
+    assert not [s for s in left if prefix in s["Endpoint"]]
+    await client.aclose()
+
+
+def test_foreign_messages_come_back_at_once_while_young_then_later_and_later() -> None:
+    assert [release_delay(age) for age in (0, 5, 29.9)] == [0, 0, 0]
+    assert [release_delay(age) for age in (30, 60, 3600)] == [15, 30, 1800]
+    assert release_delay(10 * 24 * 3600) == 43200  # SQS's longest visibility timeout
