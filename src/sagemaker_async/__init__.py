@@ -25,6 +25,7 @@ from ._errors import (
     ValidationError,
 )
 from ._handle import AsyncInferenceHandle, InferenceStatus
+from ._map import MapOutcome, MapProgress, as_completed
 from ._result import InferenceResult
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "InferenceStatus",
     "InferenceTimeoutError",
     "InvocationError",
+    "MapOutcome",
+    "MapProgress",
     "NotificationConfig",
     "PollingConfig",
     "RetryConfig",
@@ -44,6 +47,7 @@ __all__ = [
     "ValidationError",
     "__version__",
     "aclose_default_client",
+    "as_completed",
     "invoke_endpoint_async",
 ]
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from datetime import datetime
 from types import TracebackType
@@ -26,6 +26,7 @@ from ._engine._notifications import NotificationSource
 from ._engine._records import WatchTarget
 from ._errors import ClientClosedError, InvocationError, SageMakerAsyncError, ValidationError
 from ._handle import AsyncInferenceHandle
+from ._map import MapOutcome, MapProgress, map_inferences
 from ._retry import call_with_retry, may_have_reached, retrying, to_invocation_error
 from ._s3 import ObjectStore
 from ._validation import MAX_INLINE_BODY, parse_s3_uri, validate_field, validate_invoke_request
@@ -505,6 +506,70 @@ class AsyncInferenceClient:
             deadline=submitted_at + wait,
         )
         return self._handle(target, polling, submit_attempts=attempts)
+
+    def map(
+        self,
+        endpoint_name: str,
+        inputs: Iterable[Any] | AsyncIterable[Any],
+        *,
+        max_in_flight: int = 64,
+        ordered: bool = False,
+        submit_rate: float | None = None,
+        progress: Callable[[MapProgress], object] | None = None,
+        **options: Any,
+    ) -> AsyncIterator[MapOutcome]:
+        """Run one inference per input, at most ``max_in_flight`` at a time; yield outcomes.
+
+        ::
+
+            async with contextlib.aclosing(client.map("my-endpoint", lines, max_in_flight=200,
+                                                      content_type="application/json")) as outcomes:
+                async for outcome in outcomes:
+                    print(outcome.index, outcome.result.body if outcome.ok else outcome.error)
+
+        ``inputs`` (an iterable or async iterable, possibly endless) is read lazily: an input
+        is read only when fewer than ``max_in_flight`` are between being read and being given
+        back to you, so memory and the endpoint's queue stay bounded whatever its length. An
+        input is a body (bytes, or str sent as UTF-8), or a mapping of
+        :meth:`invoke_endpoint_async` options for that input (``{"body": ...}`` or
+        ``{"input_location": ...}``, plus any other option); ``options`` apply to every input.
+
+        Every input gives one :class:`MapOutcome`: its result, or its error (a submission
+        refused, a failure, a timeout: the run goes on). Outcomes come as they finish, or in
+        input order with ``ordered=True`` (a slow input then holds back the ones after it,
+        still within ``max_in_flight``).
+
+        Leaving the loop early (break, an exception, cancellation) stops reading inputs,
+        submitting and waiting once the iterator is closed: use :func:`contextlib.aclosing`
+        (or ``await outcomes.aclose()``) to close it at once. Inferences already submitted
+        still run in SageMaker: there is no way to cancel them.
+
+        Args:
+            endpoint_name: the endpoint every input goes to.
+            inputs: bodies, or mappings of per-input options.
+            max_in_flight: most inputs read and not yet given back (submitted, running,
+                or finished and waiting for you).
+            ordered: yield outcomes in input order.
+            submit_rate: most submissions per second (protects a small endpoint's queue);
+                unlimited when None.
+            progress: called with a :class:`MapProgress` each time an outcome is given back
+                (the library prints nothing itself).
+            **options: :meth:`invoke_endpoint_async` options for every input.
+
+        Raises:
+            ValidationError: a bad argument (before anything is read or sent).
+        """
+        return map_inferences(
+            self,
+            endpoint_name,
+            inputs,
+            max_in_flight=max_in_flight,
+            ordered=ordered,
+            submit_rate=submit_rate,
+            progress=progress,
+            clock=self._clock,
+            **options,
+        )
 
     async def _forget_upload(self, uri: str, possibly_submitted: bool, deadline: float) -> str:
         """After a failed invoke: delete its uploaded body, or say where it stays."""
