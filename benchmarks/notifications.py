@@ -58,6 +58,7 @@ BUCKET = "sagemaker-async-emulator"  # the emulator's default output bucket
 CLIENT_KEY = "testing"
 EMULATOR_KEY = "emulator"
 HARNESS_KEY = "harness"
+S3_KINDS = ("GET", "HEAD", "LIST", "PUT", "OTHER")
 TARGETS = {"s3": 0.1, "sqs": 0.5, "p95_s": 0.5, "left": 0}
 SETUP_ACTIONS = (
     "CreateQueue",
@@ -275,6 +276,8 @@ class Timing:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         started = time.perf_counter()
         service, action = self._classify(environ)
+        if service in S3_KINDS:  # an S3 request: (kind, path)
+            service, action = "s3", service
         auth = environ.get("HTTP_AUTHORIZATION", "")
         who = auth.split("Credential=", 1)[1].split("/", 1)[0] if "Credential=" in auth else "?"
         if service == "sns":

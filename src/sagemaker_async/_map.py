@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -144,7 +151,7 @@ def _invoke_options(item: Any, common: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
-async def _items(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+async def _items(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
     if isinstance(inputs, AsyncIterable):
         async for item in inputs:
             yield item
