@@ -44,13 +44,13 @@ def aws_env_on_moto(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return moto_url
 
 
-def test_readme_has_the_three_examples() -> None:
+def test_readme_has_the_four_examples() -> None:
     blocks = python_blocks()
-    assert len(blocks) == 3
-    assert "asyncio.gather" in blocks[1] and "FastAPI" in blocks[2]
+    assert len(blocks) == 4
+    assert "asyncio.gather" in blocks[1] and "client.map" in blocks[2] and "FastAPI" in blocks[3]
 
 
-@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("index", [0, 1, 2])
 def test_readme_script_examples_run(
     index: int, aws_env_on_moto: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -59,13 +59,15 @@ def test_readme_script_examples_run(
     assert out.strip()
     if index == 1:
         assert "100 succeeded, 0 failed" in out
+    if index == 2:
+        assert out.strip() == "100 succeeded"
 
 
 def test_readme_fastapi_example_runs(aws_env_on_moto: str) -> None:
     from fastapi.testclient import TestClient
 
     namespace: dict[str, Any] = {"__name__": "readme_fastapi"}
-    exec(compile(python_blocks()[2], "README-fastapi", "exec"), namespace)
+    exec(compile(python_blocks()[3], "README-fastapi", "exec"), namespace)
     with TestClient(namespace["app"]) as http:
         response = http.post("/predict", json={"x": 1})
     assert response.status_code == 200, response.text
