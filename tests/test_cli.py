@@ -119,7 +119,7 @@ async def test_batch_of_a_folder_and_of_jsonl(emulator: LocalAsyncEndpoint, tmp_
     code, out, err = await run_cli(
         "batch", "broken", str(jsonl), "--out", str(tmp_path / "out2"), env=emulator.env
     )
-    assert code == 0, err
+    assert code == 1, err  # some items failed
     assert json.loads(out)["failed"] == 4
     assert len(list((tmp_path / "out2/errors").iterdir())) == 4
 
@@ -354,3 +354,96 @@ async def test_with_s3_unreachable_wait_and_batch_say_so_and_stop_at_timeout(
     assert code == 1, err
     assert json.loads(summary)["unfinished"] == 1
     assert "ConnectionError" in err and "retrying" in err, err
+
+
+async def test_batch_exit_code_is_nonzero_when_an_item_failed(
+    emulator: LocalAsyncEndpoint, tmp_path: Path
+) -> None:
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"a": 1}\n')
+    code, out, err = await run_cli(
+        "batch", "broken", str(jsonl), "--out", str(tmp_path / "out"), env=emulator.env
+    )
+    assert code == 1, err
+    assert json.loads(out)["failed"] == 1
+
+
+async def test_items_rejected_before_submission_are_not_resubmitted_on_a_rerun(
+    emulator: LocalAsyncEndpoint, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "empty.txt").write_bytes(b"")  # refused by the client: never sent
+    (folder / "fine.txt").write_text("fine")
+    out = tmp_path / "out"
+    for _ in range(2):
+        code, stdout, err = await run_cli(
+            "batch", "echo", str(folder), "--out", str(out), env=emulator.env
+        )
+        assert code == 1, err
+        report = json.loads(stdout)
+        assert report["not_submitted"] == 1 and report["resubmitted"] == 0
+        assert "resubmitting" not in err
+    events = [e for e in _events(out / "manifest.jsonl") if e["key"] == "empty.txt"]
+    assert [e["event"] for e in events] == ["submitting", "rejected"] * 2
+
+
+async def test_a_batch_stops_early_when_every_item_would_fail(
+    emulator: LocalAsyncEndpoint, tmp_path: Path
+) -> None:
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(f'{{"n": {i}}}\n' for i in range(40)))
+    out = str(tmp_path / "out")
+    code, stdout, err = await run_cli(
+        "batch", "no-such-endpoint", str(jsonl), "--out", out, "--max-in-flight", "4",
+        env=emulator.env,
+    )  # fmt: skip
+    assert code == 1, err
+    report = json.loads(stdout)
+    assert report["succeeded"] == 0 and report["not_submitted"] == 40
+    assert "stopped" in report and "no-such-endpoint" in report["stopped"]
+    assert err.count("was not submitted") <= 4  # not 40 identical errors
+
+
+async def test_an_item_whose_result_cannot_be_written_fails_alone(
+    emulator: LocalAsyncEndpoint, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    long_name = "x" * 250
+    (folder / long_name).write_text("long")
+    (folder / "short.txt").write_text("short")
+    out = tmp_path / "out"
+    code, stdout, err = await run_cli(
+        "batch", "echo", str(folder), "--out", str(out), env=emulator.env
+    )
+    report = json.loads(stdout)
+    assert report["succeeded"] + report["failed"] == 2, err
+    assert (out / "results" / "short.txt.out").read_text() == "short"
+    if report["failed"]:  # a name too long for the file system: that item fails, clearly
+        assert code == 1 and "file name" in err
+    else:
+        assert (out / "results" / f"{long_name}.out").read_text() == "long"
+
+
+async def test_ctrl_c_prints_the_summary_and_how_to_resume(
+    emulator: LocalAsyncEndpoint, tmp_path: Path
+) -> None:
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(f'{{"n": {i}}}\n' for i in range(30)))
+    out = tmp_path / "out"
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "batch", "slow", str(jsonl), "--out", str(out), "--no-progress",
+        env={**os.environ, **emulator.env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    for _ in range(600):
+        if any(e["event"] == "succeeded" for e in _events(out / "manifest.jsonl")):
+            break
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 130, stderr.decode()
+    report = json.loads(stdout.decode())
+    assert report["succeeded"] >= 1 and report["interrupted"] is True
+    assert "rerun the same command to resume" in stderr.decode()

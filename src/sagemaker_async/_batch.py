@@ -15,6 +15,8 @@ output folder (a lock file, ``.lock``); a second one refuses to start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -24,7 +26,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,9 +37,10 @@ from ._errors import (
     InferenceFailedError,
     InferenceTimeoutError,
     InvocationError,
-    SageMakerAsyncError,
 )
 from ._errors import ValidationError as _ValidationError
+from ._handle import AsyncInferenceHandle
+from ._map import as_completed
 
 __all__ = ["BatchItem", "BatchSummary", "ProgressBar", "read_items", "run_batch"]
 
@@ -66,6 +69,8 @@ class BatchSummary:
     resubmitted: int = 0
     not_submitted: int = 0
     unfinished: int = 0
+    duplicates: int = 0  # extra inferences sent by retried invokes (see submit_attempts)
+    stopped: str | None = None  # why the run stopped early, if it did
     latencies: list[float] = field(default_factory=list, repr=False)
     wall_seconds: float = 0.0
     problem: str | None = None  # why waiting is stuck right now (S3 failing), if it is
@@ -173,7 +178,7 @@ class _Manifest:
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write ``path`` whole or not at all, durably, before the manifest says it exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")  # short: the name itself may be long
     with tmp.open("wb") as file:
         file.write(data)
         file.flush()
@@ -184,6 +189,32 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+# Errors that every item would meet: stop the batch instead of repeating them per item.
+_FATAL_CODES = frozenset(
+    {
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "ExpiredTokenException",
+        "InvalidClientTokenId",
+        "AccessDeniedException",
+    }
+)
+
+
+def _fatal(exc: BaseException) -> bool:
+    """True for an error that every item of the batch would meet (no endpoint, no access)."""
+    if isinstance(exc, ClientClosedError):
+        return True
+    if not isinstance(exc, InvocationError) or exc.possibly_submitted:
+        return False
+    if exc.code in _FATAL_CODES:
+        return True
+    return exc.code == "ValidationError" and "not found" in str(exc).lower()
 
 
 async def run_batch(
@@ -197,19 +228,25 @@ async def run_batch(
     max_in_flight: int = 256,
     progress: Callable[[BatchSummary], None] | None = None,
     timeout: float | None = None,
+    summary: BatchSummary | None = None,
 ) -> BatchSummary:
     """Run ``items`` through ``endpoint_name``; results go to ``out_dir/results/<key>.out``.
 
     Failures go to ``out_dir/errors/<key>.txt``; the manifest is ``out_dir/manifest.jsonl``.
-    At most ``max_in_flight`` inferences are submitted and unfinished at once. With
+    New items go through :meth:`AsyncInferenceClient.map` (at most ``max_in_flight`` read
+    and unfinished at once); waits that an earlier run left are resumed alongside. With
     ``timeout``, waiting stops that many seconds after the start: items still pending count
     as ``unfinished`` and a rerun resumes them. While S3 reads keep failing, the progress
-    callback gets ``summary.problem`` (and a WARNING is logged once per new reason).
+    callback gets ``summary.problem`` (and a WARNING is logged once per new reason). When the
+    first submissions fail in a way every item would (unknown endpoint, no credentials), the
+    run stops: ``summary.stopped`` says why. ``summary`` (filled in as the run goes) is
+    returned, and stays readable if the run is cancelled.
     """
     manifest = _Manifest(out_dir)
-    summary = BatchSummary(total=len(items))
-    gate = asyncio.Semaphore(max_in_flight)
+    summary = summary if summary is not None else BatchSummary()
+    summary.total = len(items)
     started = time.monotonic()
+    options = json.dumps([endpoint_name, content_type, accept]).encode()
 
     def report() -> None:
         if progress is not None:
@@ -228,113 +265,174 @@ async def run_batch(
                     )
                 report()
 
+    def write(item: BatchItem, folder: str, suffix: str, data: bytes) -> str:
+        path = out_dir / folder / f"{item.key}{suffix}"
+        try:
+            _write_atomic(path, data)
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise OSError(
+                    exc.errno, f"the file name {path.name!r} is too long for the file system"
+                ) from None
+            raise
+        return str(path.relative_to(out_dir))
+
     def record_failure(item: BatchItem, request: str, exc: BaseException) -> None:
-        error_file = out_dir / "errors" / f"{item.key}.txt"
-        _write_atomic(error_file, str(exc).encode())
-        manifest.write(
-            key=item.key,
-            event="failed",
-            error=type(exc).__name__,
-            file=str(error_file.relative_to(out_dir)),
-            request=request,
-        )
+        record: dict[str, Any] = {"error": type(exc).__name__}
+        try:
+            record["file"] = write(item, "errors", ".txt", str(exc).encode())
+        except OSError as write_error:
+            record["message"] = f"{exc} (could not write the error file: {write_error})"
+        manifest.write(key=item.key, event="failed", request=request, **record)
         summary.failed += 1
 
-    def time_left() -> float | None:
-        return None if timeout is None else max(0.001, started + timeout - time.monotonic())
+    def finish(item: BatchItem, request: str, handle: AsyncInferenceHandle, outcome: Any) -> None:
+        """Record what became of a submitted item (``outcome``: a result or an exception)."""
+        summary.duplicates += max(0, handle.submit_attempts - 1)
+        if isinstance(outcome, (InvocationError, ClientClosedError)) or (
+            isinstance(outcome, InferenceTimeoutError) and not outcome.deadline_exceeded
+        ):
+            # Submitted, not resolved (S3 refused, the run's timeout, shutting down): the next
+            # run resumes the wait from the manifest.
+            summary.unfinished += 1
+            logger.error("item %s: waiting stopped, rerun to resume: %s", item.key, outcome)
+        elif isinstance(outcome, (InferenceFailedError, InferenceTimeoutError)):
+            record_failure(item, request, outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            try:
+                file = write(item, "results", ".out", outcome.body)
+            except OSError as exc:
+                logger.error("item %s: its result could not be written: %s", item.key, exc)
+                record_failure(item, request, exc)
+            else:
+                manifest.write(
+                    key=item.key,
+                    event="succeeded",
+                    file=file,
+                    content_type=outcome.content_type,
+                    request=request,
+                )
+                summary.succeeded += 1
+            summary.latencies.append(time.time() - handle.submitted_at.timestamp())
+        report()
 
-    options = json.dumps([endpoint_name, content_type, accept]).encode()
-
-    async def one(item: BatchItem) -> None:
-        request = hashlib.sha256(options + b"\0" + item.body).hexdigest()
+    # What each item needs: nothing (finished), a resumed wait, or a submission.
+    requests: dict[str, str] = {}
+    resumed: list[tuple[BatchItem, AsyncInferenceHandle]] = []
+    fresh: list[BatchItem] = []
+    for item in items:
+        request = requests[item.key] = hashlib.sha256(options + b"\0" + item.body).hexdigest()
         record = manifest.state.get(item.key, {})
         if record.get("request") != request:
             record = {}  # another request under this name: its old answer is not this one's
         if record.get("event") in ("succeeded", "failed"):
             summary.skipped += 1
-            report()
-            return
-        async with gate:
-            if record.get("event") == "submitted":
-                handle = client.resume(record["handle"])
-                summary.resumed += 1
-            else:
-                inference_id = record.get("inference_id")
-                if inference_id is not None:
-                    summary.resubmitted += 1
-                    logger.warning(
-                        "item %s: resubmitting with its InferenceId %s (the last run was "
-                        "interrupted after choosing it; SageMaker may hold both)",
-                        item.key,
-                        inference_id,
-                    )
-                else:
-                    inference_id = str(uuid.uuid4())
-                    manifest.write(
-                        key=item.key,
-                        event="submitting",
-                        inference_id=inference_id,
-                        request=request,
-                    )
-                try:
-                    handle = await client.invoke_endpoint_async(
-                        endpoint_name,
-                        body=item.body,
-                        content_type=content_type,
-                        accept=accept,
-                        inference_id=inference_id,
-                    )
-                except SageMakerAsyncError as exc:
-                    summary.not_submitted += 1
-                    logger.error("item %s was not submitted: %s", item.key, exc)
-                    report()
-                    return
-                manifest.write(
-                    key=item.key, event="submitted", handle=handle.to_dict(), request=request
+        elif record.get("event") == "submitted":
+            resumed.append((item, client.resume(record["handle"])))
+            summary.resumed += 1
+        else:
+            fresh.append(item)
+    report()
+
+    def to_submit() -> Iterator[dict[str, Any]]:
+        """Taken lazily by map, just before each submission: the InferenceId goes first."""
+        for item in fresh:
+            request = requests[item.key]
+            record = manifest.state.get(item.key, {})
+            inference_id = record.get("inference_id")
+            if record.get("request") == request and record.get("event") == "submitting":
+                summary.resubmitted += 1
+                logger.warning(
+                    "item %s: resubmitting with its InferenceId %s (the last run was "
+                    "interrupted after choosing it; SageMaker may hold both)",
+                    item.key,
+                    inference_id,
                 )
-            try:
-                result = await handle.result(timeout=time_left())
-            except (InvocationError, ClientClosedError) as exc:
-                # Submitted but not resolved (S3 refused, or we are shutting down): the next
-                # run resumes the wait from the manifest.
-                summary.unfinished += 1
-                logger.error("item %s: waiting stopped, rerun to resume: %s", item.key, exc)
+            else:
+                inference_id = str(uuid.uuid4())
+                manifest.write(
+                    key=item.key, event="submitting", inference_id=inference_id, request=request
+                )
+            yield {"body": item.body, "inference_id": inference_id}
+
+    def submitted(index: int, handle: AsyncInferenceHandle) -> None:
+        item = fresh[index]
+        manifest.write(
+            key=item.key, event="submitted", handle=handle.to_dict(), request=requests[item.key]
+        )
+
+    async def run_fresh() -> None:
+        outcomes = client.map(
+            endpoint_name,
+            to_submit(),
+            max_in_flight=max_in_flight,
+            on_submit=submitted,
+            content_type=content_type,
+            accept=accept,
+        )
+        async with contextlib.aclosing(outcomes):
+            async for outcome in outcomes:
+                item = fresh[outcome.index]
+                if outcome.handle is not None:
+                    finish(
+                        item, requests[item.key], outcome.handle, outcome.error or outcome.result
+                    )
+                    continue
+                error = outcome.error
+                assert error is not None
+                summary.not_submitted += 1
+                if isinstance(error, InvocationError) and error.possibly_submitted:
+                    logger.error("item %s may have been submitted: %s", item.key, error)
+                else:  # refused for sure: a rerun submits it afresh, without a warning
+                    manifest.write(key=item.key, event="rejected", request=requests[item.key])
+                    logger.error("item %s was not submitted: %s", item.key, error)
                 report()
-                return
-            except InferenceTimeoutError as exc:
-                if not exc.deadline_exceeded:  # the run's own timeout: resumable
-                    summary.unfinished += 1
-                    logger.error("item %s: still pending at the timeout, rerun to resume", item.key)
-                    report()
+                if _fatal(error) and summary.succeeded + summary.failed == 0:
+                    summary.stopped = f"every item would fail: {error}"
+                    summary.not_submitted = len(fresh) - (
+                        summary.succeeded + summary.failed + summary.unfinished
+                    )
                     return
-                record_failure(item, request, exc)
-            except InferenceFailedError as exc:
-                record_failure(item, request, exc)
-            else:
-                result_file = out_dir / "results" / f"{item.key}.out"
-                _write_atomic(result_file, result.body)
-                manifest.write(
-                    key=item.key,
-                    event="succeeded",
-                    file=str(result_file.relative_to(out_dir)),
-                    content_type=result.content_type,
-                    request=request,
-                )
-                summary.succeeded += 1
-            summary.latencies.append(time.time() - handle.submitted_at.timestamp())
-            report()
+
+    async def run_resumed() -> None:
+        if not resumed:
+            return
+        handles = {handle: item for item, handle in resumed}
+        async with contextlib.aclosing(as_completed(list(handles))) as finished:
+            async for handle in finished:
+                item = handles[handle]
+                try:
+                    outcome: Any = await handle.result()  # done: no wait
+                except Exception as exc:
+                    outcome = exc
+                finish(item, requests[item.key], handle, outcome)
+
+    async def run_all() -> None:
+        await asyncio.gather(run_fresh(), run_resumed())
 
     watcher = asyncio.create_task(watch_s3())
+    work = asyncio.ensure_future(run_all())
     try:
-        # Every item runs to its end before the manifest closes, whatever another one raised.
-        outcomes = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
+        done, _ = await asyncio.wait({work}, timeout=timeout)
+        if not done:  # the run's own timeout: what is still pending resumes on a rerun
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+            summary.unfinished = summary.total - (
+                summary.succeeded + summary.failed + summary.skipped + summary.not_submitted
+            )
+            logger.error(
+                "%d item(s) still pending at the timeout, rerun to resume", summary.unfinished
+            )
+        else:
+            work.result()
     finally:
+        work.cancel()
         watcher.cancel()
         manifest.close()
         summary.wall_seconds = time.monotonic() - started
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
     return summary
 
 

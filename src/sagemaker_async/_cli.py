@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._batch import ProgressBar, read_items, run_batch
+from ._batch import BatchSummary, ProgressBar, read_items, run_batch
 from ._client import AsyncInferenceClient
 from ._errors import (
     InferenceFailedError,
@@ -226,34 +226,60 @@ async def _batch(args: argparse.Namespace) -> int:
             f"{args.source}: " + ", ".join(skipped),
             file=sys.stderr,
         )
-    async with _client(args) as client:
-        summary = await run_batch(
-            client,
-            args.endpoint_name,
-            items,
-            args.out,
-            content_type=args.content_type,
-            accept=args.accept,
-            max_in_flight=args.max_in_flight,
-            progress=None if args.no_progress else ProgressBar(),
-            timeout=args.timeout,
+    summary = BatchSummary()
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGINT, task.cancel)  # Ctrl-C: the summary, then exit 130
+    try:
+        async with _client(args) as client:
+            await run_batch(
+                client,
+                args.endpoint_name,
+                items,
+                args.out,
+                content_type=args.content_type,
+                accept=args.accept,
+                max_in_flight=args.max_in_flight,
+                progress=None if args.no_progress else ProgressBar(),
+                timeout=args.timeout,
+                summary=summary,
+            )
+    except asyncio.CancelledError:  # Ctrl-C: say where the run stands, then stop
+        _print_summary(summary, args.out, interrupted=True)
+        print(
+            "interrupted: rerun the same command to resume (finished items are kept, "
+            "submitted ones are waited for, the rest are submitted)",
+            file=sys.stderr,
         )
-    print(
-        json.dumps(
-            {
-                "total": summary.total,
-                "succeeded": summary.succeeded,
-                "failed": summary.failed,
-                "skipped": summary.skipped,
-                "resumed": summary.resumed,
-                "resubmitted": summary.resubmitted,
-                "not_submitted": summary.not_submitted,
-                "unfinished": summary.unfinished,
-                "manifest": str(args.out / "manifest.jsonl"),
-            }
-        )
-    )
-    return 0 if summary.not_submitted == 0 and summary.unfinished == 0 else 1
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    _print_summary(summary, args.out)
+    if summary.stopped:
+        print(f"stopped: {summary.stopped}", file=sys.stderr)
+    finished = summary.succeeded + summary.skipped
+    return 0 if finished == summary.total and summary.failed == 0 else 1
+
+
+def _print_summary(summary: BatchSummary, out: Path, *, interrupted: bool = False) -> None:
+    report: dict[str, object] = {
+        "total": summary.total,
+        "succeeded": summary.succeeded,
+        "failed": summary.failed,
+        "skipped": summary.skipped,
+        "resumed": summary.resumed,
+        "resubmitted": summary.resubmitted,
+        "duplicates": summary.duplicates,
+        "not_submitted": summary.not_submitted,
+        "unfinished": summary.unfinished,
+        "manifest": str(out / "manifest.jsonl"),
+    }
+    if summary.stopped:
+        report["stopped"] = summary.stopped
+    if interrupted:
+        report["interrupted"] = True
+    print(json.dumps(report), flush=True)
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -321,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return asyncio.run(_COMMANDS[args.command](args))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
     except InferenceFailedError as exc:
         print(f"inference failed: {exc.message}", file=sys.stderr)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from datetime import datetime
 from types import TracebackType
@@ -516,8 +516,9 @@ class AsyncInferenceClient:
         ordered: bool = False,
         submit_rate: float | None = None,
         progress: Callable[[MapProgress], object] | None = None,
+        on_submit: Callable[[int, AsyncInferenceHandle], object] | None = None,
         **options: Any,
-    ) -> AsyncIterator[MapOutcome]:
+    ) -> AsyncGenerator[MapOutcome, None]:
         """Run one inference per input, at most ``max_in_flight`` at a time; yield outcomes.
 
         ::
@@ -554,6 +555,9 @@ class AsyncInferenceClient:
                 unlimited when None.
             progress: called with a :class:`MapProgress` each time an outcome is given back
                 (the library prints nothing itself).
+            on_submit: called with ``(index, handle)`` as soon as an input is accepted, for
+                example to save ``handle.to_dict()`` so that a later run can resume the wait;
+                an error it raises becomes that input's outcome.
             **options: :meth:`invoke_endpoint_async` options for every input.
 
         Raises:
@@ -567,6 +571,7 @@ class AsyncInferenceClient:
             ordered=ordered,
             submit_rate=submit_rate,
             progress=progress,
+            on_submit=on_submit,
             clock=self._clock,
             **options,
         )

@@ -8,7 +8,6 @@ import math
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Callable,
     Iterable,
     Mapping,
@@ -169,11 +168,14 @@ def map_inferences(
     ordered: bool = False,
     submit_rate: float | None = None,
     progress: Callable[[MapProgress], object] | None = None,
+    on_submit: Callable[[int, AsyncInferenceHandle], object] | None = None,
     clock: Clock,
     **options: Any,
-) -> AsyncIterator[MapOutcome]:
+) -> AsyncGenerator[MapOutcome, None]:
     """The implementation of :meth:`AsyncInferenceClient.map` (see there): checks, then runs."""
     _check(max_in_flight, submit_rate, ordered, progress, options)
+    if on_submit is not None and not callable(on_submit):
+        raise ValidationError("on_submit", f"{on_submit!r} is not callable", "fn(index, handle)")
     if not isinstance(inputs, (Iterable, AsyncIterable)) or isinstance(inputs, (bytes, str)):
         raise ValidationError(
             "inputs",
@@ -181,7 +183,16 @@ def map_inferences(
             "an iterable or async iterable of bodies or option mappings",
         )
     return _run(
-        client, endpoint_name, inputs, max_in_flight, ordered, submit_rate, progress, clock, options
+        client,
+        endpoint_name,
+        inputs,
+        max_in_flight,
+        ordered,
+        submit_rate,
+        progress,
+        on_submit,
+        clock,
+        options,
     )
 
 
@@ -193,9 +204,10 @@ async def _run(
     ordered: bool,
     submit_rate: float | None,
     progress: Callable[[MapProgress], object] | None,
+    on_submit: Callable[[int, AsyncInferenceHandle], object] | None,
     clock: Clock,
     options: Mapping[str, Any],
-) -> AsyncIterator[MapOutcome]:
+) -> AsyncGenerator[MapOutcome, None]:
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[MapOutcome | BaseException | None] = asyncio.Queue()
     slots = asyncio.Semaphore(max_in_flight)  # read and not yet given to the caller
@@ -213,6 +225,8 @@ async def _run(
             async with submitters:
                 handle = await client.invoke_endpoint_async(endpoint_name, **kwargs)
             submitted += 1
+            if on_submit is not None:
+                on_submit(index, handle)
             result = await handle
         except asyncio.CancelledError:
             raise
@@ -290,7 +304,7 @@ async def _run(
 
 async def as_completed(
     handles: Iterable[AsyncInferenceHandle],
-) -> AsyncIterator[AsyncInferenceHandle]:
+) -> AsyncGenerator[AsyncInferenceHandle, None]:
     """Yield ``handles`` as they finish (succeeded, failed, timed out or cancelled).
 
     Each handle is watched while the loop runs; leaving the loop early stops watching the ones
