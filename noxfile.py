@@ -30,7 +30,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over src/."""
-    session.install("-e", ".[test]", "mypy>=1.10", STUBS)
+    session.install("-e", ".[test]", "mypy>=1.10", STUBS, "types-tqdm")
     session.run("mypy", "--strict", "src")
 
 

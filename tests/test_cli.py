@@ -7,10 +7,13 @@ import json
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from sagemaker_async.emulator import EndpointConfig, LocalAsyncEndpoint
 
@@ -447,3 +450,115 @@ async def test_ctrl_c_prints_the_summary_and_how_to_resume(
     report = json.loads(stdout.decode())
     assert report["succeeded"] >= 1 and report["interrupted"] is True
     assert "rerun the same command to resume" in stderr.decode()
+
+
+@pytest.fixture
+async def resetting_proxy(emulator: LocalAsyncEndpoint) -> AsyncIterator[str]:
+    """Forwards to the emulator; drops the connection after the first acceptance of each
+    InferenceId (SageMaker accepted it, the client never hears so and retries)."""
+    seen: set[str] = set()
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method,
+                emulator.url + request.path_qs,
+                headers=request.headers,
+                data=await request.read(),
+            ) as answer,
+        ):
+            body = await answer.read()
+            headers = {k: v for k, v in answer.headers.items() if k.lower().startswith("x-amzn")}
+        inference_id = request.headers.get("X-Amzn-SageMaker-Inference-Id", "")
+        if inference_id and inference_id not in seen:
+            seen.add(inference_id)
+            assert request.transport is not None
+            request.transport.close()  # accepted, and the answer is lost
+        return web.Response(
+            status=answer.status, body=body, headers=headers, content_type=answer.content_type
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+async def test_a_batch_counts_the_duplicates_that_retried_invokes_made(
+    emulator: LocalAsyncEndpoint, resetting_proxy: str, tmp_path: Path
+) -> None:
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(f'{{"n": {i}}}\n' for i in range(5)))
+    env = {**emulator.env, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": resetting_proxy}
+    code, stdout, err = await run_cli(
+        "batch", "echo", str(jsonl), "--out", str(tmp_path / "out"), env=env
+    )
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["succeeded"] == 5
+    assert report["duplicates"] == 5  # each item was sent twice, and ran twice
+    assert emulator.endpoint("echo").stats().received == 10
+
+
+async def test_jsonl_lines_must_be_json_unless_sent_as_text(
+    emulator: LocalAsyncEndpoint, tmp_path: Path
+) -> None:
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"ok": 1}\nnot json\n')
+    code, _, err = await run_cli(
+        "batch", "echo", str(jsonl), "--out", str(tmp_path / "a"), env=emulator.env
+    )
+    assert code == 2 and "line 2" in err and "--content-type text/plain" in err, err
+    assert not (tmp_path / "a" / "manifest.jsonl").exists()  # nothing was sent
+    code, _, err = await run_cli(
+        "batch", "echo", str(jsonl), "--out", str(tmp_path / "b"),
+        "--content-type", "text/plain", env=emulator.env,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "b" / "results" / "line-000002.out").read_text() == "not json"
+
+
+def test_help_describes_every_option_and_verbose_works_after_the_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sagemaker_async._cli import _parser, main
+
+    for command in ("invoke", "wait", "batch", "demo", "emulate"):
+        with pytest.raises(SystemExit) as exited:
+            main([command, "--help"])
+        assert exited.value.code == 0
+        text = capsys.readouterr().out
+        assert "Example" in text, command
+        for action in _parser()._subparsers._group_actions[0].choices[command]._actions:  # type: ignore[union-attr]
+            assert action.help, f"{command} {action.option_strings or action.dest} has no help"
+        if command == "wait":
+            assert "--input-prefix" not in text and "--endpoint-url" not in text
+    args = _parser().parse_args(["wait", "-v", "h.json"])
+    assert args.verbose
+
+
+async def test_a_demo_rerun_into_the_same_folder_says_why_it_cannot_resume(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "demo"
+    code, _, err = await run_cli("demo", "--count", "3", "--out", str(out), "--no-progress")
+    assert code == 0, err
+    code, _, err = await run_cli("demo", "--count", "3", "--out", str(out), "--no-progress")
+    assert code == 2
+    assert "cannot resume" in err and "another --out" in err
+
+
+async def test_advice_in_errors_names_the_command_line_option(
+    emulator: LocalAsyncEndpoint, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 200_000)
+    code, _, err = await run_cli("invoke", "echo", "--body-file", str(big), env=emulator.env)
+    assert code == 2 and "--input-prefix" in err and "input_prefix=" not in err, err
+    env = {**emulator.env, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+    code, _, err = await run_cli("invoke", "echo", "--body", "x", env=env)
+    assert code == 2 and "credentials" in err and "AWS_ACCESS_KEY_ID" in err, err

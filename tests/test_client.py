@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from typing import Any
@@ -369,3 +370,24 @@ async def test_no_region_is_a_validation_error(monkeypatch: pytest.MonkeyPatch) 
         await client.invoke_endpoint_async("ep", input_location="s3://b/k")
     assert info.value.field == "region_name" and "AWS_DEFAULT_REGION" in str(info.value)
     await client.aclose()
+
+
+def test_a_client_used_in_a_second_event_loop_says_so(moto_url: str) -> None:
+    """Each asyncio.run() makes a new loop; the client's connections belong to the first."""
+    client = AsyncInferenceClient(
+        region_name="us-east-1", endpoint_url=moto_url, s3_endpoint_url=moto_url
+    )
+
+    async def first() -> None:
+        await client.open()
+
+    async def second() -> None:
+        try:
+            await client.invoke_endpoint_async("ep", input_location="s3://inputs/x")
+        finally:
+            with contextlib.suppress(ClientClosedError):
+                await client.aclose()
+
+    asyncio.run(first())
+    with pytest.raises(ClientClosedError, match="another event loop"):
+        asyncio.run(second())

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from tqdm import tqdm
+
 from ._client import AsyncInferenceClient
 from ._errors import (
     ClientClosedError,
@@ -437,28 +439,39 @@ async def run_batch(
 
 
 class ProgressBar:
-    """A dependency-free progress bar on stderr (redrawn on a terminal, a line per 10% else)."""
+    """The batch's progress on stderr, drawn by tqdm: redrawn on a terminal, else a line per 10%.
 
-    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
+    After the counts it shows ok/failed/skipped, and why waiting is stuck (``problem``).
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream or sys.stderr
-        self._width = width
         self._tty = self._stream.isatty()
+        self._bar: tqdm[Any] | None = None
+        self._started = time.monotonic()
         self._last_decile = -1
 
     def __call__(self, s: BatchSummary) -> None:
         done = s.succeeded + s.failed + s.skipped + s.not_submitted + s.unfinished
-        frac = done / s.total if s.total else 1.0
-        filled = int(frac * self._width)
-        bar = "#" * filled + "." * (self._width - filled)
-        text = f"[{bar}] {done}/{s.total} ok={s.succeeded} failed={s.failed}"
+        status = f"ok={s.succeeded} failed={s.failed}"
         if s.skipped:
-            text += f" skipped={s.skipped}"
+            status += f" skipped={s.skipped}"
         if s.problem:
-            text += f" - {s.problem}"
+            status += f" - {s.problem}"
         if self._tty:
-            self._stream.write("\r" + text + ("\n" if done == s.total else ""))
-            self._stream.flush()
-        elif int(frac * 10) != self._last_decile:
-            self._last_decile = int(frac * 10)
-            self._stream.write(text + "\n")
+            if self._bar is None:
+                self._bar = tqdm(total=s.total, file=self._stream, unit="item", leave=True)
+            self._bar.n = done
+            self._bar.set_postfix_str(status, refresh=False)
+            self._bar.refresh()
+            if done >= s.total:
+                self._bar.close()
+            return
+        decile = int(10 * done / s.total) if s.total else 10
+        if decile != self._last_decile:
+            self._last_decile = decile
+            line = tqdm.format_meter(
+                done, s.total, time.monotonic() - self._started, unit="item", postfix=status
+            )
+            self._stream.write(line + "\n")
             self._stream.flush()

@@ -21,6 +21,7 @@ from ._errors import (
     SageMakerAsyncError,
     ValidationError,
 )
+from ._validation import MAX_INLINE_BODY
 
 __all__ = ["main"]
 
@@ -47,23 +48,54 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _add_aws_options(parser: argparse.ArgumentParser) -> None:
+def _add_aws_options(parser: argparse.ArgumentParser, *, submits: bool = True) -> None:
     group = parser.add_argument_group("AWS (default: the standard AWS configuration)")
-    group.add_argument("--region", help="AWS region")
-    group.add_argument("--endpoint-url", help="sagemaker-runtime endpoint URL")
-    group.add_argument("--s3-endpoint-url", help="S3 endpoint URL")
+    group.add_argument("--region", help="AWS region (default: AWS_DEFAULT_REGION or the profile's)")
+    if submits:
+        group.add_argument(
+            "--endpoint-url",
+            help="sagemaker-runtime endpoint URL (default: AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, "
+            "or AWS's)",
+        )
     group.add_argument(
-        "--input-prefix", help="s3://bucket/prefix/ to upload bodies over 128,000 bytes to"
+        "--s3-endpoint-url", help="S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, or AWS's)"
     )
+    if submits:
+        group.add_argument(
+            "--input-prefix",
+            help="s3://bucket/prefix/ to upload bodies over 128,000 bytes to (default: none; "
+            "such bodies are refused)",
+        )
 
 
 def _client(args: argparse.Namespace) -> AsyncInferenceClient:
     return AsyncInferenceClient(
         region_name=args.region,
-        endpoint_url=args.endpoint_url,
+        endpoint_url=getattr(args, "endpoint_url", None),
         s3_endpoint_url=args.s3_endpoint_url,
-        input_prefix=args.input_prefix,
+        input_prefix=getattr(args, "input_prefix", None),
     )
+
+
+def _command(
+    sub: Any, name: str, summary: str, description: str, examples: str
+) -> argparse.ArgumentParser:
+    """A subcommand with a description, examples, and ``-v`` accepted after its name too."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog="Examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log progress to stderr (also accepted before the command)",
+    )
+    return parser
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,13 +104,21 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sagemaker-async",
         description="Amazon SageMaker Asynchronous Inference from the shell, and a local "
-        "emulator of async endpoints.",
+        "emulator of async endpoints. 'sagemaker-async COMMAND --help' describes a command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("emulate", help="serve emulated async endpoints over an embedded S3")
+    p = _command(
+        sub,
+        "emulate",
+        "serve emulated async endpoints over an embedded S3",
+        "Serve emulated SageMaker async endpoints on 127.0.0.1, over an embedded S3 (moto), "
+        "until Ctrl-C. Prints the environment variables that point AWS SDKs at it.",
+        "  sagemaker-async emulate --endpoint my-endpoint=echo\n"
+        "  sagemaker-async emulate --endpoint slow=sleep:2 --instances 2 --max-concurrency 8\n",
+    )
     p.add_argument(
         "--endpoint",
         action="append",
@@ -91,40 +131,87 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     p.add_argument("--s3-endpoint-url", help="use this S3 instead of the embedded one")
-    p.add_argument("--region", default="us-east-1")
-    p.add_argument("--instances", type=_positive_int, default=1, help="instance count per endpoint")
     p.add_argument(
-        "--max-concurrency", type=int, default=4, help="MaxConcurrentInvocationsPerInstance"
+        "--region", default="us-east-1", help="region clients sign for (default us-east-1)"
+    )
+    p.add_argument(
+        "--instances", type=_positive_int, default=1, help="instance count per endpoint (default 1)"
+    )
+    p.add_argument(
+        "--max-concurrency",
+        type=_positive_int,
+        default=4,
+        help="MaxConcurrentInvocationsPerInstance (default 4)",
     )
 
-    p = sub.add_parser("invoke", help="submit one inference; print its handle as JSON")
-    p.add_argument("endpoint_name")
+    p = _command(
+        sub,
+        "invoke",
+        "submit one inference; print its handle as JSON",
+        "Submit one inference with InvokeEndpointAsync and print its handle (JSON) at once; "
+        "'wait' turns the handle into the result.",
+        "  sagemaker-async invoke my-endpoint --body '{\"x\": 1}' --content-type "
+        "application/json > handle.json\n"
+        "  sagemaker-async invoke my-endpoint --input-location s3://bucket/in/payload.csv\n",
+    )
+    p.add_argument("endpoint_name", help="the async endpoint's name")
     body = p.add_mutually_exclusive_group(required=True)
     body.add_argument("--body", help="the payload, as text")
     body.add_argument("--body-file", type=Path, help="read the payload from a file")
     body.add_argument("--input-location", help="s3:// URI of an uploaded payload")
-    p.add_argument("--content-type")
-    p.add_argument("--accept")
-    p.add_argument("--custom-attributes")
-    p.add_argument("--inference-id")
-    p.add_argument("--request-ttl-seconds", type=int)
-    p.add_argument("--invocation-timeout-seconds", type=int)
-    p.add_argument("--s3-output-path-extension")
-    p.add_argument("--filename")
+    p.add_argument("--content-type", help="the payload's MIME type (ContentType)")
+    p.add_argument("--accept", help="the MIME type wanted for the result (Accept)")
+    p.add_argument("--custom-attributes", help="passed to the model as is (CustomAttributes)")
+    p.add_argument("--inference-id", help="the InferenceId (default: a new UUID)")
+    p.add_argument(
+        "--request-ttl-seconds",
+        type=_positive_int,
+        help="how long the request may wait in the queue (default 21600, the service's)",
+    )
+    p.add_argument(
+        "--invocation-timeout-seconds",
+        type=_positive_int,
+        help="how long the model may run (default 900, the service's)",
+    )
+    p.add_argument("--s3-output-path-extension", help="a path under the endpoint's S3OutputPath")
+    p.add_argument("--filename", help="the output object's name (Filename)")
     _add_aws_options(p)
 
-    p = sub.add_parser("wait", help="wait on a handle printed by invoke; print or save the result")
+    p = _command(
+        sub,
+        "wait",
+        "wait on a handle printed by invoke; print or save the result",
+        "Wait for the result of a handle printed by 'invoke' (a file, or stdin); print it, "
+        "or save it with -o. On --timeout the handle is printed again, to wait later.",
+        "  sagemaker-async wait handle.json -o result.json\n"
+        "  sagemaker-async invoke my-endpoint --body hi | sagemaker-async wait --timeout 60\n",
+    )
     p.add_argument("handle", nargs="?", default="-", help="handle JSON file, or - for stdin")
     p.add_argument("--output", "-o", type=Path, help="save the result here instead of stdout")
-    p.add_argument("--timeout", type=_positive_seconds, help="give up after this many seconds")
-    _add_aws_options(p)
+    p.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        help="give up after this many seconds (exit 3) (default: the handle's own deadline)",
+    )
+    _add_aws_options(p, submits=False)
 
-    p = sub.add_parser("batch", help="run every file of a folder or line of a JSONL file")
-    p.add_argument("endpoint_name")
+    p = _command(
+        sub,
+        "batch",
+        "run every file of a folder or line of a JSONL file",
+        "Run every file of a folder, or every line of a JSONL file, through an endpoint. "
+        "Results go to OUT/results, failures to OUT/errors, and a manifest records every "
+        "step: rerun the same command to resume an interrupted run. JSONL lines must be "
+        "JSON unless --content-type says otherwise (then each line is sent as raw text).",
+        "  sagemaker-async batch my-endpoint requests.jsonl --out run1 --content-type "
+        "application/json\n"
+        "  sagemaker-async batch my-endpoint images/ --out run2 --content-type image/png\n",
+    )
+    p.add_argument("endpoint_name", help="the async endpoint's name")
     p.add_argument("source", type=Path, help="a folder (one payload per file) or a .jsonl file")
     p.add_argument("--out", type=Path, required=True, help="results, errors and manifest go here")
-    p.add_argument("--content-type")
-    p.add_argument("--accept")
+    p.add_argument("--content-type", help="every payload's MIME type (ContentType)")
+    p.add_argument("--accept", help="the MIME type wanted for the results (Accept)")
     p.add_argument(
         "--max-in-flight",
         type=_positive_int,
@@ -137,15 +224,24 @@ def _parser() -> argparse.ArgumentParser:
         help="stop waiting after this many seconds; unfinished items resume on a rerun "
         "(default: wait until each inference's own deadline, up to about 7 h)",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_aws_options(p)
 
-    p = sub.add_parser("demo", help="a batch through a local emulated endpoint, no AWS needed")
+    p = _command(
+        sub,
+        "demo",
+        "a batch through a local emulated endpoint, no AWS needed",
+        "Run a batch through a local emulated endpoint over an in-memory S3, and report "
+        "latency and the S3 requests it took. Needs no AWS account.",
+        "  sagemaker-async demo\n  sagemaker-async demo --count 1000 --out demo-results\n",
+    )
     p.add_argument(
         "--count", type=_positive_int, default=300, help="inferences to run (default 300)"
     )
-    p.add_argument("--out", type=Path, help="where results go (default: a temp folder)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--out", type=Path, help="where results go, a new folder (default: a temp folder)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
 
@@ -153,6 +249,13 @@ async def _invoke(args: argparse.Namespace) -> int:
     payload: bytes | str | None = args.body
     if args.body_file is not None:
         payload = args.body_file.read_bytes()
+    if payload is not None and len(payload) > MAX_INLINE_BODY and args.input_prefix is None:
+        raise ValidationError(
+            "--body-file" if args.body_file is not None else "--body",
+            f"is {len(payload)} bytes, more than the {MAX_INLINE_BODY} bytes sent inline",
+            "pass --input-prefix s3://bucket/prefix/ to upload it first, or upload it yourself "
+            "and pass --input-location",
+        )
     async with _client(args) as client:
         handle = await client.invoke_endpoint_async(
             args.endpoint_name,
@@ -220,6 +323,25 @@ async def _report_s3_trouble(client: AsyncInferenceClient, every: float = 1.0) -
 async def _batch(args: argparse.Namespace) -> int:
     skipped: list[str] = []
     items = read_items(args.source, exclude=args.out, skipped=skipped)
+    if args.source.is_file() and (args.content_type is None or "json" in args.content_type):
+        for item in items:  # each line is a payload; as JSON, it must parse
+            try:
+                json.loads(item.body)
+            except ValueError as exc:
+                line = int(item.key.removeprefix("line-"))
+                raise ValidationError(
+                    "source",
+                    f"line {line} of {args.source} is not JSON ({exc})",
+                    "one JSON value per line, or --content-type text/plain (or another "
+                    "type) to send each line as raw text",
+                ) from None
+    large = [item.key for item in items if len(item.body) > MAX_INLINE_BODY]
+    if large and args.input_prefix is None:
+        raise ValidationError(
+            "source",
+            f"{len(large)} item(s) are over {MAX_INLINE_BODY} bytes (first: {large[0]})",
+            "pass --input-prefix s3://bucket/prefix/ to upload them first",
+        )
     if skipped:
         print(
             f"skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of "
@@ -284,6 +406,14 @@ def _print_summary(summary: BatchSummary, out: Path, *, interrupted: bool = Fals
 
 async def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
+
+    if args.out is not None and (args.out / "manifest.jsonl").exists():
+        raise ValidationError(
+            "--out",
+            f"{args.out} holds an earlier demo run, which cannot resume: its inferences "
+            "lived in that run's in-memory S3, gone now",
+            "another --out, or none (a new temporary folder)",
+        )
 
     await run_demo(
         count=args.count, out_dir=args.out, stdout=sys.stdout, progress=not args.no_progress

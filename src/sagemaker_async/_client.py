@@ -170,6 +170,7 @@ class AsyncInferenceClient:
         self._stack: AsyncExitStack | None = None
         self._runtime: SageMakerRuntimeClient | None = None
         self._queue: ClientQueue | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it was opened in
         self._warned_own_ids = False
         budget = RequestBudget(self.completion.max_requests_per_second, self._clock)
         self._store = ObjectStore(self.retry, self._clock, budget)
@@ -224,9 +225,9 @@ class AsyncInferenceClient:
 
     async def open(self) -> None:
         """Create the AWS clients (done for you by ``async with`` or on first use)."""
+        self._check_open()
         if self._state == "open":
             return
-        self._check_open()
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
@@ -277,6 +278,7 @@ class AsyncInferenceClient:
                 if self._queue is not None:
                     self._queue.start()
             self._state = "open"
+            self._loop = asyncio.get_running_loop()
 
     async def _listen(
         self, session: AioSession, stack: AsyncExitStack, config: AioConfig
@@ -333,6 +335,10 @@ class AsyncInferenceClient:
         if self._state == "closed":
             return
         self._state = "closed"
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            # Opened in another (closed) loop: its connections and tasks died with it.
+            self._stack = self._runtime = self._queue = None
+            return
         await self._engine.aclose()
         await self._close_queue()
         if self._stack is not None:
@@ -681,3 +687,14 @@ class AsyncInferenceClient:
     def _check_open(self) -> None:
         if self._state == "closed":
             raise ClientClosedError("the AsyncInferenceClient is closed; create a new one")
+        if self._loop is not None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # a sync call (resume) outside any loop: the wait will tell
+            if running is not self._loop:
+                raise ClientClosedError(
+                    "this AsyncInferenceClient was opened in another event loop (each "
+                    "asyncio.run() makes a new one, and its connections die with it): create "
+                    "the client inside the coroutine that uses it, one client per event loop"
+                )

@@ -17,6 +17,10 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
     HTTPClientError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    PartialCredentialsError,
     ProxyConnectionError,
     ReadTimeoutError,
     ResponseStreamingError,
@@ -125,6 +129,10 @@ def may_have_reached(exc: BaseException) -> bool:
     if isinstance(exc, ClientError):
         status = _status(exc)
         return error_code(exc) not in _THROTTLING and status not in (503,) and status >= 500
+    if isinstance(
+        exc, (NoCredentialsError, PartialCredentialsError, NoRegionError, ParamValidationError)
+    ):
+        return False  # the request was never signed, so never sent
     inner = exc.kwargs.get("error") if isinstance(exc, HTTPClientError) else None
     refused = (EndpointConnectionError, ConnectTimeoutError, aiohttp.ClientConnectorError)
     return not isinstance(exc, refused) and not isinstance(inner, refused)
@@ -153,6 +161,11 @@ def to_invocation_error(
     if isinstance(exc, BotoCoreError) and not is_connection_error(exc):
         code = type(exc).__name__
     message = (str(exc) or type(exc).__name__) + note
+    if isinstance(exc, NoCredentialsError):
+        message += (
+            " (no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+            "AWS_PROFILE, or run 'aws configure')"
+        )
     return InvocationError(message, code=code, operation=operation, **context)
 
 
