@@ -295,7 +295,9 @@ async def test_a_foreign_message_is_never_deleted_and_reaches_its_owner(
     setup: Setup, aws: dict[str, Any], embedded_s3: Any
 ) -> None:
     endpoint = f"body-{setup.suffix}"
-    async with setup.client():
+    # (hold: a receive cut short by the bystander's close hides what it got for that long)
+    config = NotificationConfig(queue_url=setup.queue, hold=1)
+    async with setup.client(notifications=config):
         # Another process submits; the bystander reads its notification and leaves it.
         answer = await submit_elsewhere(setup, aws, endpoint, b"theirs")
         await setup.emu.join()

@@ -16,6 +16,7 @@ from aiohttp import web
 from fakeclock import FakeClock, settler
 from sagemaker_async import (
     AsyncInferenceClient,
+    CompletionConfig,
     InferenceTimeoutError,
     InvocationError,
     RetryConfig,
@@ -85,3 +86,55 @@ def test_timeouts_are_validated() -> None:
         RetryConfig(read_timeout=0)
     with pytest.raises(ValidationError, match=r"RetryConfig\.attempt_timeout"):
         RetryConfig(attempt_timeout=float("nan"))
+
+
+@pytest.fixture
+async def captive_portal() -> AsyncIterator[str]:
+    """A proxy's error page: 200, HTML, for every request (no S3 headers)."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(
+            text="<html><body>Please log in to the network</body></html>", content_type="text/html"
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("strategy", ["poll", "list"])
+async def test_a_200_page_that_is_not_s3s_is_never_taken_for_a_result(
+    captive_portal: str, strategy: str
+) -> None:
+    clock = FakeClock()
+    async with AsyncInferenceClient(
+        region_name="us-east-1",
+        endpoint_url=captive_portal,
+        s3_endpoint_url=captive_portal,
+        completion=CompletionConfig(strategy=strategy),  # type: ignore[arg-type]
+        clock=clock,
+    ) as client:
+        wall = clock.wall()
+        handle = client.resume(
+            {
+                "version": 1,
+                "inference_id": "portal",
+                "endpoint_name": "ep",
+                "output_location": "s3://bucket/out/x.out",
+                "failure_location": "s3://bucket/fail/x-error.out",
+                "submitted_at": iso(wall),
+                "deadline": iso(wall + 5),
+            }
+        )
+        ended: list[float] = []
+        handle.add_done_callback(lambda _: ended.append(clock.now))
+        await clock.run_until(lambda: bool(ended), settler(client, patience=0.05), limit=30)
+        error = handle.exception()
+        assert isinstance(error, InferenceTimeoutError), error  # not a result, not a failure
+        assert "not S3's" in str(error)

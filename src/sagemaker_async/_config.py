@@ -244,7 +244,8 @@ class NotificationConfig:
             notification has not come, and the shortest interval between two looks (the
             handle's ``PollingConfig`` schedule applies when it is slower).
         hold: seconds a received message stays invisible to other consumers while this
-            client handles it (SQS visibility timeout).
+            client handles it (SQS visibility timeout). Messages in the answer to a receive
+            that was under way when the client closed (or died) come back after this long.
         idle_timeout: ``topics`` mode: seconds without a heartbeat after which a client's
             queue counts as abandoned and is deleted by any other client.
         queue_name_prefix: ``topics`` mode: names of the queues the client creates start
@@ -254,7 +255,7 @@ class NotificationConfig:
     queue_url: str | None = None
     topics: tuple[str, ...] = ()
     safety_net: float = 60.0
-    hold: float = 30.0
+    hold: float = 10.0
     idle_timeout: float = 3600.0
     queue_name_prefix: str = "sagemaker-async-"
 

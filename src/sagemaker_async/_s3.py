@@ -49,6 +49,10 @@ class Absent(enum.Enum):
     FORBIDDEN = "forbidden"
 
 
+# Headers that name the request in S3's answers (S3, MinIO: the first; moto: the second).
+_REQUEST_ID_HEADERS = ("x-amz-request-id", "x-amzn-requestid")
+
+
 class Unavailable(InvocationError):
     """S3 failed in a way that may pass (5xx, SlowDown, a dropped connection): try later."""
 
@@ -106,6 +110,7 @@ class ObjectStore:
         self._budget = budget
         #: The error of the last read or listing, while S3 keeps failing; None once it answers.
         self.trouble: InvocationError | None = None
+        self._warned_not_s3 = False
 
     def bind(self, client: S3Client) -> None:
         """Use ``client`` (the client's aiobotocore S3 client, once it is open)."""
@@ -203,8 +208,30 @@ class ObjectStore:
             raise self._failed(exc, "GetObject") from exc
         except Exception as exc:
             raise self._failed(exc, "GetObject") from exc
+        self._check_genuine(response, f"GetObject {uri}")
         self.trouble = None
         return S3Object(body=body, content_type=response.get("ContentType"))
+
+    def _check_genuine(self, response: Any, what: str) -> None:
+        """Raise :class:`Unavailable` for a 200 that is not S3's (a proxy's or portal's page).
+
+        Every answer of S3 (and of S3-compatible stores: MinIO, moto) names its request in a
+        header; an error page of a proxy, captive portal or firewall in between does not, and
+        must be neither a result nor a failure object.
+        """
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        if not any(name in headers for name in _REQUEST_ID_HEADERS):
+            self.trouble = Unavailable(
+                f"{what}: the answer is not S3's (it has no x-amz-request-id header; a proxy "
+                "or captive portal in between?); reading again later",
+                code="NotS3",
+                status_code=response.get("ResponseMetadata", {}).get("HTTPStatusCode"),
+                operation=what.split()[0],
+            )
+            if not self._warned_not_s3:
+                self._warned_not_s3 = True
+                logger.warning("%s", self.trouble)
+            raise self.trouble
 
     async def _forbidden_or_denied(self, uri: str, bucket: str, key: str) -> Absent:
         # A 403 is "not yet" without s3:ListBucket, but also "there, and you may not read it"
@@ -245,6 +272,7 @@ class ObjectStore:
             raise
         except Exception as exc:
             raise self._failed(exc, "ListObjectsV2") from exc
+        self._check_genuine(response, f"ListObjectsV2 s3://{bucket}/{prefix}")
         self.trouble = None
         keys = [item["Key"] for item in response.get("Contents", ())]
         token = response.get("NextContinuationToken") if response.get("IsTruncated") else None

@@ -360,6 +360,8 @@ class CompletionEngine:
 
     async def _resolve(self, key: Key) -> None:
         watch = key.watch
+        if watch.done:  # it ended between the job's start and now
+            return
         watch.enter()
         try:
             found = await self._store.read(key.location)
@@ -389,6 +391,8 @@ class CompletionEngine:
 
     async def _last_look(self, watch: Watch) -> None:
         """At the deadline: read both locations once more, then time the watch out."""
+        if watch.done:  # it ended between the job's start and now
+            return
         self._unfile(watch)
         watch.resolving = True
         target = watch.target

@@ -87,6 +87,8 @@ class PollingSource:
 
     async def _poll(self, key: Key, gen: int) -> None:
         watch = key.watch
+        if key.gen != gen or watch.done:  # it ended between the job's start and now
+            return
         watch.enter()
         try:
             found = await self._store.read(key.location)
