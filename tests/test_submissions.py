@@ -7,6 +7,7 @@ injected with aioresponses.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -14,8 +15,9 @@ from typing import Any
 
 import pytest
 from aiobotocore.session import get_session
+from aiohttp import web
 
-from sagemaker_async import AsyncInferenceClient, InvocationError, RetryConfig
+from sagemaker_async import AsyncInferenceClient, ClientClosedError, InvocationError, RetryConfig
 from sagemaker_async.emulator import EndpointConfig
 from support import faults
 
@@ -126,3 +128,39 @@ async def test_a_refused_invoke_was_not_submitted_and_its_upload_is_removed(
             await client.invoke_endpoint_async("no-such-endpoint", body=b"x" * BIG)
         assert info.value.possibly_submitted is False
     assert await uploaded_inputs(emulator) == []
+
+
+async def test_closing_the_client_during_an_invoke_says_it_may_have_been_submitted() -> None:
+    """The request reached the endpoint (it never answers); aclose() must not surface
+    botocore's internals, but say that the client closed and the inference may run."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def accept_and_stall(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", accept_and_stall)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        client = AsyncInferenceClient(
+            region_name="us-east-1", endpoint_url=url, s3_endpoint_url=url
+        )
+        await client.open()
+        invoke = asyncio.create_task(
+            client.invoke_endpoint_async("ep", body=b"x", inference_id="closing-1")
+        )
+        await asyncio.wait_for(arrived.wait(), 10)
+        await client.aclose()
+        with pytest.raises(ClientClosedError) as caught:
+            await asyncio.wait_for(invoke, 10)
+        assert caught.value.possibly_submitted and caught.value.inference_id == "closing-1"
+        assert "may have" in str(caught.value) and "NoneType" not in str(caught.value)
+    finally:
+        release.set()
+        await runner.cleanup()

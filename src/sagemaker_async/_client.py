@@ -466,6 +466,8 @@ class AsyncInferenceClient:
 
         async def attempt() -> Any:
             nonlocal attempts, reached
+            if self._state == "closed":
+                raise ClientClosedError("the AsyncInferenceClient was closed")
             attempts += 1
             try:
                 return await runtime.invoke_endpoint_async(**request)
@@ -478,6 +480,18 @@ class AsyncInferenceClient:
         except Exception as exc:
             if not reached:
                 self._engine.forget(inference_id)
+            if self._state == "closed":
+                raise ClientClosedError(
+                    f"the client was closed during InvokeEndpointAsync of inference "
+                    f"{inference_id}"
+                    + (
+                        ": the request may have reached SageMaker, so the inference may run"
+                        if reached
+                        else "; it was not submitted"
+                    ),
+                    inference_id=inference_id,
+                    possibly_submitted=reached,
+                ) from exc
             note = await self._forget_upload(uploaded, reached, deadline) if uploaded else ""
             error = to_invocation_error(
                 exc,

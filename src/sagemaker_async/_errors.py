@@ -147,4 +147,17 @@ class InferenceTimeoutError(SageMakerAsyncError, TimeoutError):
 
 
 class ClientClosedError(SageMakerAsyncError):
-    """The client was closed (or never opened) while a call needed it."""
+    """The client was closed (or never opened) while a call needed it.
+
+    Attributes:
+        inference_id: the inference whose call the close cut short, if any.
+        possibly_submitted: True when that InvokeEndpointAsync may have reached SageMaker
+            before the close (then the inference may run: its output will appear).
+    """
+
+    def __init__(
+        self, message: str, *, inference_id: str | None = None, possibly_submitted: bool = False
+    ) -> None:
+        self.inference_id = inference_id
+        self.possibly_submitted = possibly_submitted
+        super().__init__(message)
