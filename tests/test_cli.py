@@ -562,3 +562,18 @@ async def test_advice_in_errors_names_the_command_line_option(
     env = {**emulator.env, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
     code, _, err = await run_cli("invoke", "echo", "--body", "x", env=env)
     assert code == 2 and "credentials" in err and "AWS_ACCESS_KEY_ID" in err, err
+
+
+async def test_very_verbose_logs_show_no_payload_custom_attributes_or_token(
+    emulator: LocalAsyncEndpoint,
+) -> None:
+    env = {**emulator.env, "AWS_SESSION_TOKEN": "SECRET-SESSION-TOKEN"}
+    code, _, err = await run_cli(
+        "-vv", "invoke", "echo", "--body", "SECRET-PAYLOAD-123",
+        "--custom-attributes", "SECRET-ATTRIBUTE", env=env,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "DEBUG botocore" in err  # the AWS SDK's debug log is there...
+    for secret in ("SECRET-PAYLOAD-123", "SECRET-ATTRIBUTE", "SECRET-SESSION-TOKEN"):
+        assert secret not in err  # ... without what must stay private
+    assert "Signature=" not in err

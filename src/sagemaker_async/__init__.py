@@ -25,6 +25,7 @@ from ._errors import (
     ValidationError,
 )
 from ._handle import AsyncInferenceHandle, InferenceStatus
+from ._logs import RedactingFilter
 from ._map import MapOutcome, MapProgress, as_completed
 from ._result import InferenceResult
 
@@ -42,6 +43,7 @@ __all__ = [
     "MapProgress",
     "NotificationConfig",
     "PollingConfig",
+    "RedactingFilter",
     "RetryConfig",
     "SageMakerAsyncError",
     "ValidationError",

@@ -21,6 +21,7 @@ from ._errors import (
     SageMakerAsyncError,
     ValidationError,
 )
+from ._logs import RedactingFilter
 from ._validation import MAX_INLINE_BODY
 
 __all__ = ["main"]
@@ -91,9 +92,10 @@ def _command(
     parser.add_argument(
         "-v",
         "--verbose",
-        action="store_true",
+        action="count",
         default=argparse.SUPPRESS,
-        help="log progress to stderr (also accepted before the command)",
+        help="log progress to stderr; -vv adds the AWS SDK's debug log, redacted (also "
+        "accepted before the command)",
     )
     return parser
 
@@ -107,7 +109,14 @@ def _parser() -> argparse.ArgumentParser:
         "emulator of async endpoints. 'sagemaker-async COMMAND --help' describes a command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log progress to stderr; -vv adds the AWS SDK's debug log (payloads, "
+        "CustomAttributes and credentials redacted)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _command(
@@ -471,9 +480,13 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sagemaker-async`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter())  # never a payload, CustomAttributes or a secret
+    levels = {0: logging.WARNING, 1: logging.INFO}
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=levels.get(args.verbose, logging.DEBUG),
         format="%(levelname)s %(name)s: %(message)s",
+        handlers=[handler],
     )
     try:
         return asyncio.run(_COMMANDS[args.command](args))
