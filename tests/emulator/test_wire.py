@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -258,3 +259,61 @@ async def test_integer_headers_are_plain_digits(
         assert answer.status == 400, await answer.text()
         assert answer.headers["x-amzn-ErrorType"] == "ValidationError"
     await local_async_endpoint.join()
+
+
+async def _raw_post(url: str, headers: dict[str, str], body: bytes = b"") -> str:
+    """Send a POST's headers (and ``body``, maybe less than Content-Length says); return the
+    status line, or fail if the server waits for more instead of answering."""
+    parsed = urllib.parse.urlsplit(url)
+    reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
+    lines = [f"POST {parsed.path} HTTP/1.1", f"Host: {parsed.netloc}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    await writer.drain()
+    try:
+        status = await asyncio.wait_for(reader.readline(), 5)
+    finally:
+        writer.close()
+    return status.decode()
+
+
+async def test_an_unauthenticated_body_is_never_read(
+    local_async_endpoint: LocalAsyncEndpoint,
+) -> None:
+    url = f"{local_async_endpoint.url}/endpoints/echo/async-invocations"
+    # 8 MB announced, none sent: the answer must come from the headers alone.
+    status = await _raw_post(url, {"Content-Length": "8000000"})
+    assert " 403 " in status
+
+
+async def test_a_body_over_the_limit_is_refused_before_it_is_read(
+    local_async_endpoint: LocalAsyncEndpoint,
+) -> None:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = f"{local_async_endpoint.url}/endpoints/echo/async-invocations"
+    request = AWSRequest(method="POST", url=url, data=b"x")
+    SigV4Auth(Credentials("testing", "testing"), "sagemaker", "us-east-1").add_auth(request)
+    headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+    status = await _raw_post(url, {**headers, "Content-Length": "8000000"})
+    assert " 400 " in status  # ValidationError, as for the model's other rules
+
+
+async def test_an_unsigned_payload_is_refused(local_async_endpoint: LocalAsyncEndpoint) -> None:
+    """With UNSIGNED-PAYLOAD, a captured request could be replayed with any body."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = f"{local_async_endpoint.url}/endpoints/echo/async-invocations"
+    request = AWSRequest(method="POST", url=url, data=b"signed")
+    request.headers["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+    SigV4Auth(Credentials("testing", "testing"), "sagemaker", "us-east-1").add_auth(request)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=b"any other body", headers=dict(request.headers.items())) as answer,
+    ):
+        assert answer.status == 403
+        assert "UNSIGNED-PAYLOAD" in (await answer.json())["message"]

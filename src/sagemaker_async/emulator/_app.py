@@ -14,9 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from .._errors import ValidationError
-from .._validation import validate_invoke_request
+from .._validation import MAX_INLINE_BODY, validate_invoke_request
 from ._endpoint import EmulatedEndpoint, Job
-from ._sigv4 import AuthError, verify_sigv4
+from ._sigv4 import AuthError, check_authorization, verify_sigv4
 
 __all__ = ["ACCOUNT_ID", "create_app"]
 
@@ -93,8 +93,26 @@ def _request_fields(request: web.Request, body: bytes) -> dict[str, Any]:
 
 
 async def _invoke_async(request: web.Request) -> web.Response:
-    body = await request.read()
     settings = request.app[_SETTINGS_KEY]
+    try:
+        # Everything that needs no body first: an unauthenticated body is never read.
+        check_authorization(
+            headers=request.headers,
+            access_key=settings["access_key"],
+            region=settings["region"],
+            service="sagemaker",
+        )
+    except AuthError as exc:
+        _log.info("rejected %s: %s", request.path, exc.code)
+        return _aws_error(exc.status, exc.code, exc.message)
+    if (request.content_length or 0) > MAX_INLINE_BODY:
+        return _aws_error(  # as for any rule of the model: a 400 ValidationError
+            400,
+            "ValidationError",
+            f"The request body is {request.content_length} bytes, more than the "
+            f"{MAX_INLINE_BODY} that InvokeEndpointAsync accepts inline.",
+        )
+    body = await request.read()  # at most MAX_INLINE_BODY (client_max_size) when chunked
     try:
         verify_sigv4(
             method=request.method,
@@ -180,7 +198,9 @@ def create_app(
     region: str,
 ) -> web.Application:
     """The aiohttp application serving ``endpoints``, verifying SigV4 with the given key."""
-    app = web.Application(middlewares=[_errors_middleware], client_max_size=8 * 1024 * 1024)
+    # An inline body is at most 128,000 bytes (the model's AsyncBodyBlob): memory per
+    # connection stays bounded whatever a client announces.
+    app = web.Application(middlewares=[_errors_middleware], client_max_size=MAX_INLINE_BODY)
     app[_ENDPOINTS_KEY] = dict(endpoints)
     app[_SETTINGS_KEY] = {"access_key": access_key, "secret_key": secret_key, "region": region}
     app.router.add_post("/endpoints/{name}/async-invocations", _invoke_async)

@@ -13,7 +13,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from multidict import MultiMapping
 
-__all__ = ["AuthError", "verify_sigv4"]
+__all__ = ["AuthError", "check_authorization", "verify_sigv4"]
 
 _AUTH = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+),\s*"
@@ -31,22 +31,18 @@ class AuthError(Exception):
     message: str
 
 
-def verify_sigv4(
+def check_authorization(
     *,
-    method: str,
-    raw_path: str,
     headers: MultiMapping[str],
-    body: bytes,
     access_key: str,
-    secret_key: str,
     region: str,
     service: str,
     now: dt.datetime | None = None,
-) -> None:
-    """Raise :class:`AuthError` unless the request carries a valid SigV4 signature.
+) -> re.Match[str]:
+    """Check what needs no body, so that a server can refuse a request before reading it.
 
-    ``raw_path`` is the path and query exactly as sent (still percent-encoded); ``headers`` are
-    the received headers (case-insensitive mapping).
+    The Authorization header's form, the key, the scope, the date, and a signed payload.
+    Raises :class:`AuthError`.
     """
     authorization = headers.get("Authorization")
     if not authorization:
@@ -95,6 +91,39 @@ def verify_sigv4(
             "InvalidSignatureException",
             f"Signature expired: {amz_date} is now earlier or later than the allowed 15 minutes.",
         )
+    if headers.get("X-Amz-Content-SHA256") == "UNSIGNED-PAYLOAD":
+        # The signature would not cover the body: a captured request could be replayed with
+        # any other body. botocore signs sagemaker-runtime bodies, so nothing legitimate asks.
+        raise AuthError(
+            403,
+            "InvalidSignatureException",
+            "UNSIGNED-PAYLOAD is not accepted: the body must be signed.",
+        )
+    return match
+
+
+def verify_sigv4(
+    *,
+    method: str,
+    raw_path: str,
+    headers: MultiMapping[str],
+    body: bytes,
+    access_key: str,
+    secret_key: str,
+    region: str,
+    service: str,
+    now: dt.datetime | None = None,
+) -> None:
+    """Raise :class:`AuthError` unless the request carries a valid SigV4 signature.
+
+    ``raw_path`` is the path and query exactly as sent (still percent-encoded); ``headers`` are
+    the received headers (case-insensitive mapping). :func:`check_authorization` does the part
+    that needs no body, so a server can refuse a request before reading it.
+    """
+    match = check_authorization(
+        headers=headers, access_key=access_key, region=region, service=service, now=now
+    )
+    amz_date = headers.get("X-Amz-Date", "")
     signed_names = match["signed"].split(";")
     signed_headers: dict[str, str] = {}
     for name in signed_names:
@@ -103,7 +132,7 @@ def verify_sigv4(
             raise AuthError(403, "InvalidSignatureException", f"Signed header {name!r} is missing.")
         signed_headers[name] = ",".join(values)
     content_sha = signed_headers.get("x-amz-content-sha256")
-    if content_sha not in (None, "UNSIGNED-PAYLOAD", sha256(body).hexdigest()):
+    if content_sha not in (None, sha256(body).hexdigest()):
         raise AuthError(
             400,
             "XAmzContentSHA256Mismatch",
