@@ -19,7 +19,7 @@ from aiohttp import web
 
 from sagemaker_async import AsyncInferenceClient, ClientClosedError, InvocationError, RetryConfig
 from sagemaker_async.emulator import EndpointConfig
-from support import faults
+from support import THROTTLE, faults
 
 BIG = 128_001
 
@@ -164,3 +164,20 @@ async def test_closing_the_client_during_an_invoke_says_it_may_have_been_submitt
     finally:
         release.set()
         await runner.cleanup()
+
+
+async def test_a_throttled_attempt_is_not_counted_as_a_submission(
+    local_async_endpoint_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refusal (throttling) never reached the queue: no duplicate, no duplicate warning."""
+    emulator, client = await echo_client(
+        local_async_endpoint_factory, retry=RetryConfig(initial_delay=0.01, jitter=0.0)
+    )
+    invoke = re.compile(re.escape(emulator.url) + r"/endpoints/echo/async-invocations.*")
+    async with client:
+        with faults() as mocked, caplog.at_level(logging.WARNING, "sagemaker_async"):
+            mocked.post(invoke, **THROTTLE)
+            handle = await client.invoke_endpoint_async("echo", body=b"x", inference_id="thr-1")
+        assert handle.submit_attempts == 1
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert emulator.endpoint("echo").stats().received == 1

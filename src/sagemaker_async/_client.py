@@ -461,18 +461,21 @@ class AsyncInferenceClient:
             # A retried invoke may reach SageMaker twice; the shared InferenceId ties them.
             what=f"InvokeEndpointAsync {endpoint_name} (InferenceId {inference_id})",
         )
-        attempts = 0
-        reached = False  # may an attempt have reached SageMaker without our knowing?
+        attempts = 0  # requests sent
+        uncertain = 0  # failed attempts that may have reached SageMaker anyway
+        reached = False
 
         async def attempt() -> Any:
-            nonlocal attempts, reached
+            nonlocal attempts, uncertain, reached
             if self._state == "closed":
                 raise ClientClosedError("the AsyncInferenceClient was closed")
             attempts += 1
             try:
                 return await runtime.invoke_endpoint_async(**request)
             except Exception as exc:
-                reached = reached or may_have_reached(exc)
+                if may_have_reached(exc):
+                    uncertain += 1
+                    reached = True
                 raise
 
         try:
@@ -508,12 +511,14 @@ class AsyncInferenceClient:
                     "; some may have reached SageMaker and may run" if reached else "",
                 )
             raise error from exc
-        if attempts > 1:
+        # The accepted request, and every failed one that may have been accepted all the same.
+        submissions = 1 + uncertain
+        if submissions > 1:
             logger.warning(
                 "inference %s was sent %d times (same InferenceId) after errors that may have "
                 "hidden an acceptance: SageMaker may run it more than once",
                 inference_id,
-                attempts,
+                submissions,
             )
         returned_id = response.get("InferenceId") or inference_id
         logger.debug("submitted inference %s to endpoint %s", returned_id, endpoint_name)
@@ -525,7 +530,7 @@ class AsyncInferenceClient:
             submitted_at=submitted_at,
             deadline=submitted_at + wait,
         )
-        return self._handle(target, polling, submit_attempts=attempts)
+        return self._handle(target, polling, submit_attempts=submissions)
 
     def map(
         self,

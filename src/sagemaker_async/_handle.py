@@ -140,12 +140,14 @@ class AsyncInferenceHandle:
 
     @property
     def submit_attempts(self) -> int:
-        """How many InvokeEndpointAsync requests were sent for this inference.
+        """How many InvokeEndpointAsync requests for this inference may have been accepted.
 
-        More than one means that errors were retried which may have hidden an acceptance:
-        SageMaker may run the inference more than once (every copy has the same InferenceId;
-        this handle watches the locations of the one that answered). 0 when unknown (a
-        state saved by an older version).
+        The one that was accepted, plus each retried one whose error may have hidden an
+        acceptance (a dropped connection, a timeout, a 500 after sending); refusals
+        (throttling, a 503, a connection never opened) are not counted. More than one means
+        that SageMaker may run the inference more than once (every copy has the same
+        InferenceId; this handle watches the locations of the one that answered). 0 when
+        unknown (a state saved by an older version).
         """
         return self._submit_attempts
 
