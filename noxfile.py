@@ -1,4 +1,4 @@
-"""Sessions: tests, lint, typecheck, bench. `nox` alone runs the first three."""
+"""Sessions: tests, lint, typecheck, bench, soak. `nox` alone runs the first three."""
 
 from __future__ import annotations
 
@@ -32,6 +32,50 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over src/."""
     session.install("-e", ".[test]", "mypy>=1.10", STUBS, "types-tqdm")
     session.run("mypy", "--strict", "src")
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """The soak: 1,000 inferences per fault mix through fault-injecting proxies.
+
+    ``tests/test_soak.py`` with ``SOAK_INFERENCES`` (default here 1,000; CI runs 100). Writes
+    benchmarks/results/soak-<date>.json and .md and prints the table.
+    """
+    import datetime
+    import json
+
+    session.install("-e", ".[test]")
+    count = session.posargs[0] if session.posargs else "1000"
+    stem = Path("benchmarks/results") / f"soak-{datetime.date.today().isoformat()}"
+    report = stem.with_suffix(".json")
+    report.unlink(missing_ok=True)
+    session.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:randomly",
+        "tests/test_soak.py",
+        env={"SOAK_INFERENCES": count, "SOAK_REPORT": str(report)},
+    )
+    rows = json.loads(report.read_text())
+    lines = [
+        f"# Soak {datetime.date.today().isoformat()}: {count} inferences per fault mix",
+        "",
+        "| mix | seconds | S3 requests / faults | invokes / faults | duplicates at the "
+        "emulator / reported | lost | latest end past the deadline (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        s3 = ", ".join(f"{k} {v}" for k, v in sorted(r["s3_faults"].items())) or "none"
+        rt = ", ".join(f"{k} {v}" for k, v in sorted(r["runtime_faults"].items())) or "none"
+        lines.append(
+            f"| {r['mix']} | {r['seconds']} | {r['s3_requests']}: {s3} | "
+            f"{r['invoke_requests']}: {rt} | {r['duplicates_at_emulator']} / "
+            f"{r['duplicates_reported']} | {r['lost']} | {r['latest_past_deadline_s']} |"
+        )
+    table = "\n".join(lines) + "\n"
+    stem.with_suffix(".md").write_text(table)
+    print(table)
 
 
 @nox.session
