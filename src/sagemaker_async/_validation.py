@@ -1,29 +1,33 @@
-"""Rules of InvokeEndpointAsync, mirrored from botocore's service model (sagemaker-runtime).
+"""Rules of InvokeEndpointAsync, read from botocore's service model (sagemaker-runtime).
 
-One table serves both sides: the client validates before any network call, and the emulator
-answers 400 ValidationError with the same words. Fields are named by their API names; the client
-adds its Python parameter name to the message.
+The rules (types, lengths, patterns) come from the model at run time, not a copy; the few
+places where they are stricter are listed in :data:`DEVIATIONS`. One set of rules serves both
+sides: the client validates before any network call, and the emulator answers 400
+ValidationError with the same words. Fields are named by their API names; the client adds its
+Python parameter name to the message.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import botocore.session
+
 from ._errors import ValidationError
 
 __all__ = [
+    "DEVIATIONS",
     "MAX_INLINE_BODY",
     "PARAMETER_NAMES",
+    "java_pattern",
     "parse_s3_uri",
     "validate_field",
     "validate_invoke_request",
 ]
-
-#: Largest inline Body InvokeEndpointAsync accepts (service model: AsyncBodyBlob max).
-MAX_INLINE_BODY = 128_000
 
 #: API field name -> the client's Python parameter name.
 PARAMETER_NAMES: dict[str, str] = {
@@ -43,38 +47,99 @@ PARAMETER_NAMES: dict[str, str] = {
 
 @dataclass(frozen=True)
 class _Rule:
-    kind: str  # "str", "int" or "blob"
+    kind: str  # "string", "integer" or "blob"
     min: int | None = None
     max: int | None = None
     pattern: re.Pattern[str] | None = None
     pattern_text: str = ""
-    charset: str = ""  # "" or "ascii-printable"
+    header: bool = False  # sent as an HTTP header
+    ascii_only: bool = False  # the model's pattern is \p{ASCII}*
     sensitive: bool = False
 
 
-def _rx(text: str) -> tuple[re.Pattern[str], str]:
-    return re.compile(text), text
+# Java's character classes (the model's regex dialect) that its patterns use, in Python terms.
+_JAVA_CLASSES = {"ASCII": "\\x00-\\x7f", "Print": "\\x20-\\x7e"}
+# Escapes that mean something else in Python: Java's \s is ASCII whitespace only (Python's
+# takes Unicode spaces too), and Java's \z is Python's \Z.
+_JAVA_ESCAPES = {"z": "\\Z", "s": "[ \\t\\n\\x0b\\f\\r]", "S": "[^ \\t\\n\\x0b\\f\\r]"}
 
 
-# Patterns are applied with fullmatch: `$` alone would let a trailing newline through.
-# HTTP header values cannot carry CR, LF or other controls, so the model's \p{ASCII} is read as
-# printable ASCII plus tab: a stricter rule that no valid request breaks.
-_RULES: dict[str, _Rule] = {
-    "EndpointName": _Rule("str", 1, 63, *_rx(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")),
-    "InputLocation": _Rule("str", 1, 1024, *_rx(r"^(https|s3)://([^/]+)/?(.*)$")),
-    "ContentType": _Rule("str", None, 1024, charset="ascii-printable"),
-    "Accept": _Rule("str", None, 1024, charset="ascii-printable"),
-    "CustomAttributes": _Rule("str", None, 1024, charset="ascii-printable", sensitive=True),
-    "InferenceId": _Rule("str", 1, 64, *_rx(r"^[\x21-\x7e][\x20-\x7e]*$")),
-    "RequestTTLSeconds": _Rule("int", 60, 21600),
-    "InvocationTimeoutSeconds": _Rule("int", 1, 3600),
-    "S3OutputPathExtension": _Rule("str", 1, 512, *_rx(r"^(?!s3:|https:)[a-zA-Z0-9!_.*'()/-]+$")),
-    "Filename": _Rule("str", 1, 32, *_rx(r"^(?!.*\..*\.)[a-zA-Z0-9][a-zA-Z0-9-_\.]*$")),
-    "Body": _Rule("blob", None, MAX_INLINE_BODY, sensitive=True),
-}
+def java_pattern(text: str) -> str:
+    r"""The Python equivalent of one of the model's (Java) patterns.
+
+    ``\p{ASCII}`` and ``\p{Print}`` become ranges (``[...]`` outside a class), ``\z``
+    becomes ``\Z``, ``\s`` and ``\S`` keep Java's ASCII meaning; the rest (``\A``,
+    groups, lookaheads) reads the same.
+
+    Raises:
+        ValueError: the pattern uses a construct this translation does not know.
+    """
+    out: list[str] = []
+    depth = 0  # inside [...]
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            match = re.match(r"\\p\{(\w+)\}", text[i:])
+            if match:
+                name = match.group(1)
+                if name not in _JAVA_CLASSES:
+                    raise ValueError(f"unknown class \\p{{{name}}} in {text!r}")
+                rng = _JAVA_CLASSES[name]
+                out.append(rng if depth else f"[{rng}]")
+                i += match.end()
+                continue
+            nxt = text[i + 1 : i + 2]
+            out.append(_JAVA_ESCAPES.get(nxt, char + nxt))
+            i += 2
+            continue
+        if char == "[":
+            depth += 1
+        elif char == "]" and depth:
+            depth -= 1
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+@functools.cache
+def _rules() -> dict[str, _Rule]:
+    """The rules of InvokeEndpointAsync, read from botocore's service model (once)."""
+    model = botocore.session.get_session().get_service_model("sagemaker-runtime")
+    shape = model.operation_model("InvokeEndpointAsync").input_shape
+    assert shape is not None
+    rules: dict[str, _Rule] = {}
+    for name, member in shape.members.items():
+        meta = member.metadata
+        text = meta.get("pattern")
+        rules[name] = _Rule(
+            kind=member.type_name,
+            min=meta.get("min"),
+            max=meta.get("max"),
+            pattern=re.compile(java_pattern(text)) if text else None,
+            pattern_text=text or "",
+            header=member.serialization.get("location") == "header",
+            ascii_only=text == "\\p{ASCII}*",
+            sensitive=bool(meta.get("sensitive")),
+        )
+    return rules
+
+
+#: Largest inline Body InvokeEndpointAsync accepts (service model: AsyncBodyBlob max).
+MAX_INLINE_BODY: int = _rules()["Body"].max or 128_000
+
+#: Where these rules are stricter than the model, and why (docs/reliability.md repeats it).
+DEVIATIONS = (
+    "Patterns must match the whole value (the model's EndpointName pattern has no '$', and "
+    "the service does not take trailing characters either).",
+    "Fields sent as HTTP headers whose pattern is \\p{ASCII}* (ContentType, Accept, "
+    "CustomAttributes) take printable US-ASCII and tab only: a header cannot carry other "
+    "control characters.",
+    "No field sent as an HTTP header may hold control characters, line separators (U+0085, "
+    "U+2028, U+2029) or unpaired surrogates, whatever its pattern lets through: a header "
+    "cannot carry them (InputLocation's '(.*)' would take CR, VT or NUL).",
+)
 _PRINTABLE = re.compile(r"^[\t\x20-\x7e]*$")
-# Java's `.` (the model's regex dialect) stops at line terminators, and an HTTP header value
-# cannot carry control characters or unpaired surrogates: none of these may be in a header.
 _HEADER_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
@@ -91,10 +156,10 @@ def validate_field(field: str, value: Any, *, python_names: bool = False) -> Non
     """Check one API field against the service model; ``None`` means "not given" and passes."""
     if value is None:
         return
-    rule = _RULES[field]
+    rule = _rules()[field]
     label = _label(field, python_names)
     shown = None if rule.sensitive else value
-    if rule.kind == "int":
+    if rule.kind == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValidationError(
                 label, f"{value!r} is not an integer", f"an integer {rule.min}..{rule.max}", shown
@@ -115,17 +180,18 @@ def validate_field(field: str, value: Any, *, python_names: bool = False) -> Non
         return
     if not isinstance(value, str):
         raise ValidationError(label, f"a {type(value).__name__} is not a str", "a str", shown)
-    length_rule = (
-        f"length {rule.min or 0}..{rule.max}" if rule.min else f"length at most {rule.max}"
-    )
-    if rule.min is not None and len(value) < rule.min:
+    minimum = rule.min
+    if minimum is None and rule.pattern is not None and not rule.pattern.fullmatch(""):
+        minimum = 1  # the pattern needs a character (EndpointName has no "min")
+    length_rule = f"length {minimum}..{rule.max}" if minimum else f"length at most {rule.max}"
+    if minimum is not None and len(value) < minimum:
         raise ValidationError(
             label, "is empty" if not value else "is too short", length_rule, shown
         )
     units = _utf16_units(value)
     if rule.max is not None and units > rule.max:
         raise ValidationError(label, f"is {units} UTF-16 code units long", length_rule, shown)
-    if rule.charset and not _PRINTABLE.fullmatch(value):
+    if rule.header and rule.ascii_only and not _PRINTABLE.fullmatch(value):
         raise ValidationError(
             label,
             "contains a character that is not printable US-ASCII",
@@ -136,7 +202,7 @@ def validate_field(field: str, value: Any, *, python_names: bool = False) -> Non
         raise ValidationError(
             label, f"{value!r} does not match the pattern", f"must match {rule.pattern_text}", shown
         )
-    unsafe = _HEADER_UNSAFE.search(value)
+    unsafe = _HEADER_UNSAFE.search(value) if rule.header else None
     if unsafe is not None:  # what the patterns above let through
         raise ValidationError(
             label,
@@ -152,12 +218,13 @@ def validate_invoke_request(fields: Mapping[str, Any], *, python_names: bool = F
     Raises:
         ValidationError: naming the first field that breaks a rule.
     """
-    unknown = set(fields) - set(_RULES)
+    rules = _rules()
+    unknown = set(fields) - set(rules)
     if unknown:
         raise ValidationError(
             ", ".join(sorted(unknown)),
             "is not a field of InvokeEndpointAsync",
-            "one of " + ", ".join(sorted(_RULES)),
+            "one of " + ", ".join(sorted(rules)),
         )
     if fields.get("EndpointName") is None:
         raise ValidationError(_label("EndpointName", python_names), "is missing", "required", None)
