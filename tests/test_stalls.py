@@ -138,3 +138,47 @@ async def test_a_200_page_that_is_not_s3s_is_never_taken_for_a_result(
         error = handle.exception()
         assert isinstance(error, InferenceTimeoutError), error  # not a result, not a failure
         assert "not S3's" in str(error)
+
+
+@pytest.fixture
+async def trickling_runtime() -> AsyncIterator[str]:
+    """Accepts the invoke and answers one byte at a time, a byte every few (real) seconds."""
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=202, headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for byte in b'{"InferenceId": "trickled"}':
+            await response.write(bytes([byte]))
+            await asyncio.sleep(5)
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", trickle)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_a_trickling_invoke_answer_is_abandoned_and_retried(trickling_runtime: str) -> None:
+    clock = FakeClock()
+    async with AsyncInferenceClient(
+        region_name="us-east-1",
+        endpoint_url=trickling_runtime,
+        s3_endpoint_url=trickling_runtime,
+        retry=RetryConfig(attempt_timeout=3.0, max_attempts=2, initial_delay=0.1, jitter=0.0),
+        clock=clock,
+    ) as client:
+        invoke = asyncio.create_task(
+            client.invoke_endpoint_async("ep", body=b"x", inference_id="slow-1")
+        )
+        took = await clock.run_until(
+            invoke.done, settler(client, patience=0.05), step=0.5, limit=60
+        )
+        error = invoke.exception()
+        assert isinstance(error, InvocationError), error
+        assert error.possibly_submitted and error.inference_id == "slow-1"
+        assert took <= 2 * 3.0 + 1  # two bounded attempts, not two trickles of ~135 s

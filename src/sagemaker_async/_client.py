@@ -27,7 +27,7 @@ from ._engine._records import WatchTarget
 from ._errors import ClientClosedError, InvocationError, SageMakerAsyncError, ValidationError
 from ._handle import AsyncInferenceHandle
 from ._map import MapOutcome, MapProgress, map_inferences
-from ._retry import call_with_retry, may_have_reached, retrying, to_invocation_error
+from ._retry import bounded, call_with_retry, may_have_reached, retrying, to_invocation_error
 from ._s3 import ObjectStore
 from ._validation import MAX_INLINE_BODY, parse_s3_uri, validate_field, validate_invoke_request
 
@@ -471,7 +471,13 @@ class AsyncInferenceClient:
                 raise ClientClosedError("the AsyncInferenceClient was closed")
             attempts += 1
             try:
-                return await runtime.invoke_endpoint_async(**request)
+                # A trickling or stalled answer is abandoned, and the attempt retried.
+                return await bounded(
+                    runtime.invoke_endpoint_async(**request),
+                    self.retry.attempt_timeout,
+                    self._clock,
+                    f"InvokeEndpointAsync {endpoint_name}",
+                )
             except Exception as exc:
                 if may_have_reached(exc):
                     uncertain += 1

@@ -171,8 +171,9 @@ class RetryConfig:
         jitter: up to this many random seconds added to each sleep.
         connect_timeout: seconds to open a connection before the attempt is abandoned.
         read_timeout: seconds to wait for each chunk of an answer.
-        attempt_timeout: seconds one S3 read made while waiting may take in all (a stalled
-            or trickling answer is abandoned and read again later); a handle's last look at
+        attempt_timeout: seconds one attempt may take in all: an InvokeEndpointAsync (then
+            retried, as it may have been accepted), or an S3 read made while waiting (read
+            again later). A stalled or trickling answer is abandoned. A handle's last look at
             its deadline gets at most a second per location, so a handle always ends within
             about two seconds of its deadline.
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -33,7 +34,9 @@ from ._engine._clock import Clock
 from ._errors import InvocationError
 
 __all__ = [
+    "AttemptTimeout",
     "backoff",
+    "bounded",
     "call_with_retry",
     "error_code",
     "is_connection_error",
@@ -46,6 +49,50 @@ __all__ = [
 
 T = TypeVar("T")
 logger = logging.getLogger("sagemaker_async")
+
+
+class AttemptTimeout(ReadTimeoutError):
+    """One attempt took longer than ``RetryConfig.attempt_timeout`` and was abandoned.
+
+    A read timeout to the retry rules: transient, and it may have reached the service.
+    """
+
+    fmt = "No complete answer from {endpoint_url} after {limit:g} s"
+
+
+def _cancelling() -> bool:
+    """True when the current task itself is being cancelled (Python 3.11+; else False)."""
+    task = asyncio.current_task()
+    return bool(task is not None and sys.version_info >= (3, 11) and task.cancelling())
+
+
+async def bounded(call: Awaitable[T], limit: float, clock: Clock, what: str) -> T:
+    """Await ``call``, abandoning it after ``limit`` seconds of ``clock``.
+
+    botocore's timeouts bound each read of a socket, not an answer that trickles in byte by
+    byte, nor time as the client's clock counts it.
+
+    Raises:
+        AttemptTimeout: the limit passed first (the call is cancelled).
+    """
+    task = asyncio.ensure_future(call)
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = clock.call_later(limit, expire)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if expired and not _cancelling():
+            raise AttemptTimeout(endpoint_url=what, limit=limit) from None
+        raise
+    finally:
+        timer.cancel()
+
 
 _THROTTLING = frozenset(
     {

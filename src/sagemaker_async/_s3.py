@@ -8,11 +8,9 @@ made while submitting, are retried here with the client's retry policy.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import re
-import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,7 +24,15 @@ from ._config import RetryConfig
 from ._engine._budget import RequestBudget
 from ._engine._clock import Clock
 from ._errors import ClientClosedError, InvocationError
-from ._retry import call_with_retry, error_code, is_transient, retrying, to_invocation_error
+from ._retry import (
+    AttemptTimeout,
+    bounded,
+    call_with_retry,
+    error_code,
+    is_transient,
+    retrying,
+    to_invocation_error,
+)
 from ._validation import parse_s3_uri
 
 if TYPE_CHECKING:
@@ -74,12 +80,6 @@ class Page:
 
 
 T = TypeVar("T")
-
-
-def _cancelling() -> bool:
-    """True when the current task itself is being cancelled (Python 3.11+; else False)."""
-    task = asyncio.current_task()
-    return bool(task is not None and sys.version_info >= (3, 11) and task.cancelling())
 
 
 _ISO_UTC = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?Z")
@@ -130,34 +130,17 @@ class ObjectStore:
         return self._client_or_none
 
     async def _bounded(self, call: Awaitable[T], limit: float | None, what: str) -> T:
-        """Await ``call``, abandoning it after ``limit`` seconds of the client's clock.
-
-        botocore's timeouts bound each read of a socket, not an answer that trickles in byte
-        by byte, nor time as the client's clock counts it.
-        """
+        """Await ``call`` within ``limit`` (``attempt_timeout``); :class:`Unavailable` after."""
         limit = self._retry.attempt_timeout if limit is None else limit
-        task = asyncio.ensure_future(call)
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()
-
-        timer = self._clock.call_later(limit, expire)
         try:
-            return await task
-        except asyncio.CancelledError:
-            if expired and not _cancelling():
-                self.trouble = Unavailable(
-                    f"{what}: no complete answer after {limit:g} s",
-                    code="Timeout",
-                    operation=what.split()[0],
-                )
-                raise self.trouble from None
-            raise
-        finally:
-            timer.cancel()
+            return await bounded(call, limit, self._clock, what)
+        except AttemptTimeout:
+            self.trouble = Unavailable(
+                f"{what}: no complete answer after {limit:g} s",
+                code="Timeout",
+                operation=what.split()[0],
+            )
+            raise self.trouble from None
 
     def _failed(self, exc: Exception, operation: str) -> InvocationError:
         """Map an error of one attempt: :class:`Unavailable` when it may pass."""
