@@ -25,6 +25,7 @@ from aiohttp import web
 from sagemaker_async import (
     AsyncInferenceClient,
     InferenceFailedError,
+    InferenceTimeoutError,
     InvocationError,
     NotificationConfig,
     PollingConfig,
@@ -581,3 +582,46 @@ def test_foreign_messages_come_back_at_once_while_young_then_later_and_later() -
     assert [release_delay(age) for age in (0, 5, 29.9)] == [0, 0, 0]
     assert [release_delay(age) for age in (30, 60, 3600)] == [15, 30, 1800]
     assert release_delay(10 * 24 * 3600) == 43200  # SQS's longest visibility timeout
+
+
+async def test_an_endpoint_without_s3_failure_path(
+    local_async_endpoint_factory: Any, aws: dict[str, Any]
+) -> None:
+    """S3FailurePath is optional: no FailureLocation, no failure object; a failure is then
+    known from the error notification only (and a plain wait times out, saying why)."""
+    suffix = uuid.uuid4().hex[:8]
+    error = (await aws["sns"].create_topic(Name=f"nofail-{suffix}"))["TopicArn"]
+    emu = await local_async_endpoint_factory(
+        [
+            EndpointConfig(
+                f"bad-{suffix}", model="fail", error_topic=error, has_s3_failure_path=False
+            ),
+            EndpointConfig(f"ok-{suffix}", model="echo", has_s3_failure_path=False),
+        ]
+    )
+    queue = await subscribed_queue(aws, [error])
+    setup = Setup(emu, "", error, queue, emu.s3_endpoint_url, suffix)
+    config = NotificationConfig(queue_url=queue, safety_net=0.3)  # "ok" does not notify
+    async with setup.client(notifications=config) as client:
+        ok = await client.invoke_endpoint_async(f"ok-{suffix}", body=b"fine")
+        assert ok.failure_location is None
+        assert (await asyncio.wait_for(ok, WAIT)).body == b"fine"
+        state = ok.to_dict()
+        assert state["failure_location"] is None
+        assert client.resume(state).failure_location is None
+        bad = await client.invoke_endpoint_async(f"bad-{suffix}", body=b"x")
+        with pytest.raises(InferenceFailedError) as caught:
+            await asyncio.wait_for(bad, WAIT)
+        assert caught.value.failure_location is None
+        assert "always fails" in caught.value.message
+    plain = AsyncInferenceClient(
+        region_name="us-east-1",
+        endpoint_url=emu.url,
+        s3_endpoint_url=emu.s3_endpoint_url,
+        polling=PollingConfig(initial_delay=0.05, max_delay=0.2, timeout=1.0),
+    )
+    async with plain:
+        bad = await plain.invoke_endpoint_async(f"bad-{suffix}", body=b"x")
+        with pytest.raises(InferenceTimeoutError) as timed_out:
+            await asyncio.wait_for(bad, WAIT)
+    assert "no S3FailurePath" in str(timed_out.value)

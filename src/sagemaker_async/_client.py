@@ -319,6 +319,7 @@ class AsyncInferenceClient:
             clock=self._clock,
             find=self._engine.find,
             report=self._engine.report,
+            report_failure=self._engine.report_failure,
         )
 
     async def _close_queue(self) -> None:
@@ -532,7 +533,7 @@ class AsyncInferenceClient:
             endpoint_name=endpoint_name,
             inference_id=returned_id,
             output_location=response["OutputLocation"],
-            failure_location=response["FailureLocation"],
+            failure_location=response.get("FailureLocation"),  # none without S3FailurePath
             submitted_at=submitted_at,
             deadline=submitted_at + wait,
         )
@@ -637,13 +638,17 @@ class AsyncInferenceClient:
         values: dict[str, Any] = {}
         for key in ("inference_id", "endpoint_name", "output_location", "failure_location"):
             value = state.get(key)
+            if key == "failure_location" and value is None and key in state:
+                values[key] = None  # an endpoint without S3FailurePath
+                continue
             if not isinstance(value, str) or not value:
                 raise ValidationError(
                     f"state.{key}", f"{value!r} is missing or empty", "a non-empty str"
                 )
             values[key] = value
         for key in ("output_location", "failure_location"):
-            parse_s3_uri(values[key], field=f"state.{key}")
+            if values[key] is not None:
+                parse_s3_uri(values[key], field=f"state.{key}")
         validate_field("EndpointName", values["endpoint_name"])
         times: dict[str, float] = {}
         for key in ("submitted_at", "deadline"):

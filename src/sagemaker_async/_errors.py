@@ -99,7 +99,8 @@ class InferenceFailedError(SageMakerAsyncError):
     Attributes:
         message: the failure object's text, decoded as UTF-8 (undecodable bytes replaced),
             or the failure reason of the error notification that reported it.
-        failure_location: the S3 URI of the failure object.
+        failure_location: the S3 URI of the failure object (None for an endpoint without
+            S3FailurePath, whose failures are known from their error notification only).
         inference_id: the inference's id.
         handle_state: the handle's ``to_dict()``.
     """
@@ -108,7 +109,7 @@ class InferenceFailedError(SageMakerAsyncError):
         self,
         message: str,
         *,
-        failure_location: str,
+        failure_location: str | None,
         inference_id: str,
         handle_state: dict[str, Any] | None = None,
     ) -> None:

@@ -124,8 +124,12 @@ class AsyncInferenceHandle:
         return self._target.output_location
 
     @property
-    def failure_location(self) -> str:
-        """S3 URI where the failure object will appear if the inference fails."""
+    def failure_location(self) -> str | None:
+        """S3 URI where the failure object will appear if the inference fails, or None.
+
+        None when the endpoint has no S3FailurePath: a failure is then known from its error
+        notification only.
+        """
         return self._target.failure_location
 
     @property

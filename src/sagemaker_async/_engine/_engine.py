@@ -202,7 +202,10 @@ class CompletionEngine:
 
     @staticmethod
     def _locations(target: WatchTarget) -> list[tuple[Kind, str]]:
-        return [(Kind.OUTPUT, target.output_location), (Kind.FAILURE, target.failure_location)]
+        locations = [(Kind.OUTPUT, target.output_location)]
+        if target.failure_location is not None:
+            locations.append((Kind.FAILURE, target.failure_location))
+        return locations
 
     def _schedule_last_look(self, watch: Watch) -> None:
         self.scheduler.at(watch.deadline, _LastLook(self, watch))
@@ -417,10 +420,17 @@ class CompletionEngine:
                 self._settle(watch, self._outcome(watch, kind, found))
                 return
             watch.forbidden = watch.forbidden or found is Absent.FORBIDDEN
-        message = (
-            f"inference {target.inference_id}: neither {target.output_location} nor "
-            f"{target.failure_location} appeared before the deadline"
-        )
+        if target.failure_location is None:
+            message = (
+                f"inference {target.inference_id}: {target.output_location} did not appear "
+                "before the deadline (the endpoint has no S3FailurePath: a failure leaves no "
+                "object, only an error notification)"
+            )
+        else:
+            message = (
+                f"inference {target.inference_id}: neither {target.output_location} nor "
+                f"{target.failure_location} appeared before the deadline"
+            )
         if watch.forbidden:
             message += (
                 "; S3 answered 403 Forbidden, which it also does for a missing key when the "
@@ -465,6 +475,21 @@ class CompletionEngine:
             " (InferenceIds that you choose do not pass this client's filter)"
             if self._notify_config is not None and self._notify_config.topics
             else "",
+        )
+
+    def report_failure(self, watch: Watch, reason: str, source: str) -> None:
+        """A source learned that ``watch``'s inference failed, and why (no object to read)."""
+        if watch.done:
+            return
+        self.stats[f"found_by_{source}"] += 1
+        target = watch.target
+        self._settle(
+            watch,
+            InferenceFailedError(
+                reason,
+                failure_location=target.failure_location,
+                inference_id=target.inference_id,
+            ),
         )
 
     def _fail(self, watch: Watch, exc: BaseException) -> None:

@@ -138,6 +138,7 @@ class NotificationSource:
         clock: Clock,
         find: Callable[[str], Watch | None],
         report: Callable[[Completion, str], None],
+        report_failure: Callable[[Watch, str, str], None],
         linger: float = 0.1,
     ) -> None:
         self._sqs = sqs
@@ -147,6 +148,7 @@ class NotificationSource:
         self._clock = clock
         self._find = find  # output location -> the watch of it
         self._report = report
+        self._report_failure = report_failure
         self._linger = linger
         self._pending_ids: dict[str, float] = {}  # ours, no outcome yet: id -> wall deadline
         self._settled_ids: dict[str, float] = {}  # ours, resolved: id -> wall deadline
@@ -276,13 +278,13 @@ class NotificationSource:
         target = watch.target
         if notice.succeeded:
             completion = Completion(target.output_location, notice.body, notice.content_type)
-        elif notice.inference_id in self._shared_ids:
+        elif notice.inference_id in self._shared_ids and target.failure_location is not None:
             # An error notification names only the InferenceId: with two inferences of that
             # id, the failure location tells which one failed.
             completion = Completion(target.failure_location)
         else:
-            reason = (notice.reason or "").encode()
-            completion = Completion(target.failure_location, reason, "text/plain; charset=utf-8")
+            self._report_failure(watch, notice.reason or "the inference failed", self.name)
+            return
         self._report(completion, self.name)
 
     def _hold(self, notice: Notice, output_location: str | None) -> None:

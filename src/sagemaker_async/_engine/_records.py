@@ -27,7 +27,7 @@ class WatchTarget:
     endpoint_name: str
     inference_id: str
     output_location: str
-    failure_location: str
+    failure_location: str | None  # None: the endpoint has no S3FailurePath
     submitted_at: float
     deadline: float
 

@@ -144,7 +144,11 @@ async def _invoke_async(request: web.Request) -> web.Response:
     if fields.get("S3OutputPathExtension"):
         output_dir += "/" + fields["S3OutputPathExtension"].strip("/")
     output_location = f"{output_dir}/{fields.get('Filename') or object_id + '.out'}"
-    failure_location = f"{endpoint.failure_path}/{object_id}-error.out"
+    failure_location = (
+        f"{endpoint.failure_path}/{object_id}-error.out"
+        if endpoint.config.has_s3_failure_path
+        else None
+    )
     job = Job(
         inference_id=inference_id,
         payload=body if "Body" in fields else None,
@@ -167,7 +171,7 @@ async def _invoke_async(request: web.Request) -> web.Response:
         headers={
             "x-amzn-RequestId": str(uuid.uuid4()),
             _HEADER + "OutputLocation": output_location,
-            _HEADER + "FailureLocation": failure_location,
+            **({_HEADER + "FailureLocation": failure_location} if failure_location else {}),
         },
     )
 

@@ -39,6 +39,9 @@ class EndpointConfig:
             ``s3://<emulator bucket>/<name>/output``.
         s3_failure_path: OutputConfig.S3FailurePath; default
             ``s3://<emulator bucket>/<name>/failure``.
+        has_s3_failure_path: False for an endpoint without S3FailurePath (it is optional):
+            responses then carry no FailureLocation and a failure writes no object; only the
+            error notification (if configured) tells of it.
         instance_count: instances behind the endpoint (0 is allowed: requests wait forever,
             until their TTL, like an endpoint scaled to zero).
         max_concurrent_invocations_per_instance: ClientConfig's limit (1..1000); the endpoint
@@ -55,6 +58,7 @@ class EndpointConfig:
     model: Model | str = "echo"
     s3_output_path: str | None = None
     s3_failure_path: str | None = None
+    has_s3_failure_path: bool = True
     instance_count: int = 1
     max_concurrent_invocations_per_instance: int = 4
     success_topic: str | None = None

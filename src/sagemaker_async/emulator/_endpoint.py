@@ -44,7 +44,7 @@ class Job:
     ttl_seconds: int
     timeout_seconds: int
     output_location: str
-    failure_location: str
+    failure_location: str | None  # None: the endpoint has no S3FailurePath
     received_at: float  # loop time
     received_wall: dt.datetime
     timer: asyncio.TimerHandle | None = None
@@ -148,7 +148,10 @@ class EmulatedEndpoint:
         """Check the model container (``/ping``), create the buckets, start the workers."""
         if isinstance(self.model, ContainerModel):
             await self.model.start()
-        buckets = {parse_s3_uri(self.output_path)[0], parse_s3_uri(self.failure_path)[0]}
+        paths = [self.output_path] + (
+            [self.failure_path] if self.config.has_s3_failure_path else []
+        )
+        buckets = {parse_s3_uri(path)[0] for path in paths}
         for bucket in sorted(buckets):
             await self._ensure_bucket(bucket)
         for index in range(self.config.concurrency):
@@ -303,7 +306,7 @@ class EmulatedEndpoint:
     async def _finish(
         self,
         job: Job,
-        location: str,
+        location: str | None,
         data: bytes,
         content_type: str,
         topic: str | None,
@@ -312,12 +315,19 @@ class EmulatedEndpoint:
         response_body: bytes,
         **notice: Any,
     ) -> None:
-        """Write the output or failure object, then the notification (if configured)."""
+        """Write the output or failure object, then the notification (if configured).
+
+        Without S3FailurePath (``location`` None), a failure writes no object.
+        """
         try:
-            await self._put(location, data, content_type)
-            _log.info(
-                "endpoint %s: inference %s written to %s", self.name, job.inference_id, location
-            )
+            if location is not None:
+                await self._put(location, data, content_type)
+                _log.info(
+                    "endpoint %s: inference %s written to %s",
+                    self.name,
+                    job.inference_id,
+                    location,
+                )
             if topic:
                 await self._publish(
                     topic,
