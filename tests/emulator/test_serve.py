@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import shlex
+from pathlib import Path
 from typing import Any
 
+import pytest
 from emulator_helpers import read_object, runtime_client
 
 from sagemaker_async.emulator import LocalAsyncEndpoint, serve, shell_exports
@@ -79,3 +81,50 @@ async def test_env_fixture_points_sdks_here(local_async_endpoint_env: LocalAsync
     assert await asyncio.to_thread(invoke)
     await local_async_endpoint_env.join()
     assert local_async_endpoint_env.stats("echo").completed == 1
+
+
+def test_the_env_fixture_isolates_from_the_users_aws_config_and_stays_local(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """A user's profile, config file and ignore-endpoints setting must not reach the fixture's
+    clients; any AWS service called through the environment is served on 127.0.0.1 (the proxy
+    settings point at a closed port: a request to a real AWS address would fail)."""
+    config = tmp_path / "config"
+    config.write_text("[profile dev]\nregion = eu-west-1\nendpoint_url = https://example.invalid\n")
+    pytester.makepyfile(
+        test_user="""
+import asyncio
+
+import boto3
+
+
+def calls() -> None:
+    runtime = boto3.client("sagemaker-runtime")
+    answer = runtime.invoke_endpoint_async(EndpointName="echo", Body=b"hi")
+    assert answer["OutputLocation"].startswith("s3://")
+    # Services the emulator does not serve itself go to the embedded moto, not to AWS.
+    assert boto3.client("sts").get_caller_identity()["Account"]
+    boto3.client("cloudwatch").put_metric_data(
+        Namespace="app", MetricData=[{"MetricName": "m", "Value": 1.0}]
+    )
+
+
+async def test_calls_stay_local(local_async_endpoint_env):
+    await asyncio.to_thread(calls)  # the emulator serves on this loop
+"""
+    )
+    pytester.makeini("[pytest]\nasyncio_mode = auto\n")
+    env = {
+        "AWS_PROFILE": "dev",
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true",
+        "AWS_SESSION_TOKEN": "a-real-looking-token",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from types import MappingProxyType, TracebackType
@@ -247,14 +248,29 @@ class LocalAsyncEndpoint:
         """``(access_key, secret_key)`` that clients must sign with."""
         return self._credentials
 
+    #: Variables of the user's AWS set-up that :attr:`env` users must unset: a profile (its
+    #: credentials and endpoints would win) and a real session token.
+    UNSET_ENV = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
     @property
     def env(self) -> dict[str, str]:
-        """Environment variables that point AWS SDKs (boto3, aiobotocore, the CLI) here."""
+        """Environment variables that point AWS SDKs (boto3, aiobotocore, the CLI) here.
+
+        Every AWS service, not only the emulated ones, goes to 127.0.0.1: the runtime to the
+        emulator, the rest (S3, SQS, SNS, STS, CloudWatch...) to the embedded moto through
+        ``AWS_ENDPOINT_URL``. The user's config and credentials files are replaced by empty
+        ones, and a configured ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` is turned off; also
+        unset :attr:`UNSET_ENV` (the fixtures and ``emulate``'s exports do).
+        """
         return {
+            "AWS_ENDPOINT_URL": self._embedded.url if self._embedded else self.s3_endpoint_url,
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.url,
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint_url,
             "AWS_ENDPOINT_URL_SQS": self.sqs_endpoint_url,
             "AWS_ENDPOINT_URL_SNS": self.sns_endpoint_url,
+            "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "false",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_DEFAULT_REGION": self._region,
             "AWS_ACCESS_KEY_ID": self._credentials[0],
             "AWS_SECRET_ACCESS_KEY": self._credentials[1],

@@ -15,9 +15,12 @@ from ._local import LocalAsyncEndpoint
 __all__ = ["run_forever", "serve", "shell_exports"]
 
 
-def shell_exports(env: Mapping[str, str]) -> str:
-    """``export NAME=value`` lines (shell-quoted, one per variable) for ``eval`` in a shell."""
-    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
+def shell_exports(env: Mapping[str, str], unset: Iterable[str] = ()) -> str:
+    """``unset`` then ``export NAME=value`` lines (shell-quoted) for ``eval`` in a shell."""
+    names = " ".join(unset)
+    lines = [f"unset {names}\n"] if names else []
+    lines += [f"export {name}={shlex.quote(value)}\n" for name, value in env.items()]
+    return "".join(lines)
 
 
 async def serve(
@@ -38,7 +41,7 @@ async def serve(
     """
     out = stdout if stdout is not None else sys.stdout
     async with LocalAsyncEndpoint(endpoints, **options) as emulator:
-        out.write(shell_exports(emulator.env))
+        out.write(shell_exports(emulator.env, LocalAsyncEndpoint.UNSET_ENV))
         out.write(f"# sagemaker-async emulator: endpoints {', '.join(emulator.endpoints)}\n")
         out.flush()
         if on_ready is not None:

@@ -9,7 +9,8 @@ Fixtures:
   is closed after the test.
 - ``local_async_endpoint``: one emulator serving an ``echo`` endpoint named ``"echo"``.
 - ``local_async_endpoint_env``: ``local_async_endpoint``, with its :attr:`env` set in
-  ``os.environ`` for the test (fake credentials and endpoint URLs only).
+  ``os.environ`` for the test: fake credentials, and every AWS service on 127.0.0.1; the
+  user's profile, config files and session token are kept out.
 
 Loading the plugin is cheap: moto, aiobotocore and the emulator are imported inside the
 fixtures only.
@@ -94,6 +95,8 @@ def local_async_endpoint_env(
     local_async_endpoint: LocalAsyncEndpoint, monkeypatch: pytest.MonkeyPatch
 ) -> LocalAsyncEndpoint:
     """``local_async_endpoint`` with its ``env`` (endpoint URLs, fake keys) in ``os.environ``."""
+    for name in local_async_endpoint.UNSET_ENV:
+        monkeypatch.delenv(name, raising=False)
     for name, value in local_async_endpoint.env.items():
         monkeypatch.setenv(name, value)
     return local_async_endpoint
