@@ -317,3 +317,18 @@ async def test_an_unsigned_payload_is_refused(local_async_endpoint: LocalAsyncEn
     ):
         assert answer.status == 403
         assert "UNSIGNED-PAYLOAD" in (await answer.json())["message"]
+
+
+async def test_synchronous_invocations_get_the_services_answer(
+    local_async_endpoint: LocalAsyncEndpoint,
+) -> None:
+    """An async endpoint takes only InvokeEndpointAsync: the others get a ValidationError."""
+    async with runtime_client(local_async_endpoint) as client:
+        for call in (client.invoke_endpoint, client.invoke_endpoint_with_response_stream):
+            with pytest.raises(ClientError) as caught:
+                await call(EndpointName="echo", Body=b"x")
+            error = caught.value.response
+            assert error["Error"]["Code"] == "ValidationError"
+            assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
+            assert "can only receive asynchronous invocations" in error["Error"]["Message"]
+    assert local_async_endpoint.stats("echo").received == 0

@@ -176,6 +176,31 @@ async def _invoke_async(request: web.Request) -> web.Response:
     )
 
 
+async def _invoke_sync(request: web.Request) -> web.Response:
+    """InvokeEndpoint(WithResponseStream) on an async endpoint: refused, as the service does."""
+    settings = request.app[_SETTINGS_KEY]
+    try:
+        check_authorization(
+            headers=request.headers,
+            access_key=settings["access_key"],
+            region=settings["region"],
+            service="sagemaker",
+        )
+    except AuthError as exc:
+        return _aws_error(exc.status, exc.code, exc.message)
+    name = request.match_info["name"]
+    if name not in request.app[_ENDPOINTS_KEY]:
+        return _aws_error(
+            400, "ValidationError", f"Endpoint {name} of account {ACCOUNT_ID} not found."
+        )
+    return _aws_error(
+        400,
+        "ValidationError",
+        f"Endpoint {name} of account {ACCOUNT_ID} is an asynchronous endpoint: it can only "
+        "receive asynchronous invocations (InvokeEndpointAsync).",
+    )
+
+
 async def _endpoint_stats(request: web.Request) -> web.Response:
     endpoint = request.app[_ENDPOINTS_KEY].get(request.match_info["name"])
     if endpoint is None:
@@ -208,6 +233,8 @@ def create_app(
     app[_ENDPOINTS_KEY] = dict(endpoints)
     app[_SETTINGS_KEY] = {"access_key": access_key, "secret_key": secret_key, "region": region}
     app.router.add_post("/endpoints/{name}/async-invocations", _invoke_async)
+    app.router.add_post("/endpoints/{name}/invocations", _invoke_sync)
+    app.router.add_post("/endpoints/{name}/invocations-response-stream", _invoke_sync)
     app.router.add_get("/_emulator/endpoints", _all_stats)
     app.router.add_get("/_emulator/endpoints/{name}", _endpoint_stats)
     app.router.add_get("/_emulator/ping", _ping)

@@ -46,7 +46,10 @@ class EndpointConfig:
             until their TTL, like an endpoint scaled to zero).
         max_concurrent_invocations_per_instance: ClientConfig's limit (1..1000); the endpoint
             runs ``instance_count * max_concurrent_invocations_per_instance`` inferences at once
-            and queues the rest.
+            and queues the rest. The service chooses a value itself when none is configured
+            (its documentation promises "an optimal value", and names none); the emulator's
+            default, 4, is only a small number that makes queueing visible in tests: set the
+            value of the endpoint you emulate.
         success_topic: SNS topic ARN for success notifications (NotificationConfig.SuccessTopic).
         error_topic: SNS topic ARN for error notifications (NotificationConfig.ErrorTopic).
         include_inference_response_in: any of ``SUCCESS_NOTIFICATION_TOPIC`` and
