@@ -577,3 +577,40 @@ async def test_very_verbose_logs_show_no_payload_custom_attributes_or_token(
     for secret in ("SECRET-PAYLOAD-123", "SECRET-ATTRIBUTE", "SECRET-SESSION-TOKEN"):
         assert secret not in err  # ... without what must stay private
     assert "Signature=" not in err
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ("[]", "must be a JSON object"),
+        ('{"endpoints": [{"name": "a", "modle": "echo"}]}', "unknown key 'modle'"),
+        ('{"endpoints": [{"name": "a"}], "prot": 8080}', "unknown key 'prot'"),
+        ('{"endpoints": "a=echo"}', "must be a list"),
+        ('{"endpoints": [{"name": "a", "instance_count": "2"}]}', "instance_count"),
+        ("{not json", "is not JSON"),
+    ],
+)
+async def test_emulate_config_errors_are_one_clear_line(
+    tmp_path: Path, config: str, words: str
+) -> None:
+    path = tmp_path / "endpoints.json"
+    path.write_text(config)
+    code, _, err = await run_cli("emulate", "--config", str(path), timeout=60)
+    assert code == 2, err
+    assert "Traceback" not in err and words in err and str(path) in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--port", "99999"], "0..65535"),
+        (["--host", "256.1.1.1"], "256.1.1.1"),
+        (["--s3-endpoint-url", "http://127.0.0.1:9"], "127.0.0.1:9"),
+    ],
+)
+async def test_emulate_start_errors_are_one_clear_line(args: list[str], words: str) -> None:
+    code, _, err = await run_cli("emulate", "--endpoint", "a=echo", *args, timeout=60)
+    assert code == 2, err
+    assert "Traceback" not in err and words in err, err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1, err

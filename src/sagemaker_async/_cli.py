@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import math
@@ -137,12 +138,10 @@ def _parser() -> argparse.ArgumentParser:
         "container URL (repeatable)",
     )
     p.add_argument("--config", type=Path, help='JSON file: {"endpoints": [{"name": ...}]}')
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; wins over --config's)")
+    p.add_argument("--port", type=_port, help="port (default: a free one; wins over --config's)")
     p.add_argument("--s3-endpoint-url", help="use this S3 instead of the embedded one")
-    p.add_argument(
-        "--region", default="us-east-1", help="region clients sign for (default us-east-1)"
-    )
+    p.add_argument("--region", help="region clients sign for (default us-east-1)")
     p.add_argument(
         "--instances", type=_positive_int, default=1, help="instance count per endpoint (default 1)"
     )
@@ -430,15 +429,79 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_emulator_config(path: Path) -> tuple[list[Any], dict[str, Any]]:
+    """``--config``: endpoints and LocalAsyncEndpoint options, each problem one clear error."""
+    import dataclasses
+    import inspect
+
+    from .emulator import EndpointConfig, LocalAsyncEndpoint
+
+    where = f"--config {path}"
+    shape = '{"endpoints": [{"name": "ep", "model": "echo"}], "port": 8080}'
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValidationError(where, f"cannot be read ({exc.strerror or exc})", shape) from None
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            where, f"is not JSON ({exc.msg}, line {exc.lineno} column {exc.colno})", shape
+        ) from None
+    if not isinstance(data, dict):
+        raise ValidationError(where, "must be a JSON object", shape)
+    options_known = set(inspect.signature(LocalAsyncEndpoint).parameters) - {"endpoints"}
+    for key in data:
+        if key != "endpoints" and key not in options_known:
+            raise ValidationError(
+                where,
+                f"unknown key {key!r}",
+                f"one of endpoints, {', '.join(sorted(options_known))}",
+            )
+    specs = data.pop("endpoints", [])
+    if not isinstance(specs, list):
+        raise ValidationError(f"{where}: endpoints", "must be a list", shape)
+    fields = {f.name: f for f in dataclasses.fields(EndpointConfig)}
+    endpoints = []
+    for index, spec in enumerate(specs):
+        at = f"{where}: endpoints[{index}]"
+        if not isinstance(spec, dict):
+            raise ValidationError(at, "must be a JSON object", '{"name": "ep", "model": "echo"}')
+        for key, value in spec.items():
+            if key not in fields:
+                raise ValidationError(
+                    at, f"unknown key {key!r}", f"one of {', '.join(sorted(fields))}"
+                )
+            wanted = {"instance_count": int, "max_concurrent_invocations_per_instance": int}
+            if key in wanted and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValidationError(f"{at}.{key}", f"{value!r} is not a whole number", "an int")
+        if isinstance(spec.get("include_inference_response_in"), list):
+            spec["include_inference_response_in"] = tuple(spec["include_inference_response_in"])
+        try:
+            endpoints.append(EndpointConfig(**spec))
+        except TypeError as exc:  # a missing name, a value of the wrong type
+            raise ValidationError(at, str(exc), '{"name": "ep", "model": "echo"}') from None
+    return endpoints, data
+
+
+def _port(text: str) -> int:
+    """Argparse type: a TCP port, 0 for a free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (rule: 0..65535)") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (rule: 0..65535)")
+    return value
+
+
 async def _emulate(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from .emulator import EndpointConfig, parse_endpoint_spec, serve
 
     endpoints: list[EndpointConfig] = []
     options: dict[str, Any] = {}
     if args.config is not None:
-        config = json.loads(args.config.read_text())
-        endpoints += [EndpointConfig(**e) for e in config.pop("endpoints", [])]
-        options.update(config)
+        endpoints, options = _read_emulator_config(args.config)
     endpoints += [
         parse_endpoint_spec(
             spec,
@@ -451,11 +514,12 @@ async def _emulate(args: argparse.Namespace) -> int:
         raise ValidationError(
             "--endpoint", "no endpoint given", "--endpoint NAME=MODEL or --config"
         )
-    options.setdefault("host", args.host)
-    options.setdefault("port", args.port)
-    options.setdefault("region", args.region)
+    # Explicit options win over the config file's; the defaults come last.
+    for name, default in (("host", "127.0.0.1"), ("port", 0), ("region", "us-east-1")):
+        given = getattr(args, name)
+        options[name] = given if given is not None else options.get(name, default)
     if args.s3_endpoint_url:
-        options.setdefault("s3_endpoint_url", args.s3_endpoint_url)
+        options["s3_endpoint_url"] = args.s3_endpoint_url
     # Stop cleanly on SIGTERM and SIGINT, even where SIGINT was ignored by whoever started us.
     loop, main_task = asyncio.get_running_loop(), asyncio.current_task()
     assert main_task is not None
@@ -465,6 +529,20 @@ async def _emulate(args: argparse.Namespace) -> int:
         await serve(endpoints, **options)
     except asyncio.CancelledError:
         print("# sagemaker-async emulator stopped", file=sys.stderr)
+    except (BotoCoreError, ClientError) as exc:
+        url = options.get("s3_endpoint_url", "the embedded S3")
+        raise ValidationError(
+            "--s3-endpoint-url", f"{url} cannot be used ({exc})", "a reachable S3 endpoint"
+        ) from None
+    except OSError as exc:
+        address = f"{options['host']}:{options['port']}"
+        if exc.errno == errno.EADDRINUSE:
+            raise ValidationError("--port", f"{address} is in use", "a free port, or 0") from None
+        raise ValidationError(
+            "--host",
+            f"cannot listen on {address} ({exc.strerror or exc})",
+            "an address of this machine, such as 127.0.0.1",
+        ) from None
     return 0
 
 

@@ -128,3 +128,13 @@ async def test_calls_stay_local(local_async_endpoint_env):
             patch.setenv(name, value)
         result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("bound", "url_host"),
+    [("0.0.0.0", "127.0.0.1"), ("::", "[::1]"), ("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")],
+)
+def test_urls_name_an_address_clients_can_connect_to(bound: str, url_host: str) -> None:
+    from sagemaker_async.emulator._s3 import connectable_host
+
+    assert connectable_host(bound) == url_host

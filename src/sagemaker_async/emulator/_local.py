@@ -17,7 +17,7 @@ from ._app import create_app
 from ._config import DEFAULT_BUCKET, EndpointConfig, EndpointStats, parse_endpoint_spec
 from ._endpoint import EmulatedEndpoint
 from ._models import resolve_model
-from ._s3 import EmbeddedS3
+from ._s3 import EmbeddedS3, connectable_host
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -159,7 +159,7 @@ class LocalAsyncEndpoint:
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
         host, port = self._runner.addresses[0][:2]
-        self._url = f"http://{host}:{port}"
+        self._url = f"http://{connectable_host(host)}:{port}"
         _log.info(
             "SageMaker async emulator on %s (endpoints: %s; S3: %s)",
             self._url,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -79,6 +80,19 @@ def classify_request(environ: dict[str, Any]) -> tuple[str, str]:
         if bucket and not set(query) & _BUCKET_SUBRESOURCES:
             return "LIST", f"{bucket}/{query.get('prefix', '')}"
     return "OTHER", path
+
+
+def connectable_host(host: str) -> str:
+    """The address a client connects to for a server bound to ``host``.
+
+    A wildcard (``0.0.0.0``, ``::``) serves every address, and is none to connect to: the
+    loopback one stands for it.
+    """
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 class RequestCountingMiddleware:
@@ -162,7 +176,7 @@ class EmbeddedS3:
         if self._server is None:
             raise RuntimeError("EmbeddedS3 is not started; call start() first")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{connectable_host(str(host))}:{port}"
 
     @property
     def running(self) -> bool:
@@ -193,6 +207,11 @@ class EmbeddedS3:
                 _log.debug("embedded S3: %s -> %s", self.requestline, code)
 
         self._counter = RequestCountingMiddleware(DomainDispatcherApplication(create_backend_app))
+        # werkzeug prints a bind error and exits the process: check the address first.
+        try:
+            socket.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise OSError(exc.errno, f"{self._host}: {exc.strerror}") from None
         self._server = make_server(
             self._host,
             self._port,
