@@ -16,6 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from emulator_helpers import object_exists, read_object, runtime_client, split
 
+from sagemaker_async import ValidationError
 from sagemaker_async.emulator import EndpointConfig, LocalAsyncEndpoint
 
 UUID_KEY = re.compile(r"/[0-9a-f-]{36}\.out$")
@@ -332,3 +333,30 @@ async def test_synchronous_invocations_get_the_services_answer(
             assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
             assert "can only receive asynchronous invocations" in error["Error"]["Message"]
     assert local_async_endpoint.stats("echo").received == 0
+
+
+async def test_throttling_and_faults_can_be_injected(
+    local_async_endpoint_factory: Any,
+) -> None:
+    """Users test their retry handling: a burst limit answers ThrottlingException, a fault
+    rate answers 503 ServiceUnavailable; neither request is queued."""
+    emu = await local_async_endpoint_factory(
+        [
+            EndpointConfig("limited", model="echo", throttle_rate=0.001, throttle_burst=2),
+            EndpointConfig("flaky", model="echo", fault_rate=1.0),
+        ]
+    )
+    async with runtime_client(emu, config=Config(retries={"total_max_attempts": 1})) as client:
+        for _ in range(2):
+            await client.invoke_endpoint_async(EndpointName="limited", Body=b"x")
+        with pytest.raises(ClientError) as throttled:
+            await client.invoke_endpoint_async(EndpointName="limited", Body=b"x")
+        assert throttled.value.response["Error"]["Code"] == "ThrottlingException"
+        assert throttled.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        with pytest.raises(ClientError) as failed:
+            await client.invoke_endpoint_async(EndpointName="flaky", Body=b"x")
+        assert failed.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert emu.stats("limited").received == 2
+    assert emu.stats("flaky").received == 0
+    with pytest.raises(ValidationError):
+        EndpointConfig("bad", fault_rate=1.5)

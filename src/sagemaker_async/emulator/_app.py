@@ -138,6 +138,13 @@ async def _invoke_async(request: web.Request) -> web.Response:
         return _aws_error(
             400, "ValidationError", f"Endpoint {name} of account {ACCOUNT_ID} not found."
         )
+    fault = endpoint.admit()
+    if fault == "throttled":
+        return _aws_error(400, "ThrottlingException", "Rate exceeded")
+    if fault == "fault":
+        return _aws_error(
+            503, "ServiceUnavailable", "The service is unavailable (injected by the emulator)."
+        )
     inference_id = fields.get("InferenceId") or str(uuid.uuid4())
     object_id = str(uuid.uuid4())
     output_dir = endpoint.output_path

@@ -55,6 +55,12 @@ class EndpointConfig:
         include_inference_response_in: any of ``SUCCESS_NOTIFICATION_TOPIC`` and
             ``ERROR_NOTIFICATION_TOPIC``: add the response (when at most 128 KB) to that
             notification.
+        throttle_rate: invokes per second the endpoint takes (a token bucket of
+            ``throttle_burst``); above it, 400 ThrottlingException, as the service answers.
+            None (the default): no limit.
+        throttle_burst: the bucket's size (requests that may come at once).
+        fault_rate: the probability (0..1) that an invoke is answered 503
+            ServiceUnavailable instead of being queued, to test retry handling.
     """
 
     name: str
@@ -67,6 +73,9 @@ class EndpointConfig:
     success_topic: str | None = None
     error_topic: str | None = None
     include_inference_response_in: tuple[str, ...] = field(default=())
+    throttle_rate: float | None = None
+    throttle_burst: int = 1
+    fault_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if not (1 <= len(self.name) <= 63 and _NAME.fullmatch(self.name)):
@@ -108,6 +117,29 @@ class EndpointConfig:
                 "EndpointConfig.include_inference_response_in",
                 f"{sorted(unknown)} are unknown",
                 f"{SUCCESS_NOTIFICATION_TOPIC!r} and/or {ERROR_NOTIFICATION_TOPIC!r}",
+            )
+        if self.throttle_rate is not None and not self.throttle_rate > 0:
+            raise ValidationError(
+                "EndpointConfig.throttle_rate",
+                f"{self.throttle_rate!r} is not a positive rate",
+                "requests per second > 0, or None",
+                self.throttle_rate,
+            )
+        if isinstance(self.throttle_burst, bool) or not (
+            isinstance(self.throttle_burst, int) and self.throttle_burst >= 1
+        ):
+            raise ValidationError(
+                "EndpointConfig.throttle_burst",
+                f"{self.throttle_burst!r} is not a whole number >= 1",
+                "an int >= 1",
+                self.throttle_burst,
+            )
+        if not 0.0 <= self.fault_rate <= 1.0:
+            raise ValidationError(
+                "EndpointConfig.fault_rate",
+                f"{self.fault_rate!r} is not a probability",
+                "0 <= fault_rate <= 1",
+                self.fault_rate,
             )
         if isinstance(self.model, str):
             resolve_model(self.model)  # fail early on a bad spec

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import datetime as dt
 import logging
+import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,9 @@ class EmulatedEndpoint:
         self._failed = 0
         self._expired = 0
         self._timed_out = 0
+        self._rng = random.Random()
+        self._tokens = float(config.throttle_burst)  # throttle_rate's bucket
+        self._refilled = 0.0
 
     @property
     def name(self) -> str:
@@ -172,6 +176,23 @@ class EmulatedEndpoint:
         self._side_tasks.clear()
         if isinstance(self.model, ContainerModel):
             await self.model.aclose()
+
+    def admit(self) -> str | None:
+        """The injected fault this invoke meets (``"throttled"``, ``"fault"``), or None."""
+        config = self.config
+        if config.fault_rate and self._rng.random() < config.fault_rate:
+            return "fault"
+        if config.throttle_rate is not None:
+            now = asyncio.get_running_loop().time()
+            self._tokens = min(
+                float(config.throttle_burst),
+                self._tokens + (now - self._refilled) * config.throttle_rate,
+            )
+            self._refilled = now
+            if self._tokens < 1.0:
+                return "throttled"
+            self._tokens -= 1.0
+        return None
 
     def submit(self, job: Job) -> None:
         """Queue an accepted request; its TTL clock starts now."""
