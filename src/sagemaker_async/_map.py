@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._engine._clock import Clock
+from ._engine._tasks import cancel_all
 from ._errors import ValidationError
 from ._handle import AsyncInferenceHandle
 from ._result import InferenceResult
@@ -296,10 +297,7 @@ async def _run(
                 slots.release()
                 yield outcome
     finally:
-        feeder.cancel()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(feeder, *tasks, return_exceptions=True)
+        await cancel_all([feeder, *tasks])
 
 
 async def as_completed(
@@ -342,6 +340,4 @@ async def as_completed(
         for _ in pending:
             yield await finished.get()
     finally:
-        for task in list(waiters):
-            task.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
+        await cancel_all(list(waiters))

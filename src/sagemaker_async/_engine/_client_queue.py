@@ -22,6 +22,7 @@ from .._config import NotificationConfig
 from .._errors import InvocationError
 from .._retry import to_invocation_error
 from ._clock import Clock
+from ._tasks import cancel_all
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
@@ -147,10 +148,7 @@ class ClientQueue:
     async def aclose(self) -> None:
         """Stop the heartbeat; delete the subscriptions and the queue."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await cancel_all(tasks)
         await self.delete()
 
     async def delete(self) -> None:

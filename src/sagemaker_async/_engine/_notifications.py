@@ -34,6 +34,7 @@ from .._errors import InvocationError
 from .._retry import is_transient, retry_delay, to_invocation_error
 from ._clock import Clock
 from ._records import Completion, Watch
+from ._tasks import cancel_all
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -178,10 +179,7 @@ class NotificationSource:
     async def aclose(self) -> None:
         """Stop receiving; delete what is resolved and give back what is held (best effort)."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await cancel_all(tasks)
         for notice in list(self._by_message.values()):
             self._releases.append((notice, 0))  # ours, unresolved: another client may resume
         self._by_message.clear()

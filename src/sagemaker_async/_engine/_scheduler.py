@@ -21,6 +21,7 @@ from typing import Any
 
 from ._budget import RequestBudget
 from ._clock import Clock
+from ._tasks import cancel_all
 
 __all__ = ["Job", "Scheduler"]
 
@@ -83,11 +84,7 @@ class Scheduler:
 
     async def aclose(self) -> None:
         """Stop the scheduler and every running job; wait until they have unwound."""
-        tasks = [t for t in (self._task, *self._running) if t is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await cancel_all([t for t in (self._task, *self._running) if t is not None])
         self._task = None
         self._heap.clear()
         self._urgent.clear()

@@ -92,10 +92,13 @@ def _request_fields(request: web.Request, body: bytes) -> dict[str, Any]:
     return fields
 
 
-async def _invoke_async(request: web.Request) -> web.Response:
+def _unauthenticated(request: web.Request) -> web.Response | None:
+    """The error answer for a request whose headers fail authentication, or None.
+
+    Everything that needs no body is checked first: an unauthenticated body is never read.
+    """
     settings = request.app[_SETTINGS_KEY]
     try:
-        # Everything that needs no body first: an unauthenticated body is never read.
         check_authorization(
             headers=request.headers,
             access_key=settings["access_key"],
@@ -105,6 +108,14 @@ async def _invoke_async(request: web.Request) -> web.Response:
     except AuthError as exc:
         _log.info("rejected %s: %s", request.path, exc.code)
         return _aws_error(exc.status, exc.code, exc.message)
+    return None
+
+
+async def _invoke_async(request: web.Request) -> web.Response:
+    settings = request.app[_SETTINGS_KEY]
+    refused = _unauthenticated(request)
+    if refused is not None:
+        return refused
     if (request.content_length or 0) > MAX_INLINE_BODY:
         return _aws_error(  # as for any rule of the model: a 400 ValidationError
             400,
@@ -185,16 +196,9 @@ async def _invoke_async(request: web.Request) -> web.Response:
 
 async def _invoke_sync(request: web.Request) -> web.Response:
     """InvokeEndpoint(WithResponseStream) on an async endpoint: refused, as the service does."""
-    settings = request.app[_SETTINGS_KEY]
-    try:
-        check_authorization(
-            headers=request.headers,
-            access_key=settings["access_key"],
-            region=settings["region"],
-            service="sagemaker",
-        )
-    except AuthError as exc:
-        return _aws_error(exc.status, exc.code, exc.message)
+    refused = _unauthenticated(request)
+    if refused is not None:
+        return refused
     name = request.match_info["name"]
     if name not in request.app[_ENDPOINTS_KEY]:
         return _aws_error(
