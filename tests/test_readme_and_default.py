@@ -27,11 +27,12 @@ def python_blocks() -> list[str]:
 
 
 def test_readme_pytest_example_runs(pytester: pytest.Pytester) -> None:
-    """The plugin example, as a user's test file, in a pytest run of its own."""
-    block = README.read_text().split("## Test your own code", 1)[1].split("```python\n")[1]
-    pytester.makepyfile(test_user=block.split("```")[0])
-    pytester.makeini("[pytest]\nasyncio_mode = auto\n")
-    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    """The plugin example exactly as written (its test file and its pyproject.toml lines),
+    in a fresh project's pytest run of its own: it passes, with no warning."""
+    section = README.read_text().split("## Test your own code", 1)[1].split("\n## ", 1)[0]
+    pytester.makepyfile(test_user=section.split("```python\n")[1].split("```")[0])
+    pytester.makepyprojecttoml(section.split("```toml\n")[1].split("```")[0])
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-W", "error")
     result.assert_outcomes(passed=1)
 
 
