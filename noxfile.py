@@ -80,12 +80,16 @@ def soak(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: benchmarks/scale.py (the main one), then benchmarks/run.py.
+    """Benchmarks: benchmarks/scale.py (the main one), notifications.py, map.py, then run.py.
 
     Arguments after ``--`` go to scale.py (``--quick``, ``--loads``, ``--clients``...).
     ``--no-sdk`` skips the SageMaker Python SDK v2 baseline, which runs in its own venv (its
     pins differ from aiobotocore's). ``--scale-only`` skips run.py, and so does ``--quick``
-    (run.py's small moto benchmark would overwrite its dated results).
+    (run.py's small moto benchmark would overwrite its dated results). notifications.py (SNS
+    and SQS over moto) runs too, at small sizes with ``--quick``; ``--no-notifications``
+    skips it. map.py (``client.map`` over 10,000 and 100,000 inputs against the emulator,
+    about 15 minutes) runs too, at 1,000 and 5,000 inputs with ``--quick``; ``--no-map`` skips
+    it.
     Writes benchmarks/results/ and prints the tables.
     """
     # matplotlib draws scale.py's plot; uvloop speeds up its fake S3 server process.
@@ -110,6 +114,18 @@ def bench(session: nox.Session) -> None:
     if "--scale-only" in args:
         args.remove("--scale-only")
         scale_only = True
+    notifications = "--no-notifications" not in args
+    if not notifications:
+        args.remove("--no-notifications")
+    fan_out = "--no-map" not in args
+    if not fan_out:
+        args.remove("--no-map")
     session.run("python", "benchmarks/scale.py", *args, *sdk)
+    if notifications:
+        session.run(
+            "python", "benchmarks/notifications.py", *(["--quick"] if "--quick" in args else [])
+        )
+    if fan_out:
+        session.run("python", "benchmarks/map.py", *(["--quick"] if "--quick" in args else []))
     if not scale_only:
         session.run("python", "benchmarks/run.py", *sdk)
