@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from aioresponses import aioresponses
 
 CLIENT_TASKS = "sagemaker-async "  # the engine; with notifications, the receive loop and its kin
@@ -88,3 +91,20 @@ async def other_tasks() -> set[object]:
         for t in asyncio.all_tasks()
         if t is not current and not t.get_name().startswith(CLIENT_TASKS)
     }
+
+
+@contextlib.asynccontextmanager
+async def local_server(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A real HTTP server on 127.0.0.1 (a free port) answering every request with ``handler``;
+    yields its URL. Handlers still running at the end are cut short."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

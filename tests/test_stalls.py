@@ -22,6 +22,7 @@ from sagemaker_async import (
     RetryConfig,
     ValidationError,
 )
+from support import local_server
 
 
 @pytest.fixture
@@ -32,16 +33,9 @@ async def stalling_server() -> AsyncIterator[str]:
         await never.wait()  # accept, read the request, never answer
         return web.Response()
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", stall)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
+    async with local_server(stall) as url:
+        yield url
     never.set()
-    await runner.cleanup()
 
 
 def iso(ts: float) -> str:
@@ -97,15 +91,8 @@ async def captive_portal() -> AsyncIterator[str]:
             text="<html><body>Please log in to the network</body></html>", content_type="text/html"
         )
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", page)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with local_server(page) as url:
+        yield url
 
 
 @pytest.mark.parametrize("strategy", ["poll", "list"])
@@ -152,15 +139,8 @@ async def trickling_runtime() -> AsyncIterator[str]:
             await asyncio.sleep(5)
         return response
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", trickle)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with local_server(trickle) as url:
+        yield url
 
 
 async def test_a_trickling_invoke_answer_is_abandoned_and_retried(trickling_runtime: str) -> None:

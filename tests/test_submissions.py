@@ -19,7 +19,7 @@ from aiohttp import web
 
 from sagemaker_async import AsyncInferenceClient, ClientClosedError, InvocationError, RetryConfig
 from sagemaker_async.emulator import EndpointConfig
-from support import THROTTLE, faults
+from support import THROTTLE, faults, local_server
 
 BIG = 128_001
 
@@ -140,14 +140,7 @@ async def test_closing_the_client_during_an_invoke_says_it_may_have_been_submitt
         await release.wait()
         return web.Response()
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", accept_and_stall)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with local_server(accept_and_stall) as url:
         client = AsyncInferenceClient(
             region_name="us-east-1", endpoint_url=url, s3_endpoint_url=url
         )
@@ -159,11 +152,9 @@ async def test_closing_the_client_during_an_invoke_says_it_may_have_been_submitt
         await client.aclose()
         with pytest.raises(ClientClosedError) as caught:
             await asyncio.wait_for(invoke, 10)
-        assert caught.value.possibly_submitted and caught.value.inference_id == "closing-1"
-        assert "may have" in str(caught.value) and "NoneType" not in str(caught.value)
-    finally:
         release.set()
-        await runner.cleanup()
+    assert caught.value.possibly_submitted and caught.value.inference_id == "closing-1"
+    assert "may have" in str(caught.value) and "NoneType" not in str(caught.value)
 
 
 async def test_a_throttled_attempt_is_not_counted_as_a_submission(
