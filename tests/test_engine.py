@@ -422,3 +422,30 @@ async def test_handles_cancelled_before_they_were_watched_leave_nothing(make_wor
     assert engine.watching == 0 and engine.modes() == {}
     await world.advance(30)
     assert world.counts("")["total"] == 0
+
+
+async def test_keys_handed_from_listing_to_polling_keep_their_first_delay(
+    make_world: Any,
+) -> None:
+    # The safety net of notifications is a long initial_delay: a key that a sweep hands to
+    # per-key polling must still not be read before submitted + initial_delay.
+    world = await make_world(polling=PollingConfig(initial_delay=30, max_delay=60, jitter=0.5))
+    crowd = [world.handle("out", "fail") for _ in range(40)]
+    for handle in crowd:
+        world.watch(handle)
+    await world.advance(60)
+    assert world.modes()["out/"] == "list"
+    fresh = [world.handle("out", "fail") for _ in range(3)]
+    for handle in fresh:
+        world.watch(handle)
+    submitted = world.clock.now
+    for handle in crowd:
+        await world.write(handle.output_location)
+    await world.clock.run_until(lambda: all(h.done() for h in crowd), world.settle, step=1)
+    assert world.modes()["out/"] == "poll"  # three left: read one by one
+    await world.advance(submitted + 29 - world.clock.now)
+    for handle in fresh:  # not read before submitted + initial_delay
+        assert world.embedded.counts(handle.output_location)["GET"] == 0
+    await world.write(fresh[0].output_location)
+    await world.advance(60)
+    assert fresh[0].done()

@@ -48,16 +48,15 @@ class PollingSource:
         key.gen += 1
         key.step = 0
         now = self._clock.monotonic()
-        if spread > 0:  # taking over from a sweep: within what the sweep would have waited
-            when = now + spread * self._rng.random()
-        else:
-            # The output at once (or initial_delay after submission); the failure location
-            # one round later, as failures are rare and read half as often.
-            initial = key.watch.polling.initial_delay
-            when = max(now, key.watch.submitted + initial)
-            if key.kind is Kind.FAILURE:
-                when = max(now + initial, key.watch.submitted + 2 * initial)
-        self._at(key, when)
+        # The output initial_delay after submission; the failure location one round later,
+        # as failures are rare and read half as often.
+        initial = key.watch.polling.initial_delay
+        earliest = key.watch.submitted + initial
+        if key.kind is Kind.FAILURE:
+            earliest = max(now + initial, key.watch.submitted + 2 * initial)
+        # Taking over from a sweep: within what the sweep would have waited, but never before
+        # the first delay (the safety net of notifications is a long one).
+        self._at(key, max(earliest, now + spread * self._rng.random() if spread > 0 else now))
 
     def unwatch(self, key: Key) -> None:
         """Stop polling ``key`` (its scheduled poll becomes moot)."""
