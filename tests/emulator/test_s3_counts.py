@@ -86,6 +86,9 @@ def test_sync_use_and_own_port() -> None:
 async def test_emulator_over_another_s3_endpoint(moto_url: str) -> None:
     """Any S3 endpoint works: here the moto server of the project's conftest."""
     bucket = f"external-{uuid.uuid4().hex[:8]}"
+    session = aiobotocore.session.get_session()
+    async with session.create_client("s3", **client_kwargs(moto_url)) as s3:
+        await s3.create_bucket(Bucket=bucket)  # as on AWS: the emulator creates only its own
     async with LocalAsyncEndpoint(
         [EndpointConfig("ext", s3_output_path=f"s3://{bucket}/out/")],
         s3_endpoint_url=moto_url,
@@ -96,6 +99,5 @@ async def test_emulator_over_another_s3_endpoint(moto_url: str) -> None:
             response = await client.invoke_endpoint_async(EndpointName="ext", Body=b"over moto")
         await emu.join()
         assert response["OutputLocation"].startswith(f"s3://{bucket}/out/")
-        session = aiobotocore.session.get_session()
         async with session.create_client("s3", **client_kwargs(moto_url)) as s3:
             assert (await read_object(s3, response["OutputLocation"]))[0] == b"over moto"

@@ -78,20 +78,6 @@ async def test_input_location_inference_id_extension_and_filename(
     assert (body, content_type) == (b"1,2,3", "text/csv")
 
 
-async def test_missing_input_object_gives_failure_object(
-    local_async_endpoint: LocalAsyncEndpoint, aws: dict[str, Any]
-) -> None:
-    emu = local_async_endpoint
-    async with runtime_client(emu) as client:
-        response = await client.invoke_endpoint_async(
-            EndpointName="echo", InputLocation="s3://sagemaker-async-emulator/missing/nothing"
-        )
-    await emu.join()
-    text, _ = await read_object(aws["s3"], response["FailureLocation"])
-    assert b"missing/nothing" in text
-    assert emu.stats("echo").failed == 1
-
-
 async def test_boto3_with_endpoint_url_and_with_env(
     local_async_endpoint: LocalAsyncEndpoint,
     aws: dict[str, Any],

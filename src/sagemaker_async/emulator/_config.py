@@ -174,6 +174,10 @@ class EndpointStats:
         timed_out: requests whose model ran longer than InvocationTimeoutSeconds.
         oldest_request_age_seconds: age of the oldest queued request
             (ApproximateAgeOfOldestRequest), 0.0 when the queue is empty.
+        input_unreadable: requests that got no output, no failure and no notification
+            because their InputLocation could not be read (a missing object or bucket, 403).
+        output_unwritable: requests whose output or failure object S3 refused (a missing
+            bucket, 403): they have no object and no notification.
     """
 
     name: str
@@ -186,6 +190,8 @@ class EndpointStats:
     expired: int
     timed_out: int
     oldest_request_age_seconds: float
+    input_unreadable: int = 0
+    output_unwritable: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The stats as a JSON-ready dict (the body of ``GET /_emulator/endpoints/{name}``)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime as dt
 import logging
 import random
@@ -49,6 +48,11 @@ class Job:
     received_at: float  # loop time
     received_wall: dt.datetime
     timer: asyncio.TimerHandle | None = None
+    expired: bool = False  # its TTL passed while queued; the workers skip it
+
+
+class _Lost(Exception):
+    """S3 refused the input or the result: the request ends with no object and no notice."""
 
 
 class _Outcome(Exception):
@@ -85,8 +89,9 @@ class EmulatedEndpoint:
         self._region = region
         self._bucket = bucket
         self._time_scale = time_scale
-        self._queue: collections.deque[Job] = collections.deque()
-        self._ready = asyncio.Condition()
+        self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        # The queued requests in arrival order (backlog and oldest age); expiry removes them.
+        self._waiting: dict[Job, None] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
@@ -98,6 +103,8 @@ class EmulatedEndpoint:
         self._failed = 0
         self._expired = 0
         self._timed_out = 0
+        self._input_unreadable = 0
+        self._output_unwritable = 0
         self._rng = random.Random()
         self._tokens = float(config.throttle_burst)  # throttle_rate's bucket
         self._refilled = 0.0
@@ -120,7 +127,7 @@ class EmulatedEndpoint:
     @property
     def backlog(self) -> int:
         """Requests waiting in the queue (not yet handed to the model)."""
-        return len(self._queue)
+        return len(self._waiting)
 
     @property
     def in_flight(self) -> int:
@@ -130,7 +137,8 @@ class EmulatedEndpoint:
     def stats(self) -> EndpointStats:
         """A snapshot of the queue and the counters."""
         loop = asyncio.get_running_loop()
-        oldest = loop.time() - self._queue[0].received_at if self._queue else 0.0
+        first = next(iter(self._waiting), None)
+        oldest = loop.time() - first.received_at if first is not None else 0.0
         return EndpointStats(
             name=self.name,
             backlog=self.backlog,
@@ -141,6 +149,8 @@ class EmulatedEndpoint:
             failed=self._failed,
             expired=self._expired,
             timed_out=self._timed_out,
+            input_unreadable=self._input_unreadable,
+            output_unwritable=self._output_unwritable,
             oldest_request_age_seconds=round(oldest, 3),
         )
 
@@ -149,7 +159,12 @@ class EmulatedEndpoint:
         await self._idle.wait()
 
     async def start(self) -> None:
-        """Check the model container (``/ping``), create the buckets, start the workers."""
+        """Check the model container (``/ping``) and the buckets, start the workers.
+
+        The emulator's own bucket (that of the default paths) is created when missing; any
+        other bucket must exist: a missing one is logged, and the requests whose objects it
+        should hold end with no object, as on AWS.
+        """
         if isinstance(self.model, ContainerModel):
             await self.model.start()
         paths = [self.output_path] + (
@@ -157,17 +172,27 @@ class EmulatedEndpoint:
         )
         buckets = {parse_s3_uri(path)[0] for path in paths}
         for bucket in sorted(buckets):
-            await self._ensure_bucket(bucket)
+            if bucket == self._bucket:
+                await self._ensure_bucket(bucket)
+            elif not await self._bucket_exists(bucket):
+                _log.warning(
+                    "endpoint %s: bucket %s does not exist: requests whose output or failure "
+                    "goes there will have none (the emulator creates only its own bucket, %s)",
+                    self.name,
+                    bucket,
+                    self._bucket,
+                )
         for index in range(self.config.concurrency):
             task = asyncio.create_task(self._worker(), name=f"emulator-{self.name}-worker-{index}")
             self._workers.append(task)
 
     async def aclose(self) -> None:
         """Cancel the workers and pending writes; queued requests are dropped."""
-        for job in self._queue:
+        for job in self._waiting:
             if job.timer is not None:
                 job.timer.cancel()
-        self._queue.clear()
+        self._waiting.clear()
+        self._queue = asyncio.Queue()
         tasks = [*self._workers, *self._side_tasks]
         for task in tasks:
             task.cancel()
@@ -199,14 +224,11 @@ class EmulatedEndpoint:
         self._received += 1
         self._unfinished += 1
         self._idle.clear()
-        self._queue.append(job)
+        self._waiting[job] = None
+        self._queue.put_nowait(job)
         loop = asyncio.get_running_loop()
+        # A timer per request: an endpoint with no instance (or busy ones) still expires it.
         job.timer = loop.call_later(job.ttl_seconds * self._time_scale, self._expire, job)
-        self._spawn(self._wake())
-
-    async def _wake(self) -> None:
-        async with self._ready:
-            self._ready.notify()
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
@@ -215,10 +237,9 @@ class EmulatedEndpoint:
 
     def _expire(self, job: Job) -> None:
         # Runs when the TTL passes; the job may already be with a worker (then nothing to do).
-        try:
-            self._queue.remove(job)
-        except ValueError:
+        if self._waiting.pop(job, False) is False:
             return
+        job.expired = True  # still in the queue: the worker that takes it skips it
         self._expired += 1
         reason = (
             "ClientError: Request expired: it waited in the queue longer than "
@@ -228,9 +249,10 @@ class EmulatedEndpoint:
 
     async def _worker(self) -> None:
         while True:
-            async with self._ready:
-                await self._ready.wait_for(lambda: bool(self._queue))
-                job = self._queue.popleft()
+            job = await self._queue.get()
+            if job.expired:
+                continue
+            self._waiting.pop(job, None)
             if job.timer is not None:
                 job.timer.cancel()
             self._in_flight += 1
@@ -245,6 +267,11 @@ class EmulatedEndpoint:
     async def _process(self, job: Job) -> None:
         try:
             payload = job.payload if job.payload is not None else await self._read_input(job)
+        except _Lost:
+            self._input_unreadable += 1
+            self._done()
+            return
+        try:
             body, content_type = await self._invoke(job, payload)
         except _Outcome as outcome:
             await self._finish_failed(job, outcome.reason, outcome.body)
@@ -259,10 +286,16 @@ class EmulatedEndpoint:
             async with response["Body"] as stream:
                 return await stream.read()
         except (ClientError, BotoCoreError, ValueError) as exc:
-            code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else str(exc)
-            raise _Outcome(
-                f"ClientError: Failed to download the input data from {job.input_location}: {code}."
-            ) from None
+            # As on AWS (a missing object or bucket, a role without s3:GetObject): no output,
+            # no failure object, no notification; the caller waits until its deadline.
+            _log.warning(
+                "endpoint %s: inference %s gets no output: its input %s cannot be read (%s)",
+                self.name,
+                job.inference_id,
+                job.input_location,
+                _error_code(exc),
+            )
+            raise _Lost from None
 
     async def _invoke(self, job: Job, payload: bytes) -> tuple[bytes, str]:
         request = InferenceRequest(
@@ -297,7 +330,7 @@ class EmulatedEndpoint:
         return body, content_type or job.accept or "application/octet-stream"
 
     async def _finish_completed(self, job: Job, body: bytes, content_type: str) -> None:
-        await self._finish(
+        if await self._finish(
             job,
             job.output_location,
             body,
@@ -307,11 +340,11 @@ class EmulatedEndpoint:
             response_body=body,
             output_location=job.output_location,
             output_content_type=content_type,
-        )
-        self._completed += 1
+        ):
+            self._completed += 1
 
     async def _finish_failed(self, job: Job, reason: str, body: bytes | None) -> None:
-        await self._finish(
+        if await self._finish(
             job,
             job.failure_location,
             reason.encode(),
@@ -321,8 +354,8 @@ class EmulatedEndpoint:
             response_body=body if body is not None else reason.encode(),
             failure_location=job.failure_location,
             failure_reason=reason,
-        )
-        self._failed += 1
+        ):
+            self._failed += 1
 
     async def _finish(
         self,
@@ -335,14 +368,17 @@ class EmulatedEndpoint:
         include: str,
         response_body: bytes,
         **notice: Any,
-    ) -> None:
+    ) -> bool:
         """Write the output or failure object, then the notification (if configured).
 
-        Without S3FailurePath (``location`` None), a failure writes no object.
+        Without S3FailurePath (``location`` None), a failure writes no object. When S3 refuses
+        the object (a missing bucket, no permission), nothing more happens: no notification,
+        False.
         """
         try:
             if location is not None:
-                await self._put(location, data, content_type)
+                if not await self._put(job, location, data, content_type):
+                    return False
                 _log.info(
                     "endpoint %s: inference %s written to %s",
                     self.name,
@@ -369,6 +405,7 @@ class EmulatedEndpoint:
                         **notice,
                     ),
                 )
+            return True
         finally:
             self._done()
 
@@ -377,16 +414,31 @@ class EmulatedEndpoint:
         if self._unfinished == 0:
             self._idle.set()
 
-    async def _put(self, location: str, body: bytes, content_type: str) -> None:
+    async def _put(self, job: Job, location: str, body: bytes, content_type: str) -> bool:
+        """Write one object; False (logged and counted) when S3 refuses it."""
         bucket, key = parse_s3_uri(location)
         try:
             await self._s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "NoSuchBucket":
-                _log.error("endpoint %s: could not write %s: %s", self.name, location, exc)
-                raise
-            await self._ensure_bucket(bucket)
-            await self._s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+        except (ClientError, BotoCoreError) as exc:
+            # No bucket appears by magic: on AWS a missing bucket (or a role without
+            # s3:PutObject) means no object, and a poller waits until its deadline.
+            self._output_unwritable += 1
+            _log.warning(
+                "endpoint %s: inference %s gets no output: %s cannot be written (%s)",
+                self.name,
+                job.inference_id,
+                location,
+                _error_code(exc),
+            )
+            return False
+        return True
+
+    async def _bucket_exists(self, bucket: str) -> bool:
+        try:
+            await self._s3.head_bucket(Bucket=bucket)
+        except ClientError:
+            return False
+        return True
 
     async def _ensure_bucket(self, bucket: str) -> None:
         try:
@@ -410,6 +462,12 @@ class EmulatedEndpoint:
         except (ClientError, BotoCoreError) as exc:
             # The real service drops a notification it cannot deliver; the S3 object stands.
             _log.warning("endpoint %s: could not notify %s: %s", self.name, topic_arn, exc)
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or exc)
+    return str(exc)
 
 
 def _model_error_reason(status: int, message: str) -> str:

@@ -7,12 +7,14 @@ S3 requests per inference on the server side.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
 import threading
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -95,20 +97,70 @@ def connectable_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _access_denied(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """S3's 403 AccessDenied answer (no body for a HEAD, as S3 sends)."""
+    request_id = uuid.uuid4().hex[:16].upper()
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+        f"<Message>Access Denied</Message><RequestId>{request_id}</RequestId>"
+        f"<HostId>{request_id}</HostId></Error>"
+    ).encode()
+    if environ.get("REQUEST_METHOD", "GET").upper() == "HEAD":
+        body = b""
+    start_response(
+        "403 Forbidden",
+        [
+            ("Content-Type", "application/xml"),
+            ("Content-Length", str(len(body))),
+            ("x-amz-request-id", request_id),
+            ("x-amz-id-2", request_id),
+        ],
+    )
+    return [body]
+
+
 class RequestCountingMiddleware:
-    """WSGI middleware that counts requests by ``(kind, path)``; thread-safe."""
+    """WSGI middleware that counts requests by ``(kind, path)``; thread-safe.
+
+    With :attr:`list_bucket_allowed` False it answers as S3 does to a caller without
+    ``s3:ListBucket``: 403 AccessDenied for a GET or HEAD of a missing key, and for a listing.
+    """
 
     def __init__(self, app: WSGIApp) -> None:
         self._app = app
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()
+        self.list_bucket_allowed = True
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         """Count the request, then hand it to the wrapped app."""
         kind = classify_request(environ)
         with self._lock:
             self._counts[kind] += 1
-        return self._app(environ, start_response)
+        if self.list_bucket_allowed or kind[0] not in ("GET", "HEAD", "LIST"):
+            return self._app(environ, start_response)
+        if kind[0] == "LIST":
+            return _access_denied(environ, start_response)
+        if "/" not in kind[1]:  # HEAD of a bucket
+            return self._app(environ, start_response)
+        answer: list[Any] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            answer[:] = [status, headers]
+            return lambda data: None
+
+        chunks = self._app(environ, capture)
+        try:
+            body = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        status, headers = answer
+        if status.startswith("404"):
+            return _access_denied(environ, start_response)
+        start_response(status, headers)
+        return [body]
 
     def counts(self, *prefixes: str) -> dict[str, int]:
         """Requests per kind, limited to paths starting with any of ``prefixes`` when given.
@@ -163,12 +215,40 @@ class EmbeddedS3:
     moto keeps its state per process: two servers in one process share buckets and queues.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, list_bucket_allowed: bool = True
+    ) -> None:
         self._host = host
         self._port = port
+        self._list_bucket_allowed = list_bucket_allowed
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._counter: RequestCountingMiddleware | None = None
+
+    @property
+    def list_bucket_allowed(self) -> bool:
+        """False: answer as S3 does to a caller without ``s3:ListBucket``.
+
+        A GET or HEAD of a missing key then answers 403 AccessDenied instead of 404, and a
+        listing answers 403 AccessDenied. Settable at any time (it applies to every client).
+        """
+        return self._list_bucket_allowed
+
+    @list_bucket_allowed.setter
+    def list_bucket_allowed(self, value: bool) -> None:
+        self._list_bucket_allowed = value
+        if self._counter is not None:
+            self._counter.list_bucket_allowed = value
+
+    @contextlib.contextmanager
+    def without_list_bucket(self) -> Iterator[EmbeddedS3]:
+        """``with s3.without_list_bucket(): ...``: :attr:`list_bucket_allowed` False inside."""
+        before = self.list_bucket_allowed
+        self.list_bucket_allowed = False
+        try:
+            yield self
+        finally:
+            self.list_bucket_allowed = before
 
     @property
     def url(self) -> str:
@@ -207,6 +287,7 @@ class EmbeddedS3:
                 _log.debug("embedded S3: %s -> %s", self.requestline, code)
 
         self._counter = RequestCountingMiddleware(DomainDispatcherApplication(create_backend_app))
+        self._counter.list_bucket_allowed = self._list_bucket_allowed
         # werkzeug prints a bind error and exits the process: check the address first.
         try:
             socket.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
