@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import time
 import uuid
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
@@ -581,7 +582,7 @@ async def test_a_client_queue_that_cannot_subscribe_fails_open_and_leaves_nothin
 def test_foreign_messages_come_back_at_once_while_young_then_later_and_later() -> None:
     assert [release_delay(age) for age in (0, 5, 29.9)] == [0, 0, 0]
     assert [release_delay(age) for age in (30, 60, 3600)] == [15, 30, 1800]
-    assert release_delay(10 * 24 * 3600) == 43200  # SQS's longest visibility timeout
+    assert release_delay(10 * 24 * 3600) == 43200 - 600  # SQS's limit, less a margin
 
 
 async def test_an_endpoint_without_s3_failure_path(
@@ -625,3 +626,109 @@ async def test_an_endpoint_without_s3_failure_path(
         with pytest.raises(InferenceTimeoutError) as timed_out:
             await asyncio.wait_for(bad, WAIT)
     assert "no S3FailurePath" in str(timed_out.value)
+
+
+async def test_releases_go_at_once_and_deletes_wait_for_ten_or_a_second(
+    aws: dict[str, Any], embedded_s3: Any
+) -> None:
+    # The owner of a foreign message waits for its release; nobody waits for a delete.
+    from fakeclock import FakeClock
+
+    from sagemaker_async._engine._notifications import NotificationSource
+    from sagemaker_async._engine._records import Watch, WatchTarget
+
+    sqs = aws["sqs"]
+    queue = (await sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:12]}"))["QueueUrl"]
+    ours, theirs = [uuid.uuid4().hex for _ in range(4)], [uuid.uuid4().hex for _ in range(3)]
+    for inference_id in ours + theirs:
+        notice = dict(NOTICE, inferenceId=inference_id)
+        notice["responseParameters"] = dict(
+            NOTICE["responseParameters"], outputLocation=f"s3://b/out/{inference_id}.out"
+        )
+        await sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(notice))
+    clock = FakeClock(wall=time.time())  # the messages' SentTimestamp is real
+    loop = asyncio.get_running_loop()
+    watches: dict[str, Watch] = {}
+    reported: list[str] = []
+
+    def report(completion: Any, source: str) -> None:  # the engine resolves, then ends it
+        watch = next(w for w in watches.values() if w.target.output_location == completion.location)
+        reported.append(watch.target.inference_id)
+        source_.ended(watch, settled=True)
+
+    source_ = NotificationSource(
+        sqs,
+        queue,
+        config=NotificationConfig(queue_url=queue),
+        retry=RetryConfig(),
+        clock=clock,  # type: ignore[arg-type]
+        find=lambda location: None,
+        report=report,
+        report_failure=lambda watch, reason, source: None,
+    )
+    wall = clock.wall()
+    for inference_id in ours:
+        target = WatchTarget(
+            "ep", inference_id, f"s3://b/out/{inference_id}.out", None, wall, wall + 3600
+        )
+        source_.expect(inference_id, wall + 3600)
+        watches[inference_id] = Watch(
+            target, PollingConfig(), loop.create_future(), submitted=1.0, deadline=1e9
+        )
+        source_.watching(watches[inference_id])
+    before = embedded_s3.actions("sqs")
+    source_.start()
+    try:
+
+        def sent(action: str) -> int:
+            return embedded_s3.actions("sqs").get(action, 0) - before.get(action, 0)
+
+        async def settle() -> None:
+            await asyncio.sleep(0.2)  # real time for moto to answer; the clock is fake
+
+        # One receive gets all seven: the three foreign ones go back at once, in one batch.
+        await eventually(lambda: async_true(sent("ChangeMessageVisibilityBatch") == 1))
+        assert sorted(reported) == sorted(ours)
+        assert sent("DeleteMessageBatch") == 0
+        await clock.advance(0.5, settle)
+        assert sent("DeleteMessageBatch") == 0  # four deletes wait for more...
+        await clock.advance(0.6, settle)
+        await eventually(lambda: async_true(sent("DeleteMessageBatch") == 1))  # ...a second
+    finally:
+        await source_.aclose()
+    answer = await sqs.get_queue_attributes(
+        QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    assert answer["Attributes"]["ApproximateNumberOfMessages"] == "3"  # theirs, visible again
+    assert await depth(aws, queue) == 3
+
+
+async def test_an_old_foreign_message_is_hidden_within_sqs_limit(
+    aws: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # SQS counts its 12 hours from the receipt: a change to exactly 43,200 s fails.
+    from fakeclock import FakeClock
+
+    from sagemaker_async._engine._notifications import NotificationSource
+
+    sqs = aws["sqs"]
+    queue = (await sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:12]}"))["QueueUrl"]
+    await sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(NOTICE))
+    source = NotificationSource(
+        sqs,
+        queue,
+        config=NotificationConfig(queue_url=queue),
+        retry=RetryConfig(),
+        clock=FakeClock(wall=time.time() + 10 * 86400),  # type: ignore[arg-type]
+        find=lambda location: None,
+        report=lambda completion, source: None,
+        report_failure=lambda watch, reason, source: None,
+    )
+    source.start()
+    await eventually(lambda: async_true(source.stats["release"] == 1))
+    await source.aclose()
+    assert "ChangeMessageVisibilityBatch failed" not in caplog.text
+    answer = await sqs.get_queue_attributes(
+        QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )
+    assert answer["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "1"

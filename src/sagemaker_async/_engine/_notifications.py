@@ -12,7 +12,9 @@ message:
 - anything else belongs to someone else (another process on a shared queue, an old run): it
   is made visible again at once (once it is old, later and later), never deleted.
 
-Deletes and releases go out in batches of up to 10 from a second task.
+Deletes and releases go out in batches of up to 10 from a second task: releases at once (the
+message's owner waits for it), deletes when ten are due or after ``delete_linger`` (nobody
+waits for a delete; the message stays invisible for ``hold`` meanwhile).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .._config import NotificationConfig, RetryConfig
 from .._errors import InvocationError
 from .._retry import is_transient, retry_delay, to_invocation_error
-from ._clock import Clock
+from ._clock import Clock, Timer
 from ._records import Completion, Watch
 from ._tasks import cancel_all
 
@@ -49,7 +51,9 @@ _WAIT = 20  # long-polling seconds (SQS's longest)
 # within this time. An older one comes back later and later (after half its age), so a message
 # nobody owns (an old run's) costs a receive now and then, not all the time.
 _FREE_AGE = 30.0
-_MAX_VISIBILITY = 43200
+# SQS's limit is 12 hours from the receipt, not from the change: leave a margin for the time
+# between the two (a change past it fails, and moto fails the whole batch).
+_MAX_VISIBILITY = 43200 - 600
 _PRUNE_EVERY = 60.0
 # How long a resolved inference's id is remembered, to delete a second delivery of its message.
 _REMEMBER_SETTLED = 900.0
@@ -141,6 +145,7 @@ class NotificationSource:
         report: Callable[[Completion, str], None],
         report_failure: Callable[[Watch, str, str], None],
         linger: float = 0.1,
+        delete_linger: float = 1.0,
     ) -> None:
         self._sqs = sqs
         self.queue_url = queue_url
@@ -151,6 +156,10 @@ class NotificationSource:
         self._report = report
         self._report_failure = report_failure
         self._linger = linger
+        # A claimed message must be deleted well before ``hold`` makes it visible again.
+        self._delete_linger = min(delete_linger, config.hold / 4)
+        self._delete_timer: Timer | None = None
+        self._deletes_due = False
         self._pending_ids: dict[str, float] = {}  # ours, no outcome yet: id -> wall deadline
         self._settled_ids: dict[str, float] = {}  # ours, resolved: id -> wall deadline
         self._by_id: dict[str, Watch] = {}  # watches now under way
@@ -180,6 +189,9 @@ class NotificationSource:
         """Stop receiving; delete what is resolved and give back what is held (best effort)."""
         tasks, self._tasks = self._tasks, []
         await cancel_all(tasks)
+        if self._delete_timer is not None:
+            self._delete_timer.cancel()
+            self._delete_timer = None
         for notice in list(self._by_message.values()):
             self._releases.append((notice, 0))  # ours, unresolved: another client may resume
         self._by_message.clear()
@@ -295,6 +307,14 @@ class NotificationSource:
     def _delete(self, notice: Notice) -> None:
         self._by_message.pop(notice.message_id, None)
         self._deletes.append(notice)
+        if len(self._deletes) >= _BATCH:
+            self._flush.set()
+        elif self._delete_timer is None:
+            self._delete_timer = self._clock.call_later(self._delete_linger, self._deletes_ready)
+
+    def _deletes_ready(self) -> None:
+        self._delete_timer = None
+        self._deletes_due = True
         self._flush.set()
 
     def _release(self, notice: Notice) -> None:
@@ -370,30 +390,45 @@ class NotificationSource:
     async def _send_loop(self) -> None:
         while True:
             await self._flush.wait()
-            if len(self._deletes) < _BATCH and len(self._releases) < _BATCH:
-                await self._clock.sleep(self._linger)
             self._flush.clear()
             with contextlib.suppress(InvocationError):  # logged; the messages come back
-                await self._send_all()
+                await self._send_all(all_deletes=self._deletes_due)
 
-    async def _send_all(self) -> None:
-        while self._deletes:
-            batch, self._deletes = self._deletes[:_BATCH], self._deletes[_BATCH:]
-            self.stats["delete"] += 1
-            await self._batch(
-                "DeleteMessageBatch",
-                [{"Id": str(i), "ReceiptHandle": n.receipt} for i, n in enumerate(batch)],
-            )
-        while self._releases:
-            releases, self._releases = self._releases[:_BATCH], self._releases[_BATCH:]
+    async def _send_all(self, *, all_deletes: bool = True) -> None:
+        """Send every release and the deletes that are due, all batches at once."""
+        calls = []
+        releases, self._releases = self._releases, []
+        for start in range(0, len(releases), _BATCH):
             self.stats["release"] += 1
-            await self._batch(
-                "ChangeMessageVisibilityBatch",
-                [
-                    {"Id": str(i), "ReceiptHandle": n.receipt, "VisibilityTimeout": delay}
-                    for i, (n, delay) in enumerate(releases)
-                ],
-            )
+            entries = [
+                {"Id": str(i), "ReceiptHandle": n.receipt, "VisibilityTimeout": delay}
+                for i, (n, delay) in enumerate(releases[start : start + _BATCH])
+            ]
+            calls.append(self._batch("ChangeMessageVisibilityBatch", entries))
+        due = len(self._deletes) if all_deletes else len(self._deletes) // _BATCH * _BATCH
+        deletes, self._deletes = self._deletes[:due], self._deletes[due:]
+        if all_deletes:
+            self._deletes_due = False
+            if self._delete_timer is not None:
+                self._delete_timer.cancel()
+                self._delete_timer = None
+        for start in range(0, len(deletes), _BATCH):
+            self.stats["delete"] += 1
+            entries = [
+                {"Id": str(i), "ReceiptHandle": n.receipt}
+                for i, n in enumerate(deletes[start : start + _BATCH])
+            ]
+            calls.append(self._batch("DeleteMessageBatch", entries))
+        failed = [
+            error
+            for error in await asyncio.gather(*calls, return_exceptions=True)
+            if isinstance(error, BaseException)
+        ]
+        for error in failed:
+            if not isinstance(error, InvocationError):
+                raise error
+        if failed:
+            raise failed[0]
 
     async def _batch(self, operation: str, entries: Any) -> None:
         try:
