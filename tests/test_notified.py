@@ -633,7 +633,6 @@ async def test_releases_go_at_once_and_deletes_wait_for_ten_or_a_second(
 ) -> None:
     # The owner of a foreign message waits for its release; nobody waits for a delete.
     from fakeclock import FakeClock
-
     from sagemaker_async._engine._notifications import NotificationSource
     from sagemaker_async._engine._records import Watch, WatchTarget
 
@@ -708,7 +707,6 @@ async def test_an_old_foreign_message_is_hidden_within_sqs_limit(
 ) -> None:
     # SQS counts its 12 hours from the receipt: a change to exactly 43,200 s fails.
     from fakeclock import FakeClock
-
     from sagemaker_async._engine._notifications import NotificationSource
 
     sqs = aws["sqs"]
