@@ -29,9 +29,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over src/."""
+    """mypy --strict over src/ and tests/ (the files and settings are in pyproject.toml)."""
     session.install("-e", ".[test]", "mypy>=1.10", STUBS, "types-tqdm")
-    session.run("mypy", "--strict", "src")
+    session.run("mypy", *session.posargs)
 
 
 @nox.session

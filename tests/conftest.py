@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
+
+if TYPE_CHECKING:
+    from sagemaker_async import AsyncInferenceClient, PollingConfig
 
 pytest_plugins = ["pytester"]  # to run README's plugin example as a user's test file
 
@@ -56,14 +59,14 @@ async def moto_admin(moto_url: str) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def fast_polling():  # type: ignore[no-untyped-def]
+def fast_polling() -> PollingConfig:
     from sagemaker_async import PollingConfig
 
     return PollingConfig(initial_delay=0.02, max_delay=0.1, jitter=0.01)
 
 
 @pytest.fixture
-async def client(moto_url: str, fast_polling):  # type: ignore[no-untyped-def]
+async def client(moto_url: str, fast_polling: PollingConfig) -> AsyncIterator[AsyncInferenceClient]:
     """A client on the moto server, polling fast, retrying fast."""
     from sagemaker_async import AsyncInferenceClient, RetryConfig
 

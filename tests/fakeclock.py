@@ -49,7 +49,12 @@ class FakeClock:
             await asyncio.sleep(0)
             return
         done = asyncio.get_running_loop().create_future()
-        self.call_later(seconds, lambda: done.done() or done.set_result(None))
+
+        def wake() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self.call_later(seconds, wake)
         await done
 
     async def advance(self, seconds: float, settle: Settle) -> None:

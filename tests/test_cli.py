@@ -533,7 +533,7 @@ def test_help_describes_every_option_and_verbose_works_after_the_command(
         assert exited.value.code == 0
         text = capsys.readouterr().out
         assert "Example" in text, command
-        for action in _parser()._subparsers._group_actions[0].choices[command]._actions:  # type: ignore[union-attr]
+        for action in _parser()._subparsers._group_actions[0].choices[command]._actions:  # type: ignore[union-attr,index]
             assert action.help, f"{command} {action.option_strings or action.dest} has no help"
         if command == "wait":
             assert "--input-prefix" not in text and "--endpoint-url" not in text

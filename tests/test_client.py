@@ -42,7 +42,7 @@ async def test_success_resolves_to_the_output(
     assert handle.inference_id == "id-1"
     assert handle.endpoint_name == "my-endpoint"
     assert handle.output_location.startswith("s3://")
-    assert handle.failure_location.startswith("s3://")
+    assert handle.failure_location is not None and handle.failure_location.startswith("s3://")
     assert handle.submitted_at < handle.deadline
     assert handle.status is InferenceStatus.PENDING and not handle.done()
     result = await handle
@@ -51,7 +51,8 @@ async def test_success_resolves_to_the_output(
     assert result.text() == '{"answer": 42}'
     assert result.output_location == handle.output_location
     assert result.inference_id == "id-1"
-    assert handle.done() and handle.status is InferenceStatus.SUCCEEDED
+    # mypy keeps the narrowing to PENDING from before the await
+    assert handle.done() and handle.status is InferenceStatus.SUCCEEDED  # type: ignore[comparison-overlap]
     assert handle.exception() is None
     assert await handle.result() is result  # a done handle answers at once
     assert not await other_tasks()
@@ -98,7 +99,9 @@ async def test_500_handles_at_once_with_gather(
     assert not await other_tasks()
 
 
-async def _inputs_sent(moto_url: str, body_len: int, client: AsyncInferenceClient) -> dict:  # type: ignore[type-arg]
+async def _inputs_sent(
+    moto_url: str, body_len: int, client: AsyncInferenceClient
+) -> dict[str, Any]:
     handle = await client.invoke_endpoint_async(
         "my-endpoint", body=b"x" * body_len, content_type="application/octet-stream"
     )
@@ -265,8 +268,11 @@ async def test_done_callback_and_exception(
 
 
 async def test_resume_from_to_dict_in_another_client(
-    client: AsyncInferenceClient, moto_url: str, moto_admin: aiohttp.ClientSession, fast_polling
-) -> None:  # type: ignore[no-untyped-def]
+    client: AsyncInferenceClient,
+    moto_url: str,
+    moto_admin: aiohttp.ClientSession,
+    fast_polling: PollingConfig,
+) -> None:
     await set_moto_results(moto_admin, ("resumed!", False))
     handle = await client.invoke_endpoint_async("my-endpoint", input_location=unique_input())
     state = json.loads(json.dumps(handle.to_dict()))  # survives a trip through JSON
@@ -283,7 +289,9 @@ async def test_resume_from_to_dict_in_another_client(
         assert (await resumed).text() == "resumed!"
 
 
-async def test_closing_the_client_ends_every_watcher(moto_url: str, fast_polling) -> None:  # type: ignore[no-untyped-def]
+async def test_closing_the_client_ends_every_watcher(
+    moto_url: str, fast_polling: PollingConfig
+) -> None:
     client = AsyncInferenceClient(
         region_name="us-east-1",
         endpoint_url=moto_url,

@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiobotocore.session import get_session
@@ -31,6 +31,9 @@ from sagemaker_async._engine._records import Mode
 from sagemaker_async._engine._strategy import choose, crowded, sweep_cap
 from support import ACCESS_DENIED, SLOW_DOWN, faults, other_tasks
 
+if TYPE_CHECKING:
+    from sagemaker_async.emulator import EmbeddedS3
+
 POLLING = PollingConfig(initial_delay=0.5, max_delay=5.0, jitter=0.5)
 
 
@@ -41,13 +44,17 @@ def iso(ts: float) -> str:
 class World:
     """A bucket of its own on moto, a client on a fake clock, and a writer for results."""
 
-    def __init__(self, client: AsyncInferenceClient, clock: FakeClock, s3: Any, embedded: Any):
+    def __init__(
+        self, client: AsyncInferenceClient, clock: FakeClock, s3: Any, embedded: EmbeddedS3
+    ):
         self.client, self.clock, self.s3, self.embedded = client, clock, s3, embedded
         self.bucket = f"engine-{uuid.uuid4().hex[:12]}"
         self.settle = settler(client)
         self.done_at: dict[str, float] = {}
 
-    def handle(self, out: str, fail: str, *, endpoint: str = "ep", timeout: float = 3600):
+    def handle(
+        self, out: str, fail: str, *, endpoint: str = "ep", timeout: float = 3600
+    ) -> AsyncInferenceHandle:
         """A pending inference submitted now, with its locations under out/ and fail/."""
         name = uuid.uuid4().hex
         wall = self.clock.wall()
@@ -253,7 +260,7 @@ async def test_listing_denied_falls_back_to_reads_and_says_so_once(
 # -- the request budget -------------------------------------------------------------------------
 def test_budget_halves_on_slowdown_once_a_second_and_grows_back() -> None:
     clock = FakeClock()
-    budget = RequestBudget(100.0, clock)  # type: ignore[arg-type]
+    budget = RequestBudget(100.0, clock)
     budget.slow_down()
     assert budget.rate == 50
     budget.slow_down()  # the same overload answers many requests at once

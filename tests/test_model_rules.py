@@ -8,6 +8,7 @@ from typing import Any
 
 import botocore.session
 import pytest
+from botocore.model import StructureShape
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,8 +16,9 @@ from sagemaker_async import ValidationError
 from sagemaker_async._validation import DEVIATIONS, java_pattern, validate_field
 
 MODEL = botocore.session.get_session().get_service_model("sagemaker-runtime")
-SHAPE = MODEL.operation_model("InvokeEndpointAsync").input_shape
-assert SHAPE is not None
+_INPUT = MODEL.operation_model("InvokeEndpointAsync").input_shape
+assert _INPUT is not None
+SHAPE: StructureShape = _INPUT
 STRINGS = sorted(n for n, m in SHAPE.members.items() if m.type_name == "string")
 
 # Characters that sit on the rules' edges, mixed into random text.

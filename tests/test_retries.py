@@ -161,7 +161,7 @@ def test_tls_and_proxy_failures_are_not_transient() -> None:
 
     assert is_transient(EndpointConnectionError(endpoint_url="http://127.0.0.1:9"))
     assert is_transient(HTTPClientError(error=aiohttp.ServerDisconnectedError()))
-    assert not is_transient(SSLError(endpoint_url="https://127.0.0.1", error="bad cert"))
+    assert not is_transient(SSLError(endpoint_url="https://127.0.0.1", error="bad cert"))  # type: ignore[arg-type]
     assert not is_transient(ProxyConnectionError(proxy_url="http://127.0.0.1:9", error="x"))
     assert not is_transient(HTTPClientError(error=ssl.SSLCertVerificationError("bad")))
     assert not is_transient(HTTPClientError(error=TypeError("a bug, not the network")))

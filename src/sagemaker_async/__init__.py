@@ -27,7 +27,9 @@ from ._errors import (
 from ._handle import AsyncInferenceHandle, InferenceStatus
 from ._logs import RedactingFilter
 from ._map import MapOutcome, MapProgress, as_completed
+from ._public import publish
 from ._result import InferenceResult
+from ._version import __version__
 
 __all__ = [
     "AsyncInferenceClient",
@@ -53,4 +55,6 @@ __all__ = [
     "invoke_endpoint_async",
 ]
 
-__version__ = "0.1.0"
+
+publish(__name__, __all__, globals())  # sagemaker_async.InferenceFailedError, not ._errors
+del publish

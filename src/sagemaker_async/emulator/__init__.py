@@ -16,6 +16,7 @@ See docs/emulator.md.
 
 from __future__ import annotations
 
+from .._public import publish
 from ._config import (
     DEFAULT_BUCKET,
     ERROR_NOTIFICATION_TOPIC,
@@ -63,3 +64,6 @@ __all__ = [
     "serve",
     "shell_exports",
 ]
+
+publish(__name__, __all__, globals())  # sagemaker_async.emulator.EndpointConfig, not ._config
+del publish
