@@ -14,7 +14,14 @@ Submit with :meth:`AsyncInferenceClient.invoke_endpoint_async`, then ``await`` t
 """
 
 from ._client import AsyncInferenceClient
-from ._config import CompletionConfig, NotificationConfig, PollingConfig, RetryConfig
+from ._config import (
+    CompletionConfig,
+    Hooks,
+    NotificationConfig,
+    PollingConfig,
+    RetryConfig,
+    TelemetryConfig,
+)
 from ._default import aclose_default_client, invoke_endpoint_async
 from ._errors import (
     ClientClosedError,
@@ -24,9 +31,10 @@ from ._errors import (
     SageMakerAsyncError,
     ValidationError,
 )
-from ._handle import AsyncInferenceHandle, InferenceStatus
+from ._handle import AsyncInferenceHandle, HandleState, InferenceStatus
 from ._logs import RedactingFilter
 from ._map import MapOutcome, MapProgress, as_completed
+from ._observe import ClientStats, OutcomeEvent, SubmitEvent
 from ._public import publish
 from ._result import InferenceResult
 from ._version import __version__
@@ -35,7 +43,10 @@ __all__ = [
     "AsyncInferenceClient",
     "AsyncInferenceHandle",
     "ClientClosedError",
+    "ClientStats",
     "CompletionConfig",
+    "HandleState",
+    "Hooks",
     "InferenceFailedError",
     "InferenceResult",
     "InferenceStatus",
@@ -44,10 +55,13 @@ __all__ = [
     "MapOutcome",
     "MapProgress",
     "NotificationConfig",
+    "OutcomeEvent",
     "PollingConfig",
     "RedactingFilter",
     "RetryConfig",
     "SageMakerAsyncError",
+    "SubmitEvent",
+    "TelemetryConfig",
     "ValidationError",
     "__version__",
     "aclose_default_client",

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
-from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from aiobotocore.client import AioBaseClient
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import NoRegionError, ProfileNotFound
 
-from ._config import CompletionConfig, NotificationConfig, PollingConfig, RetryConfig
+from ._config import (
+    CompletionConfig,
+    Hooks,
+    NotificationConfig,
+    PollingConfig,
+    RetryConfig,
+    TelemetryConfig,
+)
 from ._engine._budget import RequestBudget
 from ._engine._client_queue import ClientQueue
 from ._engine._clock import Clock, SystemClock
@@ -25,11 +33,12 @@ from ._engine._engine import CompletionEngine
 from ._engine._notifications import NotificationSource
 from ._engine._records import WatchTarget
 from ._errors import ClientClosedError, InvocationError, SageMakerAsyncError, ValidationError
-from ._handle import AsyncInferenceHandle
+from ._handle import AsyncInferenceHandle, HandleState, load_state
 from ._map import MapOutcome, MapProgress, map_inferences
+from ._observe import ClientStats, Observer
 from ._retry import bounded, call_with_retry, may_have_reached, retrying, to_invocation_error
 from ._s3 import ObjectStore
-from ._validation import MAX_INLINE_BODY, parse_s3_uri, validate_field, validate_invoke_request
+from ._validation import MAX_INLINE_BODY, parse_s3_uri, validate_invoke_request
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -49,6 +58,22 @@ _DEFAULT_INVOCATION_TIMEOUT = 900
 _ENGINE_CONCURRENCY = 32
 # SQS long polls last 20 s: their read timeout must be longer.
 _SQS_READ_TIMEOUT = 30.0
+
+
+def _check_injected(name: str, client: object, service: str) -> None:
+    """``client`` must be an aiobotocore client of ``service`` (or None)."""
+    if client is None:
+        return
+    model = getattr(getattr(client, "meta", None), "service_model", None)
+    given = getattr(model, "service_name", None)
+    if not isinstance(client, AioBaseClient) or given != service:
+        what = f"a {type(client).__name__}" + (f" of {given}" if given else "")
+        raise ValidationError(
+            name,
+            f"{what} was given",
+            f"an aiobotocore {service} client, already entered "
+            f"(async with session.create_client({service!r}) as client)",
+        )
 
 
 def _configuration_error(exc: Exception) -> SageMakerAsyncError:
@@ -107,6 +132,17 @@ class AsyncInferenceClient:
             uploads always find one and answers arriving together never stall the loop.
         clock: where time, sleeps and timers come from (for tests: a fake clock makes every
             schedule run in virtual time); the system clock by default.
+        hooks: callbacks on each submission and each outcome, for your own metrics (see
+            :class:`Hooks`).
+        telemetry: OpenTelemetry spans and metrics (see :class:`TelemetryConfig`); by default
+            reported to the global providers when ``opentelemetry-api`` is installed.
+        runtime_client: a ready-made aiobotocore ``sagemaker-runtime`` client (already
+            entered) to use instead of making one; likewise ``s3_client``, ``sqs_client``
+            (with ``notifications``) and ``sns_client`` (with ``NotificationConfig(topics=)``).
+            The client uses them as they are (their endpoint, region, retries, timeouts and
+            pool; ``endpoint_url``, ``region_name`` and ``max_connections`` do not apply to
+            them) and never closes them: close them yourself after :meth:`aclose`. Their
+            requests are counted in :meth:`stats` while this client is open, yours included.
     """
 
     def __init__(
@@ -125,6 +161,12 @@ class AsyncInferenceClient:
         input_prefix: str | None = None,
         max_connections: int = 100,
         clock: Clock | None = None,
+        hooks: Hooks | None = None,
+        telemetry: TelemetryConfig | None = None,
+        runtime_client: SageMakerRuntimeClient | None = None,
+        s3_client: S3Client | None = None,
+        sqs_client: SQSClient | None = None,
+        sns_client: SNSClient | None = None,
     ) -> None:
         if input_prefix is not None:
             if not isinstance(input_prefix, str) or not input_prefix.startswith("s3://"):
@@ -147,11 +189,29 @@ class AsyncInferenceClient:
             ("completion", completion, CompletionConfig),
             ("retry", retry, RetryConfig),
             ("notifications", notifications, NotificationConfig),
+            ("hooks", hooks, Hooks),
+            ("telemetry", telemetry, TelemetryConfig),
         ):
             if value is not None and not isinstance(value, kind):
                 raise ValidationError(
                     name, f"a {type(value).__name__} was given", f"a {kind.__name__}"
                 )
+        _check_injected("runtime_client", runtime_client, "sagemaker-runtime")
+        _check_injected("s3_client", s3_client, "s3")
+        _check_injected("sqs_client", sqs_client, "sqs")
+        _check_injected("sns_client", sns_client, "sns")
+        if sqs_client is not None and notifications is None:
+            raise ValidationError(
+                "sqs_client",
+                "was given without notifications",
+                "notifications=NotificationConfig(...)",
+            )
+        if sns_client is not None and (notifications is None or not notifications.topics):
+            raise ValidationError(
+                "sns_client",
+                "was given without NotificationConfig(topics=)",
+                "notifications=NotificationConfig(topics=...): only then is SNS called",
+            )
         self.region_name = region_name
         self.endpoint_url = endpoint_url
         self.s3_endpoint_url = s3_endpoint_url
@@ -172,8 +232,13 @@ class AsyncInferenceClient:
         self._queue: ClientQueue | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it was opened in
         self._warned_own_ids = False
+        self._injected_runtime = runtime_client
+        self._injected_s3 = s3_client
+        self._injected_sqs = sqs_client
+        self._injected_sns = sns_client
+        self._observer = Observer(hooks, telemetry)
         budget = RequestBudget(self.completion.max_requests_per_second, self._clock)
-        self._store = ObjectStore(self.retry, self._clock, budget)
+        self._store = ObjectStore(self.retry, self._clock, budget, self._observer)
         self._engine = CompletionEngine(
             self._store,
             config=self.completion,
@@ -182,6 +247,7 @@ class AsyncInferenceClient:
             budget=budget,
             concurrency=max(1, min(_ENGINE_CONCURRENCY, max_connections * 3 // 4)),
             rng=random.Random(),
+            observer=self._observer,
         )
         self._opener = self._opening  # one bound method shared by every handle
 
@@ -242,23 +308,35 @@ class AsyncInferenceClient:
                 read_timeout=self.retry.read_timeout,
             )
             stack = AsyncExitStack()
+            # Last out: injected clients stop being counted once this client is closed.
+            stack.callback(self._observer.uninstrument)
             try:
-                runtime = await stack.enter_async_context(
-                    session.create_client(
-                        "sagemaker-runtime",
-                        region_name=self.region_name,
-                        endpoint_url=self.endpoint_url,
-                        config=config,
+                runtime: SageMakerRuntimeClient
+                if self._injected_runtime is not None:
+                    runtime = self._injected_runtime
+                else:
+                    runtime = await stack.enter_async_context(
+                        session.create_client(
+                            "sagemaker-runtime",
+                            region_name=self.region_name,
+                            endpoint_url=self.endpoint_url,
+                            config=config,
+                        )
                     )
-                )
-                s3: S3Client = await stack.enter_async_context(
-                    session.create_client(
-                        "s3",
-                        region_name=self.region_name,
-                        endpoint_url=self.s3_endpoint_url,
-                        config=config,
+                self._observer.instrument(runtime)
+                s3: S3Client
+                if self._injected_s3 is not None:
+                    s3 = self._injected_s3
+                else:
+                    s3 = await stack.enter_async_context(
+                        session.create_client(
+                            "s3",
+                            region_name=self.region_name,
+                            endpoint_url=self.s3_endpoint_url,
+                            config=config,
+                        )
                     )
-                )
+                self._observer.instrument(s3)
                 source = await self._listen(session, stack, config)
             except BaseException as exc:
                 await stack.aclose()
@@ -270,7 +348,7 @@ class AsyncInferenceClient:
                 await stack.aclose()
                 raise ClientClosedError("the AsyncInferenceClient was closed while opening")
             self._stack, self._runtime = stack, runtime
-            self._store.bind(s3)
+            self._store.bind(s3, own=self._injected_s3 is None)
             self._engine.start()
             if source is not None:
                 assert self.notifications is not None
@@ -287,26 +365,36 @@ class AsyncInferenceClient:
         notifications = self.notifications
         if notifications is None:
             return None
-        sqs: SQSClient = await stack.enter_async_context(
-            session.create_client(
-                "sqs",
-                region_name=self.region_name,
-                endpoint_url=self.sqs_endpoint_url,
-                config=config.merge(
-                    AioConfig(read_timeout=max(self.retry.read_timeout, _SQS_READ_TIMEOUT))
-                ),
-            )
-        )
-        queue_url = notifications.queue_url
-        if notifications.topics:
-            sns: SNSClient = await stack.enter_async_context(
+        sqs: SQSClient
+        if self._injected_sqs is not None:
+            sqs = self._injected_sqs
+        else:
+            sqs = await stack.enter_async_context(
                 session.create_client(
-                    "sns",
+                    "sqs",
                     region_name=self.region_name,
-                    endpoint_url=self.sns_endpoint_url,
-                    config=config,
+                    endpoint_url=self.sqs_endpoint_url,
+                    config=config.merge(
+                        AioConfig(read_timeout=max(self.retry.read_timeout, _SQS_READ_TIMEOUT))
+                    ),
                 )
             )
+        self._observer.instrument(sqs)
+        queue_url = notifications.queue_url
+        if notifications.topics:
+            sns: SNSClient
+            if self._injected_sns is not None:
+                sns = self._injected_sns
+            else:
+                sns = await stack.enter_async_context(
+                    session.create_client(
+                        "sns",
+                        region_name=self.region_name,
+                        endpoint_url=self.sns_endpoint_url,
+                        config=config,
+                    )
+                )
+            self._observer.instrument(sns)
             queue = ClientQueue(sqs, sns, notifications, self._clock)
             queue_url = await queue.create()
             self._queue = queue
@@ -442,18 +530,44 @@ class AsyncInferenceClient:
             + polling.deadline_margin
         )
         submitted_at = self._clock.wall()
-        deadline = self._clock.monotonic() + wait  # calls in this process use monotonic time
+        started = self._clock.monotonic()
+        deadline = started + wait  # calls in this process use monotonic time
         assert self._runtime is not None
         uploaded: str | None = None
+        observer = self._observer
+        span = observer.start(endpoint_name, inference_id)
+        attempts = 0  # requests sent
+        uncertain = 0  # failed attempts that may have reached SageMaker anyway
+        reached = False
+
+        def refused(error: BaseException) -> None:
+            observer.refused(
+                endpoint_name,
+                inference_id,
+                error,
+                attempts=attempts,
+                uncertain=uncertain,
+                elapsed=self._clock.monotonic() - started,
+                span=span,
+            )
+
         # Its notification may come before the invoke's answer: the engine must know it is ours.
         self._engine.expect(inference_id, submitted_at + wait)
         if upload:
             assert body is not None and self.input_prefix is not None
-            uploaded = fields["InputLocation"] = self._upload_uri(inference_id)
-            await self._store.put(uploaded, body, content_type=content_type, deadline=deadline)
+            uri = fields["InputLocation"] = self._upload_uri(inference_id)
+            try:
+                with observer.using(span):
+                    await self._store.put(uri, body, content_type=content_type, deadline=deadline)
+            except Exception as exc:
+                self._engine.forget(inference_id)
+                refused(exc)
+                raise
+            uploaded = uri
         fields["InferenceId"] = inference_id
         request = {k: v for k, v in fields.items() if v is not None}
         runtime = self._runtime
+        log_fields = {"inference_id": inference_id, "endpoint": endpoint_name}
         policy = retrying(
             self.retry,
             clock=self._clock,
@@ -461,10 +575,9 @@ class AsyncInferenceClient:
             max_attempts=self.retry.max_attempts,
             # A retried invoke may reach SageMaker twice; the shared InferenceId ties them.
             what=f"InvokeEndpointAsync {endpoint_name} (InferenceId {inference_id})",
+            on_retry=observer.retried,
+            log_fields=log_fields,
         )
-        attempts = 0  # requests sent
-        uncertain = 0  # failed attempts that may have reached SageMaker anyway
-        reached = False
 
         async def attempt() -> Any:
             nonlocal attempts, uncertain, reached
@@ -486,12 +599,13 @@ class AsyncInferenceClient:
                 raise
 
         try:
-            response = await call_with_retry(policy, attempt)
+            with observer.using(span):
+                response = await call_with_retry(policy, attempt)
         except Exception as exc:
             if not reached:
                 self._engine.forget(inference_id)
             if self._state == "closed":
-                raise ClientClosedError(
+                closed = ClientClosedError(
                     f"the client was closed during InvokeEndpointAsync of inference "
                     f"{inference_id}"
                     + (
@@ -501,7 +615,9 @@ class AsyncInferenceClient:
                     ),
                     inference_id=inference_id,
                     possibly_submitted=reached,
-                ) from exc
+                )
+                refused(closed)
+                raise closed from exc
             note = await self._forget_upload(uploaded, reached, deadline) if uploaded else ""
             error = to_invocation_error(
                 exc,
@@ -516,7 +632,15 @@ class AsyncInferenceClient:
                     inference_id,
                     attempts,
                     "; some may have reached SageMaker and may run" if reached else "",
+                    extra={
+                        "event": "submit_failed",
+                        **log_fields,
+                        "attempts": attempts,
+                        "possibly_submitted": reached,
+                        "error": error.code,
+                    },
                 )
+            refused(error)
             raise error from exc
         # The accepted request, and every failed one that may have been accepted all the same.
         submissions = 1 + uncertain
@@ -526,16 +650,26 @@ class AsyncInferenceClient:
                 "hidden an acceptance: SageMaker may run it more than once",
                 inference_id,
                 submissions,
+                extra={
+                    "event": "duplicate_submission",
+                    **log_fields,
+                    "submit_attempts": submissions,
+                },
             )
-        returned_id = response.get("InferenceId") or inference_id
-        logger.debug("submitted inference %s to endpoint %s", returned_id, endpoint_name)
         target = WatchTarget(
             endpoint_name=endpoint_name,
-            inference_id=returned_id,
+            inference_id=response.get("InferenceId") or inference_id,
             output_location=response["OutputLocation"],
             failure_location=response.get("FailureLocation"),  # none without S3FailurePath
             submitted_at=submitted_at,
             deadline=submitted_at + wait,
+            span=span,
+        )
+        observer.accepted(
+            target,
+            attempts=attempts,
+            submissions=submissions,
+            elapsed=self._clock.monotonic() - started,
         )
         return self._handle(target, polling, submit_attempts=submissions)
 
@@ -619,63 +753,39 @@ class AsyncInferenceClient:
         return ""
 
     def resume(
-        self, state: dict[str, Any], *, polling: PollingConfig | None = None
+        self,
+        state: HandleState | Mapping[str, Any],
+        *,
+        polling: PollingConfig | None = None,
     ) -> AsyncInferenceHandle:
         """Rebuild a handle from :meth:`AsyncInferenceHandle.to_dict` (maybe from another process).
+
+        Args:
+            state: a :class:`HandleState` (``handle.to_dict()``, as it is or read back from
+                JSON).
+            polling: how this handle is watched; the client's ``polling`` by default.
 
         Raises:
             ValidationError: ``state`` is not a handle's ``to_dict()``.
         """
         self._check_open()
-        if not isinstance(state, dict):
-            raise ValidationError(
-                "state", f"a {type(state).__name__} was given", "a dict from to_dict()"
-            )
-        if state.get("version") != 1:
-            raise ValidationError(
-                "state.version", f"{state.get('version')!r} is not supported", "version 1"
-            )
-        values: dict[str, Any] = {}
-        for key in ("inference_id", "endpoint_name", "output_location", "failure_location"):
-            value = state.get(key)
-            if key == "failure_location" and value is None and key in state:
-                values[key] = None  # an endpoint without S3FailurePath
-                continue
-            if not isinstance(value, str) or not value:
-                raise ValidationError(
-                    f"state.{key}", f"{value!r} is missing or empty", "a non-empty str"
-                )
-            values[key] = value
-        for key in ("output_location", "failure_location"):
-            if values[key] is not None:
-                parse_s3_uri(values[key], field=f"state.{key}")
-        validate_field("EndpointName", values["endpoint_name"])
-        times: dict[str, float] = {}
-        for key in ("submitted_at", "deadline"):
-            try:
-                parsed = datetime.fromisoformat(state[key])
-            except (KeyError, TypeError, ValueError):
-                raise ValidationError(
-                    f"state.{key}", f"{state.get(key)!r} is not a timestamp", "ISO 8601 with zone"
-                ) from None
-            if parsed.tzinfo is None:
-                raise ValidationError(f"state.{key}", "has no time zone", "ISO 8601 with zone")
-            times[key] = parsed.timestamp()
-        target = WatchTarget(
-            endpoint_name=values["endpoint_name"],
-            inference_id=values["inference_id"],
-            output_location=values["output_location"],
-            failure_location=values["failure_location"],
-            submitted_at=times["submitted_at"],
-            deadline=times["deadline"],
+        target, attempts = load_state(state)
+        span = self._observer.start(
+            target.endpoint_name, target.inference_id, start_time=target.submitted_at, resumed=True
         )
+        if span is not None:
+            target = dataclasses.replace(target, span=span)
+        self._observer.resumed += 1
         self._engine.expect(target.inference_id, target.deadline)
-        attempts = state.get("submit_attempts", 0)
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
-            raise ValidationError(
-                "state.submit_attempts", f"{attempts!r} is not a count", "an int >= 0"
-            )
         return self._handle(target, polling or self.polling, submit_attempts=attempts)
+
+    def stats(self) -> ClientStats:
+        """What this client did so far: a :class:`ClientStats` snapshot (cheap; plain counts).
+
+        In flight, outcomes, retries, duplicate submissions, the sources that found each
+        outcome, and the AWS requests sent, by service and kind. See docs/observability.md.
+        """
+        return self._observer.snapshot(self._engine.watching)
 
     # -- internals ---------------------------------------------------------------------------
     def _handle(

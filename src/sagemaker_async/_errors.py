@@ -15,7 +15,10 @@ one, so another process can resume the wait (see ``AsyncInferenceClient.resume``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._handle import HandleState
 
 __all__ = [
     "ClientClosedError",
@@ -111,7 +114,7 @@ class InferenceFailedError(SageMakerAsyncError):
         *,
         failure_location: str | None,
         inference_id: str,
-        handle_state: dict[str, Any] | None = None,
+        handle_state: HandleState | None = None,
     ) -> None:
         self.message = message
         self.failure_location = failure_location
@@ -139,7 +142,7 @@ class InferenceTimeoutError(SageMakerAsyncError, TimeoutError):
         *,
         inference_id: str,
         deadline_exceeded: bool,
-        handle_state: dict[str, Any] | None = None,
+        handle_state: HandleState | None = None,
     ) -> None:
         self.inference_id = inference_id
         self.deadline_exceeded = deadline_exceeded

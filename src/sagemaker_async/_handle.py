@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from ._config import PollingConfig
 from ._engine._engine import NO_CONTEXT
@@ -16,24 +15,119 @@ from ._errors import (
     ClientClosedError,
     InferenceFailedError,
     InferenceTimeoutError,
+    ValidationError,
 )
-from ._result import InferenceResult
+from ._result import InferenceResult, InferenceStatus
+from ._validation import parse_s3_uri, validate_field
 
-__all__ = ["AsyncInferenceHandle", "InferenceStatus"]
+__all__ = ["AsyncInferenceHandle", "HandleState", "InferenceStatus", "dump_state", "load_state"]
 
 logger = logging.getLogger("sagemaker_async")
 
 _STATE_VERSION = 1
 
 
-class InferenceStatus(str, enum.Enum):
-    """Where a handle stands."""
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
-    PENDING = "pending"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
+
+class _SavedState(TypedDict):
+    version: int
+    inference_id: str
+    endpoint_name: str
+    output_location: str
+    failure_location: str | None
+    submitted_at: str
+    deadline: str
+
+
+class HandleState(_SavedState, total=False):
+    """A handle's saved state: what :meth:`AsyncInferenceHandle.to_dict` returns (JSON-safe).
+
+    Give it to :meth:`AsyncInferenceClient.resume` (in this process or another) to wait for
+    the inference again. Keys:
+
+    - ``version``: 1.
+    - ``inference_id``, ``endpoint_name``: the inference and its endpoint.
+    - ``output_location``: ``s3://`` URI of the result; ``failure_location``: of the failure
+      object, or None for an endpoint without S3FailurePath.
+    - ``submitted_at``, ``deadline``: ISO 8601 timestamps with a time zone (UTC).
+    - ``submit_attempts``: how many InvokeEndpointAsync requests may have been accepted
+      (always written; a state without it reads as 0, unknown).
+    """
+
+    submit_attempts: int
+
+
+def dump_state(target: WatchTarget, submit_attempts: int) -> HandleState:
+    """The saved state of a handle (the one writer of :class:`HandleState`)."""
+    return {
+        "version": _STATE_VERSION,
+        "inference_id": target.inference_id,
+        "endpoint_name": target.endpoint_name,
+        "output_location": target.output_location,
+        "failure_location": target.failure_location,
+        "submitted_at": _iso(target.submitted_at),
+        "deadline": _iso(target.deadline),
+        "submit_attempts": submit_attempts,
+    }
+
+
+def load_state(saved: HandleState | Mapping[str, Any]) -> tuple[WatchTarget, int]:
+    """Read a saved state (the one reader of :class:`HandleState`): the target, the attempts.
+
+    Raises:
+        ValidationError: ``saved`` is not a handle's ``to_dict()``, or a field is wrong.
+    """
+    state: Mapping[str, Any] = saved  # read as untrusted (JSON from elsewhere)
+    if not isinstance(state, Mapping):
+        raise ValidationError(
+            "state", f"a {type(state).__name__} was given", "a dict from to_dict()"
+        )
+    if state.get("version") != _STATE_VERSION:
+        raise ValidationError(
+            "state.version", f"{state.get('version')!r} is not supported", "version 1"
+        )
+    values: dict[str, Any] = {}
+    for key in ("inference_id", "endpoint_name", "output_location", "failure_location"):
+        value = state.get(key)
+        if key == "failure_location" and value is None and key in state:
+            values[key] = None  # an endpoint without S3FailurePath
+            continue
+        if not isinstance(value, str) or not value:
+            raise ValidationError(
+                f"state.{key}", f"{value!r} is missing or empty", "a non-empty str"
+            )
+        values[key] = value
+    for key in ("output_location", "failure_location"):
+        if values[key] is not None:
+            parse_s3_uri(values[key], field=f"state.{key}")
+    validate_field("EndpointName", values["endpoint_name"])
+    times: dict[str, float] = {}
+    for key in ("submitted_at", "deadline"):
+        try:
+            parsed = datetime.fromisoformat(state[key])
+        except (KeyError, TypeError, ValueError):
+            raise ValidationError(
+                f"state.{key}", f"{state.get(key)!r} is not a timestamp", "ISO 8601 with zone"
+            ) from None
+        if parsed.tzinfo is None:
+            raise ValidationError(f"state.{key}", "has no time zone", "ISO 8601 with zone")
+        times[key] = parsed.timestamp()
+    attempts = state.get("submit_attempts", 0)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+        raise ValidationError(
+            "state.submit_attempts", f"{attempts!r} is not a count", "an int >= 0"
+        )
+    target = WatchTarget(
+        endpoint_name=values["endpoint_name"],
+        inference_id=values["inference_id"],
+        output_location=values["output_location"],
+        failure_location=values["failure_location"],
+        submitted_at=times["submitted_at"],
+        deadline=times["deadline"],
+    )
+    return target, attempts
 
 
 class Completions(Protocol):
@@ -48,9 +142,8 @@ class Completions(Protocol):
     async def wait(self, watch: Watch, timeout: float | None) -> bool:
         """Wait for the outcome, at most ``timeout`` seconds; True if there is one."""
 
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+    def cancelled(self, target: WatchTarget) -> None:
+        """A handle of ``target`` was cancelled (counted as its outcome)."""
 
 
 class AsyncInferenceHandle:
@@ -184,6 +277,7 @@ class AsyncInferenceHandle:
         if self.done():
             return False
         self._finish(InferenceStatus.CANCELLED, exception=asyncio.CancelledError())
+        self._completions.cancelled(self._target)
         return True
 
     def exception(self) -> BaseException | None:
@@ -273,18 +367,12 @@ class AsyncInferenceHandle:
         return self._result
 
     # -- persistence ------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serializable snapshot; pass it to :meth:`AsyncInferenceClient.resume`."""
-        return {
-            "version": _STATE_VERSION,
-            "inference_id": self.inference_id,
-            "endpoint_name": self.endpoint_name,
-            "output_location": self.output_location,
-            "failure_location": self.failure_location,
-            "submitted_at": _iso(self._target.submitted_at),
-            "deadline": _iso(self._target.deadline),
-            "submit_attempts": self._submit_attempts,
-        }
+    def to_dict(self) -> HandleState:
+        """The handle's saved state (JSON-serializable): see :class:`HandleState`.
+
+        Pass it to :meth:`AsyncInferenceClient.resume` to wait again, here or elsewhere.
+        """
+        return dump_state(self._target, self._submit_attempts)
 
     # -- internals --------------------------------------------------------------------------
     def _ensure_watching(self) -> Watch:
@@ -334,7 +422,6 @@ class AsyncInferenceHandle:
         if self.done():
             return
         self._status, self._result, self._exception = status, result, exception
-        logger.debug("inference %s %s", self.inference_id, status.value)
         self._stop_watching()
         callbacks, self._callbacks = self._callbacks, []
         if callbacks:

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["InferenceResult"]
+__all__ = ["InferenceResult", "InferenceStatus"]
+
+
+class InferenceStatus(str, enum.Enum):
+    """Where a handle stands."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)

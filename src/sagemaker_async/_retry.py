@@ -6,7 +6,7 @@ import asyncio
 import logging
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -241,13 +241,19 @@ def retrying(
     max_attempts: int | None,
     what: str,
     retry_if: Callable[[BaseException], bool] = is_transient,
+    on_retry: Callable[[str], object] | None = None,
+    log_fields: Mapping[str, object] | None = None,
 ) -> tenacity.AsyncRetrying:
     """A tenacity policy: back off on transient errors, stop at ``max_attempts`` or ``deadline``.
 
     ``deadline`` is a time of ``clock`` (monotonic); each sleep is clamped to the time left, and no
-    attempt starts after it. The last error is re-raised as it was. Each retry is logged with
-    ``what`` (which call, on what; never a payload).
+    attempt starts after it. The last error is re-raised as it was. Each retry is logged at INFO
+    with ``what`` (which call, on what; never a payload), as a ``retried`` record whose extra
+    fields are the operation (``what``'s first word), the attempt, the error code, the delay,
+    and ``log_fields`` (the inference id and endpoint, when known); ``on_retry(operation)`` is
+    then called (the client's counts).
     """
+    operation = what.split(" ", 1)[0]
     base = backoff(config.initial_delay, config.max_delay, config.multiplier, config.jitter)
 
     def wait(state: tenacity.RetryCallState) -> float:
@@ -264,13 +270,24 @@ def retrying(
 
     def log_retry(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
+        code = error_code(error) if isinstance(error, ClientError) else type(error).__name__
         logger.info(
             "%s: attempt %d failed (%s); retrying in %.2f s",
             what,
             state.attempt_number,
-            error_code(error) if isinstance(error, ClientError) else type(error).__name__,
+            code,
             state.upcoming_sleep,
+            extra={
+                "event": "retried",
+                "operation": operation,
+                "attempt": state.attempt_number,
+                "error": code,
+                "delay": state.upcoming_sleep,
+                **(log_fields or {}),
+            },
         )
+        if on_retry is not None:
+            on_retry(operation)
 
     return tenacity.AsyncRetrying(
         sleep=clock.sleep,

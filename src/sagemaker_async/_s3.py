@@ -24,6 +24,7 @@ from ._config import RetryConfig
 from ._engine._budget import RequestBudget
 from ._engine._clock import Clock
 from ._errors import ClientClosedError, InvocationError
+from ._observe import Observer
 from ._retry import (
     AttemptTimeout,
     bounded,
@@ -103,18 +104,31 @@ def fast_timestamp(value: str) -> datetime:
 class ObjectStore:
     """The client's S3 requests; shares one aiobotocore S3 client and one request budget."""
 
-    def __init__(self, retry: RetryConfig, clock: Clock, budget: RequestBudget) -> None:
+    def __init__(
+        self,
+        retry: RetryConfig,
+        clock: Clock,
+        budget: RequestBudget,
+        observer: Observer | None = None,
+    ) -> None:
         self._client_or_none: S3Client | None = None
         self._retry = retry
+        self._on_retry = observer.retried if observer is not None else None
         self._clock = clock
         self._budget = budget
         #: The error of the last read or listing, while S3 keeps failing; None once it answers.
         self.trouble: InvocationError | None = None
         self._warned_not_s3 = False
 
-    def bind(self, client: S3Client) -> None:
-        """Use ``client`` (the client's aiobotocore S3 client, once it is open)."""
+    def bind(self, client: S3Client, *, own: bool = True) -> None:
+        """Use ``client`` (the client's aiobotocore S3 client, once it is open).
+
+        ``own``: the client made it, so it may speed up its parser; a client that the user
+        passed in is used as it is.
+        """
         self._client_or_none = client
+        if not own:
+            return
         # aiobotocore has no public way to pick the timestamp parser of one client; its
         # endpoint makes a parser per response from this factory. Only speed depends on it.
         endpoint = getattr(client, "_endpoint", None)
@@ -270,6 +284,7 @@ class ObjectStore:
             deadline=deadline,
             max_attempts=self._retry.max_attempts,
             what=f"DeleteObject {uri}",
+            on_retry=self._on_retry,
         )
         try:
             await call_with_retry(
@@ -302,6 +317,7 @@ class ObjectStore:
             deadline=deadline,
             max_attempts=self._retry.max_attempts,
             what=f"PutObject {uri}",
+            on_retry=self._on_retry,
         )
         try:
             await call_with_retry(policy, attempt)

@@ -11,7 +11,8 @@ A handle asks :meth:`CompletionEngine.watch` for a :class:`~._records.Watch`, wa
   S3 watched at the slow pace of the safety net;
 - resolves what a source reports (:meth:`report`): the one GET when the source has no body,
   then ``InferenceResult`` or ``InferenceFailedError``, the same for every source;
-- at the watch's deadline, looks at both locations once more, then times it out.
+- at the watch's deadline, looks at both locations once more, then times it out;
+- tells the client's observer each outcome, and which source found it.
 
 All of it runs as short jobs of one scheduler task (see ``_scheduler.py``).
 """
@@ -33,6 +34,7 @@ from .._errors import (
     InferenceTimeoutError,
     InvocationError,
 )
+from .._observe import Observer
 from .._result import InferenceResult
 from .._retry import retry_delay
 from .._s3 import Absent, ObjectStore, S3Object, Unavailable
@@ -89,8 +91,10 @@ class CompletionEngine:
         budget: RequestBudget,
         concurrency: int,
         rng: random.Random | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._store = store
+        self._observer = observer or Observer()
         self._config = config
         self._clock = clock
         self.budget = budget
@@ -350,6 +354,7 @@ class CompletionEngine:
             return
         watch = key.watch
         self.stats[f"found_by_{source}"] += 1
+        watch.source = source
         if self._notices is not None and source != self._notices.name:
             self._unannounced_result(watch)
         if completion.body is not None:
@@ -371,6 +376,7 @@ class CompletionEngine:
         except Unavailable as exc:
             watch.last_error = exc
             key.step += 1
+            self._observer.retried("GetObject")
             self.scheduler.at(
                 self._clock.monotonic() + retry_delay(self._retry, key.step),
                 lambda: None if watch.done else self._resolve(key),
@@ -409,12 +415,14 @@ class CompletionEngine:
                 watch.last_error = exc
                 continue
             except InvocationError as exc:
+                watch.source = "last_look"
                 self._fail(watch, exc)
                 return
             finally:
                 watch.leave()
             if isinstance(found, S3Object):
                 self.stats["found_by_last_look"] += 1
+                watch.source = "last_look"
                 if self._notices is not None:
                     self._unannounced_result(watch)
                 self._settle(watch, self._outcome(watch, kind, found))
@@ -482,6 +490,7 @@ class CompletionEngine:
         if watch.done:
             return
         self.stats[f"found_by_{source}"] += 1
+        watch.source = source
         target = watch.target
         self._settle(
             watch,
@@ -493,6 +502,9 @@ class CompletionEngine:
         )
 
     def _fail(self, watch: Watch, exc: BaseException) -> None:
+        """A read for ``watch`` failed for good (the polling source's, unless said before)."""
+        if watch.source is None:
+            watch.source = PollingSource.name
         self._settle(watch, exc)
 
     def _settle(self, watch: Watch, outcome: InferenceResult | BaseException) -> None:
@@ -503,6 +515,18 @@ class CompletionEngine:
             watch.outcome.set_exception(outcome)
         else:
             watch.outcome.set_result(outcome)
+        self._observer.outcome(
+            watch.target,
+            outcome,
+            source=watch.source,
+            elapsed=self._clock.monotonic() - watch.submitted,
+        )
+
+    def cancelled(self, target: WatchTarget) -> None:
+        """A handle of ``target``'s inference was cancelled (its outcome, for the counts)."""
+        self._observer.outcome(
+            target, None, source=None, elapsed=self._clock.wall() - target.submitted_at
+        )
 
     def _end(self, watch: Watch, *, settled: bool) -> None:
         watch.done = True

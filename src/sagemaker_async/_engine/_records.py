@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .._config import PollingConfig
 from .._errors import InvocationError
@@ -30,6 +30,8 @@ class WatchTarget:
     failure_location: str | None  # None: the endpoint has no S3FailurePath
     submitted_at: float
     deadline: float
+    #: The inference's OpenTelemetry span (None without OpenTelemetry): never saved.
+    span: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,7 @@ class Watch:
         "polling",
         "refs",
         "resolving",
+        "source",
         "submitted",
         "target",
         "tasks",
@@ -96,6 +99,7 @@ class Watch:
         self.last_error: InvocationError | None = None
         self.tasks: set[asyncio.Task[None]] | None = None  # requests made for this watch alone
         self.notice: Notice | None = None  # the notification that reported it, to delete
+        self.source: str | None = None  # the source that found its outcome
 
     def enter(self) -> None:
         """The current task makes a request for this watch alone (see :meth:`cancel_tasks`)."""
