@@ -170,3 +170,36 @@ async def test_container_that_fails_ping_stops_startup(embedded_s3: Any) -> None
         await emulator.aclose()
         await runner.cleanup()
     await asyncio.sleep(0)
+
+
+async def test_an_unreachable_container_is_one_clear_error(
+    local_async_endpoint_factory: Any, aws: dict[str, Any]
+) -> None:
+    from sagemaker_async import SageMakerAsyncError
+    from sagemaker_async.emulator import ContainerUnavailableError
+
+    # At start: a SageMakerAsyncError, which the CLI prints as one line (no traceback).
+    with pytest.raises(ContainerUnavailableError, match="did not pass GET /ping") as info:
+        await ContainerModel("http://127.0.0.1:9", ping_timeout=0.2).start()
+    assert isinstance(info.value, SageMakerAsyncError)
+
+    # During inference: a container that went away gives a failure that says so.
+    async def ping(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/ping", ping)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    emu = await local_async_endpoint_factory(
+        [EndpointConfig("gone", model=f"http://{host}:{port}")]
+    )
+    await runner.cleanup()  # the container stops after the endpoint started
+    async with runtime_client(emu) as client:
+        response = await client.invoke_endpoint_async(EndpointName="gone", Body=b"x")
+    await emu.join()
+    text, _ = await read_object(aws["s3"], response["FailureLocation"])
+    assert f"the model container http://{host}:{port} could not be reached".encode() in text

@@ -30,6 +30,7 @@ from ._local import LocalAsyncEndpoint
 from ._models import (
     BUILTIN_MODELS,
     ContainerModel,
+    ContainerUnavailableError,
     InferenceRequest,
     Model,
     ModelError,
@@ -48,6 +49,7 @@ __all__ = [
     "S3_KINDS",
     "SUCCESS_NOTIFICATION_TOPIC",
     "ContainerModel",
+    "ContainerUnavailableError",
     "EmbeddedS3",
     "EmulatedEndpoint",
     "EndpointConfig",

@@ -8,13 +8,15 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from .._errors import ValidationError
 from .._validation import MAX_INLINE_BODY, validate_invoke_request
+from ._control import SERVED_ACTIONS, ApiError, ControlPlane
 from ._endpoint import EmulatedEndpoint, Job
 from ._sigv4 import AuthError, check_authorization, verify_sigv4
 
@@ -45,6 +47,9 @@ _DEFAULT_TIMEOUT = 900
 
 _ENDPOINTS_KEY = web.AppKey("endpoints", dict)
 _SETTINGS_KEY = web.AppKey("settings", dict)
+_CONTROL_KEY = web.AppKey("control", ControlPlane)
+#: The JSON protocol's content type (the ``sagemaker`` control plane).
+_JSON_11 = "application/x-amz-json-1.1"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -92,7 +97,10 @@ def _request_fields(request: web.Request, body: bytes) -> dict[str, Any]:
     return fields
 
 
-def _unauthenticated(request: web.Request) -> web.Response | None:
+ErrorAnswer = Callable[[int, str, str], web.Response]
+
+
+def _unauthenticated(request: web.Request, error: ErrorAnswer = _aws_error) -> web.Response | None:
     """The error answer for a request whose headers fail authentication, or None.
 
     Everything that needs no body is checked first: an unauthenticated body is never read.
@@ -107,17 +115,20 @@ def _unauthenticated(request: web.Request) -> web.Response | None:
         )
     except AuthError as exc:
         _log.info("rejected %s: %s", request.path, exc.code)
-        return _aws_error(exc.status, exc.code, exc.message)
+        return error(exc.status, exc.code, exc.message)
     return None
 
 
-async def _invoke_async(request: web.Request) -> web.Response:
+async def _authenticated_body(
+    request: web.Request, error: ErrorAnswer = _aws_error
+) -> bytes | web.Response:
+    """The request's body once its signature checks out, or the error answer."""
     settings = request.app[_SETTINGS_KEY]
-    refused = _unauthenticated(request)
+    refused = _unauthenticated(request, error)
     if refused is not None:
         return refused
     if (request.content_length or 0) > MAX_INLINE_BODY:
-        return _aws_error(  # as for any rule of the model: a 400 ValidationError
+        return error(  # as for any rule of the model: a 400 ValidationError
             400,
             "ValidationError",
             f"The request body is {request.content_length} bytes, more than the "
@@ -137,7 +148,14 @@ async def _invoke_async(request: web.Request) -> web.Response:
         )
     except AuthError as exc:
         _log.info("rejected %s: %s", request.path, exc.code)
-        return _aws_error(exc.status, exc.code, exc.message)
+        return error(exc.status, exc.code, exc.message)
+    return body
+
+
+async def _invoke_async(request: web.Request) -> web.Response:
+    body = await _authenticated_body(request)
+    if isinstance(body, web.Response):
+        return body
     try:
         fields = _request_fields(request, body)
         validate_invoke_request(fields)
@@ -212,6 +230,75 @@ async def _invoke_sync(request: web.Request) -> web.Response:
     )
 
 
+def _json_error(status: int, code: str, message: str) -> web.Response:
+    """An error of the JSON protocol: ``__type`` in the body and ``x-amzn-ErrorType``."""
+    return web.Response(
+        body=json.dumps({"__type": code, "message": message}).encode(),
+        status=status,
+        content_type=_JSON_11,
+        headers={"x-amzn-ErrorType": code, "x-amzn-RequestId": str(uuid.uuid4())},
+    )
+
+
+async def _control_plane(request: web.Request) -> web.StreamResponse:
+    """``POST /`` with ``X-Amz-Target: SageMaker.<Action>``: the SageMaker control plane.
+
+    The actions of :data:`SERVED_ACTIONS` are answered here; any other SageMaker action is
+    passed to the embedded moto when there is one.
+    """
+    body = await _authenticated_body(request, _json_error)
+    if isinstance(body, web.Response):
+        return body
+    target = request.headers.get("X-Amz-Target", "")
+    prefix, _, action = target.partition(".")
+    if prefix != "SageMaker" or not action:
+        return _json_error(400, "UnknownOperationException", f"Unknown target {target!r}.")
+    if action not in SERVED_ACTIONS:
+        return await _forward(request, body, action)
+    try:
+        params = json.loads(body or b"{}")
+        if not isinstance(params, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        return _json_error(400, "SerializationException", "The request body is not a JSON object.")
+    try:
+        answer = await request.app[_CONTROL_KEY].handle(action, params)
+    except ApiError as exc:
+        return _json_error(exc.status, exc.code, exc.message)
+    return web.Response(
+        body=json.dumps(answer).encode(),
+        content_type=_JSON_11,
+        headers={"x-amzn-RequestId": str(uuid.uuid4())},
+    )
+
+
+async def _forward(request: web.Request, body: bytes, action: str) -> web.StreamResponse:
+    """Pass a SageMaker action the emulator does not serve to the embedded moto."""
+    url = request.app[_SETTINGS_KEY].get("forward_url")
+    if not url:
+        return _json_error(
+            400,
+            "UnknownOperationException",
+            f"The emulator does not serve SageMaker.{action} (and has no moto to pass it to).",
+        )
+    headers = {
+        name: value
+        for name, value in request.headers.items()
+        if name.lower() not in ("host", "content-length", "transfer-encoding", "connection")
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url + "/", data=body, headers=headers) as answer,
+    ):
+        data = await answer.read()
+        kept = {
+            name: value
+            for name, value in answer.headers.items()
+            if name.lower() in ("content-type", "x-amzn-errortype", "x-amzn-requestid")
+        }
+        return web.Response(body=data, status=answer.status, headers=kept)
+
+
 async def _endpoint_stats(request: web.Request) -> web.Response:
     endpoint = request.app[_ENDPOINTS_KEY].get(request.match_info["name"])
     if endpoint is None:
@@ -231,18 +318,31 @@ async def _ping(request: web.Request) -> web.Response:
 
 
 def create_app(
-    endpoints: Mapping[str, EmulatedEndpoint],
+    endpoints: dict[str, EmulatedEndpoint],
     *,
     access_key: str,
     secret_key: str,
     region: str,
+    control: ControlPlane,
+    forward_url: str | None = None,
 ) -> web.Application:
-    """The aiohttp application serving ``endpoints``, verifying SigV4 with the given key."""
+    """The aiohttp application serving ``endpoints``, verifying SigV4 with the given key.
+
+    ``endpoints`` is used as is (not copied): the control plane adds and removes entries.
+    SageMaker actions the control plane does not serve go to ``forward_url`` (moto) if given.
+    """
     # An inline body is at most 128,000 bytes (the model's AsyncBodyBlob): memory per
     # connection stays bounded whatever a client announces.
     app = web.Application(middlewares=[_errors_middleware], client_max_size=MAX_INLINE_BODY)
-    app[_ENDPOINTS_KEY] = dict(endpoints)
-    app[_SETTINGS_KEY] = {"access_key": access_key, "secret_key": secret_key, "region": region}
+    app[_ENDPOINTS_KEY] = endpoints
+    app[_CONTROL_KEY] = control
+    app[_SETTINGS_KEY] = {
+        "access_key": access_key,
+        "secret_key": secret_key,
+        "region": region,
+        "forward_url": forward_url,
+    }
+    app.router.add_post("/", _control_plane)
     app.router.add_post("/endpoints/{name}/async-invocations", _invoke_async)
     app.router.add_post("/endpoints/{name}/invocations", _invoke_sync)
     app.router.add_post("/endpoints/{name}/invocations-response-stream", _invoke_sync)

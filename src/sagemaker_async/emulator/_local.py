@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .._errors import ValidationError
-from ._app import create_app
+from ._app import ACCOUNT_ID, create_app
 from ._config import DEFAULT_BUCKET, EndpointConfig, EndpointStats, parse_endpoint_spec
+from ._control import ControlPlane
 from ._endpoint import EmulatedEndpoint
-from ._models import resolve_model
+from ._models import Model, resolve_model
 from ._s3 import EmbeddedS3, connectable_host
 
 if TYPE_CHECKING:
@@ -52,8 +53,14 @@ class LocalAsyncEndpoint:
             ``credentials``.
         bucket: the bucket of default output and failure paths.
         time_scale: multiplies RequestTTLSeconds and InvocationTimeoutSeconds (not model delays)
-            so tests can expire a 60 s TTL in 0.6 s with ``time_scale=0.01``. Wire validation is
-            unchanged.
+            so tests can expire a 60 s TTL in 0.6 s with ``time_scale=0.01``, and a variant's
+            ContainerStartupHealthCheckTimeoutInSeconds. Wire validation is unchanged.
+        deployment_seconds: how long an endpoint made through the control plane stays
+            ``Creating``, ``Updating`` or ``Deleting`` (real seconds).
+        images: for the control plane: a container ``Image`` -> the model to run for it (a
+            callable or a :func:`resolve_model` spec such as ``"http://127.0.0.1:8080"``).
+            An Image not listed is itself a spec (``echo``, ``sleep:2``, ``http://...``);
+            any other makes CreateEndpoint end ``Failed``.
     """
 
     def __init__(
@@ -70,6 +77,8 @@ class LocalAsyncEndpoint:
         s3_credentials: tuple[str, str] | None = None,
         bucket: str = DEFAULT_BUCKET,
         time_scale: float = 1.0,
+        deployment_seconds: float = 1.0,
+        images: Mapping[str, Model | str] | None = None,
     ) -> None:
         configs = [parse_endpoint_spec(e) if isinstance(e, str) else e for e in endpoints]
         names = [config.name for config in configs]
@@ -93,6 +102,15 @@ class LocalAsyncEndpoint:
         self._s3_credentials = s3_credentials or credentials
         self._bucket = bucket
         self._time_scale = time_scale
+        if not deployment_seconds >= 0:
+            raise ValidationError(
+                "deployment_seconds", f"{deployment_seconds!r} is negative", ">= 0"
+            )
+        self._deployment_seconds = deployment_seconds
+        self._images = dict(images or {})
+        self._control: ControlPlane | None = None
+        self._s3: S3Client | None = None
+        self._sns: SNSClient | None = None
         self._embedded: EmbeddedS3 | None = None
         self._endpoints: dict[str, EmulatedEndpoint] = {}
         self._stack: AsyncExitStack | None = None
@@ -136,23 +154,28 @@ class LocalAsyncEndpoint:
         sns: SNSClient = await self._stack.enter_async_context(
             session.create_client("sns", endpoint_url=self.sns_endpoint_url, **common)
         )
+        self._s3, self._sns = s3, sns
+        self._control = ControlPlane(
+            self._endpoints,
+            self._make_endpoint,
+            region=self._region,
+            account_id=ACCOUNT_ID,
+            deployment_seconds=self._deployment_seconds,
+            images=self._images,
+            time_scale=self._time_scale,
+        )
         for config_ in self._configs:
-            endpoint = EmulatedEndpoint(
-                config_,
-                resolve_model(config_.model),
-                s3=s3,
-                sns=sns,
-                region=self._region,
-                bucket=self._bucket,
-                time_scale=self._time_scale,
-            )
+            endpoint = self._make_endpoint(config_, resolve_model(config_.model))
             self._endpoints[config_.name] = endpoint
             await endpoint.start()
+            self._control.register_static(config_)
         app = create_app(
             self._endpoints,
             access_key=self._credentials[0],
             secret_key=self._credentials[1],
             region=self._region,
+            control=self._control,
+            forward_url=self._embedded.url if self._embedded else self._s3_url,
         )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -167,6 +190,18 @@ class LocalAsyncEndpoint:
             self._s3_url,
         )
 
+    def _make_endpoint(self, config: EndpointConfig, model: Model) -> EmulatedEndpoint:
+        assert self._s3 is not None and self._sns is not None
+        return EmulatedEndpoint(
+            config,
+            model,
+            s3=self._s3,
+            sns=self._sns,
+            region=self._region,
+            bucket=self._bucket,
+            time_scale=self._time_scale,
+        )
+
     async def aclose(self) -> None:
         """Stop serving, then clean up; idempotent.
 
@@ -176,12 +211,16 @@ class LocalAsyncEndpoint:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._control is not None:
+            await self._control.aclose()
+            self._control = None
         for endpoint in self._endpoints.values():
             await endpoint.aclose()
         self._endpoints.clear()
         if self._stack is not None:
             await self._stack.aclose()
             self._stack = None
+            self._s3 = self._sns = None
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
             self._embedded = None
@@ -256,15 +295,17 @@ class LocalAsyncEndpoint:
     def env(self) -> dict[str, str]:
         """Environment variables that point AWS SDKs (boto3, aiobotocore, the CLI) here.
 
-        Every AWS service, not only the emulated ones, goes to 127.0.0.1: the runtime to the
-        emulator, the rest (S3, SQS, SNS, STS, CloudWatch...) to the embedded moto through
-        ``AWS_ENDPOINT_URL``. The user's config and credentials files are replaced by empty
-        ones, and a configured ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` is turned off; also
-        unset :attr:`UNSET_ENV` (the fixtures and ``emulate``'s exports do).
+        Every AWS service, not only the emulated ones, goes to 127.0.0.1: the runtime and the
+        SageMaker control plane to the emulator, the rest (S3, SQS, SNS, STS, CloudWatch...)
+        to the embedded moto through ``AWS_ENDPOINT_URL``. The user's config and credentials
+        files are replaced by empty ones, and a configured
+        ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` is turned off; also unset :attr:`UNSET_ENV`
+        (the fixtures and ``emulate``'s exports do).
         """
         return {
             "AWS_ENDPOINT_URL": self._embedded.url if self._embedded else self.s3_endpoint_url,
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.url,
+            "AWS_ENDPOINT_URL_SAGEMAKER": self.url,
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint_url,
             "AWS_ENDPOINT_URL_SQS": self.sqs_endpoint_url,
             "AWS_ENDPOINT_URL_SNS": self.sns_endpoint_url,
@@ -297,6 +338,11 @@ class LocalAsyncEndpoint:
         return self.endpoint(name).stats()
 
     async def join(self) -> None:
-        """Wait until every accepted request of every endpoint has its output or failure."""
+        """Wait until every accepted request of every endpoint has its output or failure.
+
+        Endpoints replaced by UpdateEndpoint are waited for too.
+        """
         for endpoint in list(self._endpoints.values()):
             await endpoint.join()
+        if self._control is not None:
+            await self._control.join()

@@ -18,11 +18,12 @@ from typing import Any
 
 import aiohttp
 
-from .._errors import ValidationError
+from .._errors import SageMakerAsyncError, ValidationError
 
 __all__ = [
     "BUILTIN_MODELS",
     "ContainerModel",
+    "ContainerUnavailableError",
     "InferenceRequest",
     "Model",
     "ModelError",
@@ -185,6 +186,10 @@ async def sentiment_model(request: InferenceRequest) -> ModelResult:
     return answer, "application/json"
 
 
+class ContainerUnavailableError(SageMakerAsyncError, RuntimeError):
+    """A model container did not pass ``GET /ping`` in time (the endpoint cannot start)."""
+
+
 class ContainerModel:
     """A model container reached over HTTP, following the SageMaker container contract.
 
@@ -203,7 +208,11 @@ class ContainerModel:
         return f"ContainerModel({self.url!r})"
 
     async def start(self) -> None:
-        """Open the HTTP session and wait until ``/ping`` answers 2xx (or raise RuntimeError)."""
+        """Open the HTTP session and wait until ``/ping`` answers 2xx.
+
+        Raises:
+            ContainerUnavailableError: no 2xx within ``ping_timeout`` (a RuntimeError).
+        """
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         loop = asyncio.get_running_loop()
@@ -220,7 +229,8 @@ class ContainerModel:
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
             if loop.time() >= deadline:
-                raise RuntimeError(
+                await self.aclose()  # nothing left open by a container that never came up
+                raise ContainerUnavailableError(
                     f"model container {self.url} did not pass GET /ping within "
                     f"{self.ping_timeout:g} s (last: {last}); is it running?"
                 )
@@ -244,14 +254,23 @@ class ContainerModel:
             headers["Accept"] = request.accept
         if request.custom_attributes:
             headers["X-Amzn-SageMaker-Custom-Attributes"] = request.custom_attributes
-        async with self._session.post(
-            f"{self.url}/invocations", data=request.payload, headers=headers
-        ) as response:
-            body = await response.read()
-            if not 200 <= response.status < 300:
-                text = body[:1024].decode("utf-8", "replace")
-                raise ModelError(text, response.status)
-            return body, response.headers.get("Content-Type", "application/octet-stream")
+        try:
+            async with self._session.post(
+                f"{self.url}/invocations", data=request.payload, headers=headers
+            ) as response:
+                body = await response.read()
+                status = response.status
+                content_type = response.headers.get("Content-Type", "application/octet-stream")
+        except aiohttp.ClientError as exc:
+            # A container that went away: a failure that says so, not a bare socket error.
+            raise ModelError(
+                f"the model container {self.url} could not be reached "
+                f"(POST /invocations: {type(exc).__name__}: {exc})",
+                500,
+            ) from None
+        if not 200 <= status < 300:
+            raise ModelError(body[:1024].decode("utf-8", "replace"), status)
+        return body, content_type
 
 
 #: Built-in models by name (``sleep:<seconds>`` is resolved by :func:`resolve_model`).

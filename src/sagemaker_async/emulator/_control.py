@@ -1,0 +1,653 @@
+"""SageMaker's control plane for the emulated endpoints: models, endpoint configs, endpoints.
+
+Served on the emulator's URL with the JSON protocol of the ``sagemaker`` service (``POST /``,
+``X-Amz-Target: SageMaker.<Action>``), so ``boto3.client("sagemaker")`` aimed at the emulator
+(``AWS_ENDPOINT_URL_SAGEMAKER``) creates, describes, updates, lists and deletes endpoints that
+the runtime then serves.
+
+moto's SageMaker backend is not the store: it has no UpdateEndpoint, its endpoints are
+InService at once, and it lives in the moto server's process, which the emulator does not have
+when it runs over another S3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import botocore.session
+from botocore.validate import ParamValidator
+
+from .._validation import java_pattern
+from ._config import EndpointConfig
+from ._endpoint import EmulatedEndpoint
+from ._models import ContainerModel, ContainerUnavailableError, Model, resolve_model
+
+__all__ = ["SERVED_ACTIONS", "ApiError", "ControlPlane"]
+
+_log = logging.getLogger("sagemaker_async.emulator")
+
+#: The default MaxConcurrentInvocationsPerInstance of an endpoint config that sets none
+#: (the service picks its own value and documents none; see EndpointConfig).
+_DEFAULT_CONCURRENCY = 4
+#: ListEndpoints and the other lists return this many items when MaxResults is not given.
+_DEFAULT_MAX_RESULTS = 10
+#: How long a container may take to pass ``GET /ping`` when the variant sets no
+#: ContainerStartupHealthCheckTimeoutInSeconds (real seconds).
+_DEFAULT_PING_TIMEOUT = 30.0
+
+
+class ApiError(Exception):
+    """An error answer of the control plane: HTTP status, AWS error code, message."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        self.code = code
+        self.message = message
+        self.status = status
+        super().__init__(f"{code}: {message}")
+
+
+@functools.cache
+def _service_model() -> Any:
+    return botocore.session.get_session().get_service_model("sagemaker")
+
+
+def _check_input(action: str, params: Mapping[str, Any]) -> None:
+    """Required members and types by botocore's model; then the name patterns and lengths."""
+    shape = _service_model().operation_model(action).input_shape
+    report = ParamValidator().validate(dict(params), shape)
+    if report.has_errors():
+        raise ApiError("ValidationException", report.generate_report())
+    for member, value in params.items():
+        if not isinstance(value, str) or member not in shape.members:
+            continue
+        meta = shape.members[member].metadata
+        pattern, limit = meta.get("pattern"), meta.get("max")
+        if limit is not None and len(value) > limit:
+            raise ApiError(
+                "ValidationException",
+                f"1 validation error detected: Value '{value}' at '{_lower_first(member)}' "
+                f"failed to satisfy constraint: Member must have length less than or equal "
+                f"to {limit}",
+            )
+        if pattern and not re.fullmatch(java_pattern(pattern), value):
+            raise ApiError(
+                "ValidationException",
+                f"1 validation error detected: Value '{value}' at '{_lower_first(member)}' "
+                f"failed to satisfy constraint: Member must satisfy regular expression "
+                f"pattern: {pattern}",
+            )
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+@dataclass(eq=False)
+class _EndpointRecord:
+    name: str
+    arn: str
+    config_name: str
+    status: str
+    created: float
+    modified: float
+    failure_reason: str | None = None
+    deployed: dict[str, Any] | None = None  # the config document in service
+    images: list[dict[str, Any]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+#: The SageMaker actions the emulator answers itself; others go to the embedded moto.
+SERVED_ACTIONS = frozenset(
+    {
+        "CreateModel",
+        "DescribeModel",
+        "DeleteModel",
+        "ListModels",
+        "CreateEndpointConfig",
+        "DescribeEndpointConfig",
+        "DeleteEndpointConfig",
+        "ListEndpointConfigs",
+        "CreateEndpoint",
+        "DescribeEndpoint",
+        "UpdateEndpoint",
+        "DeleteEndpoint",
+        "ListEndpoints",
+    }
+)
+
+
+class ControlPlane:
+    """Models, endpoint configs and endpoints; endpoints start on the emulator's runtime.
+
+    Args:
+        endpoints: the runtime's endpoints by name; this object adds and removes entries.
+        make_endpoint: builds an (unstarted) :class:`EmulatedEndpoint` for a config.
+        region: the region in ARNs.
+        account_id: the account in ARNs.
+        deployment_seconds: how long an endpoint stays Creating, Updating or Deleting.
+        images: container Image -> model (a callable or a :func:`resolve_model` spec); an
+            Image not listed is resolved itself (``echo``, ``sleep:2``, ``http://...``).
+        time_scale: multiplies ContainerStartupHealthCheckTimeoutInSeconds when given.
+    """
+
+    def __init__(
+        self,
+        endpoints: MutableMapping[str, EmulatedEndpoint],
+        make_endpoint: Callable[[EndpointConfig, Model], EmulatedEndpoint],
+        *,
+        region: str,
+        account_id: str,
+        deployment_seconds: float = 1.0,
+        images: Mapping[str, Model | str] | None = None,
+        time_scale: float = 1.0,
+    ) -> None:
+        self._running = endpoints
+        self._make_endpoint = make_endpoint
+        self._region = region
+        self._account = account_id
+        self._delay = deployment_seconds
+        self._images = dict(images or {})
+        self._time_scale = time_scale
+        self._models: dict[str, dict[str, Any]] = {}
+        self._configs: dict[str, dict[str, Any]] = {}
+        self._endpoints: dict[str, _EndpointRecord] = {}
+        self._retired: set[EmulatedEndpoint] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- names -------------------------------------------------------------------------------
+
+    def _arn(self, kind: str, name: str) -> str:
+        # The service writes resource names in ARNs in lower case.
+        return f"arn:aws:sagemaker:{self._region}:{self._account}:{kind}/{name.lower()}"
+
+    def _not_found(self, kind: str, what: str, name: str) -> ApiError:
+        return ApiError("ValidationException", f'Could not find {what} "{self._arn(kind, name)}".')
+
+    def _exists(self, kind: str, what: str, name: str) -> ApiError:
+        return ApiError(
+            "ValidationException",
+            f'Cannot create already existing {what} "{self._arn(kind, name)}".',
+        )
+
+    # -- the emulator's own endpoints --------------------------------------------------------
+
+    def register_static(self, config: EndpointConfig) -> None:
+        """Record an endpoint the emulator was started with (InService, its config and model)."""
+        now = time.time()
+        image = config.model if isinstance(config.model, str) else _callable_name(config.model)
+        self._models.setdefault(
+            config.name,
+            {
+                "ModelName": config.name,
+                "ModelArn": self._arn("model", config.name),
+                "PrimaryContainer": {"Image": image},
+                "CreationTime": now,
+            },
+        )
+        document = _config_document(config)
+        document.update(
+            EndpointConfigName=config.name,
+            EndpointConfigArn=self._arn("endpoint-config", config.name),
+            CreationTime=now,
+        )
+        self._configs.setdefault(config.name, document)
+        self._endpoints[config.name] = _EndpointRecord(
+            name=config.name,
+            arn=self._arn("endpoint", config.name),
+            config_name=config.name,
+            status="InService",
+            created=now,
+            modified=now,
+            deployed=document,
+            images=[{"SpecifiedImage": image, "ResolvedImage": image, "ResolutionTime": now}],
+        )
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    async def handle(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Answer one action (one of :data:`SERVED_ACTIONS`), or raise :class:`ApiError`."""
+        _check_input(action, params)
+        method: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] = getattr(
+            self, "_" + re.sub(r"(?<!^)([A-Z])", r"_\1", action).lower()
+        )
+        return await method(params)
+
+    # -- models ------------------------------------------------------------------------------
+
+    async def _create_model(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["ModelName"]
+        if name in self._models:
+            raise self._exists("model", "model", name)
+        containers = params.get("Containers") or []
+        if "PrimaryContainer" not in params and not containers:
+            raise ApiError(
+                "ValidationException", "Either PrimaryContainer or Containers must be provided."
+            )
+        arn = self._arn("model", name)
+        self._models[name] = {**params, "ModelArn": arn, "CreationTime": time.time()}
+        self._models[name].pop("Tags", None)
+        return {"ModelArn": arn}
+
+    async def _describe_model(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["ModelName"]
+        if name not in self._models:
+            raise self._not_found("model", "model", name)
+        return self._models[name]
+
+    async def _delete_model(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self._models.pop(params["ModelName"], None) is None:
+            raise self._not_found("model", "model", params["ModelName"])
+        return {}
+
+    async def _list_models(self, params: dict[str, Any]) -> dict[str, Any]:
+        items = [
+            {
+                "ModelName": m["ModelName"],
+                "ModelArn": m["ModelArn"],
+                "CreationTime": m["CreationTime"],
+            }
+            for m in self._models.values()
+        ]
+        return _page(params, items, "Models", "ModelName", "CreationTime")
+
+    # -- endpoint configs --------------------------------------------------------------------
+
+    async def _create_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["EndpointConfigName"]
+        if name in self._configs:
+            raise self._exists("endpoint-config", "endpoint configuration", name)
+        variants = params["ProductionVariants"]
+        if not variants:
+            raise ApiError("ValidationException", "ProductionVariants must not be empty.")
+        for variant in variants:
+            model = variant.get("ModelName")
+            if model is None:
+                raise ApiError("ValidationException", "A production variant needs a ModelName.")
+            if model not in self._models:
+                raise self._not_found("model", "model", model)
+        if "AsyncInferenceConfig" in params and len(variants) != 1:
+            raise ApiError(
+                "ValidationException",
+                "An endpoint configuration with AsyncInferenceConfig takes one production "
+                "variant in the emulator.",
+            )
+        arn = self._arn("endpoint-config", name)
+        document = {**params, "EndpointConfigArn": arn, "CreationTime": time.time()}
+        document.pop("Tags", None)
+        self._configs[name] = document
+        return {"EndpointConfigArn": arn}
+
+    async def _describe_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["EndpointConfigName"]
+        if name not in self._configs:
+            raise self._not_found("endpoint-config", "endpoint configuration", name)
+        return self._configs[name]
+
+    async def _delete_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
+        # As on AWS, an endpoint using the config keeps running.
+        name = params["EndpointConfigName"]
+        if self._configs.pop(name, None) is None:
+            raise self._not_found("endpoint-config", "endpoint configuration", name)
+        return {}
+
+    async def _list_endpoint_configs(self, params: dict[str, Any]) -> dict[str, Any]:
+        items = [
+            {
+                "EndpointConfigName": c["EndpointConfigName"],
+                "EndpointConfigArn": c["EndpointConfigArn"],
+                "CreationTime": c["CreationTime"],
+            }
+            for c in self._configs.values()
+        ]
+        return _page(params, items, "EndpointConfigs", "EndpointConfigName", "CreationTime")
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def _record(self, name: str) -> _EndpointRecord:
+        record = self._endpoints.get(name)
+        if record is None:
+            raise self._not_found("endpoint", "endpoint", name)
+        return record
+
+    def _config_for(self, name: str) -> dict[str, Any]:
+        if name not in self._configs:
+            raise self._not_found("endpoint-config", "endpoint configuration", name)
+        return self._configs[name]
+
+    async def _create_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["EndpointName"]
+        if name in self._endpoints:
+            raise self._exists("endpoint", "endpoint", name)
+        document = self._config_for(params["EndpointConfigName"])
+        now = time.time()
+        record = _EndpointRecord(
+            name=name,
+            arn=self._arn("endpoint", name),
+            config_name=params["EndpointConfigName"],
+            status="Creating",
+            created=now,
+            modified=now,
+        )
+        self._endpoints[name] = record
+        record.task = self._spawn(self._deploy(record, document, creating=True))
+        _log.info("control plane: endpoint %s Creating", name)
+        return {"EndpointArn": record.arn}
+
+    async def _update_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        record = self._record(params["EndpointName"])
+        if record.status != "InService":
+            raise ApiError(
+                "ValidationException", f'Cannot update in-progress endpoint "{record.arn}".'
+            )
+        document = self._config_for(params["EndpointConfigName"])
+        record.status = "Updating"
+        record.modified = time.time()
+        record.task = self._spawn(self._deploy(record, document, creating=False))
+        _log.info("control plane: endpoint %s Updating", record.name)
+        return {"EndpointArn": record.arn}
+
+    async def _delete_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        record = self._record(params["EndpointName"])
+        if record.status == "Deleting":
+            return {}
+        if record.task is not None:
+            record.task.cancel()
+        record.status = "Deleting"
+        record.modified = time.time()
+        endpoint = self._running.pop(record.name, None)
+        record.task = self._spawn(self._remove(record, endpoint))
+        _log.info("control plane: endpoint %s Deleting", record.name)
+        return {}
+
+    async def _describe_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        record = self._record(params["EndpointName"])
+        answer: dict[str, Any] = {
+            "EndpointName": record.name,
+            "EndpointArn": record.arn,
+            "EndpointConfigName": record.config_name,
+            "EndpointStatus": record.status,
+            "CreationTime": record.created,
+            "LastModifiedTime": record.modified,
+        }
+        if record.failure_reason:
+            answer["FailureReason"] = record.failure_reason
+        deployed = record.deployed
+        if deployed is not None:
+            running = self._running.get(record.name)
+            answer["ProductionVariants"] = [
+                {
+                    "VariantName": variant["VariantName"],
+                    "DeployedImages": record.images,
+                    "CurrentWeight": variant.get("InitialVariantWeight", 1.0),
+                    "DesiredWeight": variant.get("InitialVariantWeight", 1.0),
+                    "CurrentInstanceCount": (
+                        running.config.instance_count
+                        if running is not None
+                        else variant.get("InitialInstanceCount", 1)
+                    ),
+                    "DesiredInstanceCount": variant.get("InitialInstanceCount", 1),
+                }
+                for variant in deployed["ProductionVariants"]
+            ]
+            if "AsyncInferenceConfig" in deployed:
+                answer["AsyncInferenceConfig"] = deployed["AsyncInferenceConfig"]
+        return answer
+
+    async def _list_endpoints(self, params: dict[str, Any]) -> dict[str, Any]:
+        status = params.get("StatusEquals")
+        items = [
+            {
+                "EndpointName": r.name,
+                "EndpointArn": r.arn,
+                "CreationTime": r.created,
+                "LastModifiedTime": r.modified,
+                "EndpointStatus": r.status,
+            }
+            for r in self._endpoints.values()
+            if status is None or r.status == status
+        ]
+        return _page(params, items, "Endpoints", "EndpointName", "CreationTime", "EndpointStatus")
+
+    # -- deployment --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _endpoint_config(self, name: str, document: dict[str, Any]) -> tuple[EndpointConfig, str]:
+        """The runtime config of endpoint ``name`` under ``document``, and the image it runs.
+
+        Raises:
+            ApiError: the models cannot be run (the text becomes the FailureReason).
+        """
+        variant = document["ProductionVariants"][0]
+        model_doc = self._models.get(variant["ModelName"])
+        if model_doc is None:
+            raise ApiError(
+                "Failed", f'Could not find model "{self._arn("model", variant["ModelName"])}".'
+            )
+        containers = model_doc.get("Containers") or []
+        if "PrimaryContainer" in model_doc:
+            containers = [model_doc["PrimaryContainer"]]
+        if len(containers) != 1:
+            raise ApiError(
+                "Failed",
+                f"Model {model_doc['ModelName']} has {len(containers)} containers; the emulator "
+                "runs one.",
+            )
+        image = containers[0].get("Image")
+        if not image:
+            raise ApiError("Failed", f"Model {model_doc['ModelName']} has no container Image.")
+        spec = self._images.get(image, image)
+        try:
+            model = resolve_model(spec)
+        except ValueError:
+            raise ApiError(
+                "Failed",
+                f"The emulator cannot run image {image!r}: use a built-in model name (echo, fail, "
+                "sentiment, sleep:SECONDS), the http://host:port URL of a running model "
+                "container, or map the image with LocalAsyncEndpoint(images={...}).",
+            ) from None
+        if isinstance(model, ContainerModel):
+            given = variant.get("ContainerStartupHealthCheckTimeoutInSeconds")
+            model.ping_timeout = (
+                given * self._time_scale if given is not None else _DEFAULT_PING_TIMEOUT
+            )
+        async_config = document.get("AsyncInferenceConfig")
+        if async_config is None:
+            raise ApiError(
+                "Failed",
+                f"Endpoint configuration {document['EndpointConfigName']} has no "
+                "AsyncInferenceConfig: the emulator serves asynchronous endpoints only.",
+            )
+        output = async_config.get("OutputConfig", {})
+        notify = output.get("NotificationConfig", {})
+        client = async_config.get("ClientConfig", {})
+        config = EndpointConfig(
+            name=name,
+            model=model,
+            s3_output_path=output.get("S3OutputPath"),
+            s3_failure_path=output.get("S3FailurePath"),
+            has_s3_failure_path="S3FailurePath" in output,
+            instance_count=variant.get("InitialInstanceCount", 1),
+            max_concurrent_invocations_per_instance=client.get(
+                "MaxConcurrentInvocationsPerInstance", _DEFAULT_CONCURRENCY
+            ),
+            success_topic=notify.get("SuccessTopic"),
+            error_topic=notify.get("ErrorTopic"),
+            include_inference_response_in=tuple(notify.get("IncludeInferenceResponseIn", ())),
+        )
+        return config, image
+
+    async def _deploy(
+        self, record: _EndpointRecord, document: dict[str, Any], *, creating: bool
+    ) -> None:
+        """Creating/Updating -> InService (or Failed, or back to InService after an update)."""
+        await asyncio.sleep(self._delay)
+        endpoint: EmulatedEndpoint | None = None
+        try:
+            config, image = self._endpoint_config(record.name, document)
+            endpoint = self._make_endpoint(config, config.model)  # type: ignore[arg-type]
+            await endpoint.start()
+        except (ApiError, ContainerUnavailableError, ValueError) as exc:
+            if endpoint is not None:
+                await endpoint.aclose()
+            reason = exc.message if isinstance(exc, ApiError) else str(exc)
+            if isinstance(exc, ContainerUnavailableError):
+                variant = document["ProductionVariants"][0]["VariantName"]
+                reason = (
+                    f"The primary container for production variant {variant} did not pass the "
+                    f"ping health check. Please check CloudWatch logs for this endpoint. ({exc})"
+                )
+            record.failure_reason = reason
+            record.status = "Failed" if creating else "InService"  # an update rolls back
+            record.modified = time.time()
+            _log.warning("control plane: endpoint %s %s: %s", record.name, record.status, reason)
+            return
+        except asyncio.CancelledError:
+            if endpoint is not None:
+                await endpoint.aclose()
+            raise
+        old = self._running.get(record.name)
+        self._running[record.name] = endpoint
+        if old is not None:
+            self._retire(old)
+        now = time.time()
+        record.deployed = document
+        record.config_name = document["EndpointConfigName"]
+        record.images = [{"SpecifiedImage": image, "ResolvedImage": image, "ResolutionTime": now}]
+        record.failure_reason = None
+        record.status = "InService"
+        record.modified = now
+        _log.info("control plane: endpoint %s InService (image %s)", record.name, image)
+
+    def _retire(self, endpoint: EmulatedEndpoint) -> None:
+        """Let a replaced endpoint finish what it accepted, then close it."""
+        self._retired.add(endpoint)
+
+        async def drain() -> None:
+            try:
+                await endpoint.join()
+            finally:
+                await endpoint.aclose()
+                self._retired.discard(endpoint)
+
+        self._spawn(drain())
+
+    async def _remove(self, record: _EndpointRecord, endpoint: EmulatedEndpoint | None) -> None:
+        try:
+            if endpoint is not None:
+                await endpoint.aclose()  # queued requests are dropped, as on deletion
+            await asyncio.sleep(self._delay)
+        finally:
+            if self._endpoints.get(record.name) is record:
+                del self._endpoints[record.name]
+        _log.info("control plane: endpoint %s deleted", record.name)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def join(self) -> None:
+        """Wait until replaced endpoints have finished what they accepted."""
+        for endpoint in list(self._retired):
+            await endpoint.join()
+
+    async def aclose(self) -> None:
+        """Cancel deployments and drains; close replaced endpoints."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for endpoint in list(self._retired):
+            await endpoint.aclose()
+        self._retired.clear()
+
+
+def _callable_name(model: Any) -> str:
+    return "python:" + getattr(model, "__qualname__", type(model).__qualname__)
+
+
+def _config_document(config: EndpointConfig) -> dict[str, Any]:
+    """The CreateEndpointConfig document of an endpoint the emulator was started with."""
+    output: dict[str, Any] = {"S3OutputPath": config.output_path()}
+    if config.has_s3_failure_path:
+        output["S3FailurePath"] = config.failure_path()
+    notify: dict[str, Any] = {}
+    if config.success_topic:
+        notify["SuccessTopic"] = config.success_topic
+    if config.error_topic:
+        notify["ErrorTopic"] = config.error_topic
+    if config.include_inference_response_in:
+        notify["IncludeInferenceResponseIn"] = list(config.include_inference_response_in)
+    if notify:
+        output["NotificationConfig"] = notify
+    return {
+        "ProductionVariants": [
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": config.name,
+                "InitialInstanceCount": config.instance_count,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+        "AsyncInferenceConfig": {
+            "ClientConfig": {
+                "MaxConcurrentInvocationsPerInstance": (
+                    config.max_concurrent_invocations_per_instance
+                )
+            },
+            "OutputConfig": output,
+        },
+    }
+
+
+def _page(
+    params: Mapping[str, Any],
+    items: list[dict[str, Any]],
+    key: str,
+    name_key: str,
+    time_key: str,
+    status_key: str | None = None,
+) -> dict[str, Any]:
+    """Filter, sort and page a List* answer (NameContains, time filters, SortBy, NextToken)."""
+    contains = params.get("NameContains")
+    if contains:
+        items = [i for i in items if contains in i[name_key]]
+    for bound, stamp, before in (
+        ("CreationTimeBefore", "CreationTime", True),
+        ("CreationTimeAfter", "CreationTime", False),
+        ("LastModifiedTimeBefore", "LastModifiedTime", True),
+        ("LastModifiedTimeAfter", "LastModifiedTime", False),
+    ):
+        if bound in params:
+            moment = float(params[bound])
+            items = [
+                i
+                for i in items
+                if stamp in i and (i[stamp] < moment if before else i[stamp] > moment)
+            ]
+    sort_by = params.get("SortBy", "CreationTime")
+    sort_key = {"Name": name_key, "CreationTime": time_key, "Status": status_key}.get(sort_by)
+    items.sort(
+        key=lambda i: i[sort_key or time_key],
+        reverse=params.get("SortOrder", "Descending") == "Descending",
+    )
+    start = 0
+    token = params.get("NextToken")
+    if token:
+        if not token.isdigit():
+            raise ApiError("ValidationException", "Invalid pagination token.")
+        start = int(token)
+    size = int(params.get("MaxResults", _DEFAULT_MAX_RESULTS))
+    answer: dict[str, Any] = {key: items[start : start + size]}
+    if start + size < len(items):
+        answer["NextToken"] = str(start + size)
+    return answer
