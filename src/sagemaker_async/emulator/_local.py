@@ -17,6 +17,7 @@ from ._app import ACCOUNT_ID, create_app
 from ._config import DEFAULT_BUCKET, EndpointConfig, EndpointStats, parse_endpoint_spec
 from ._control import ControlPlane
 from ._endpoint import EmulatedEndpoint
+from ._metrics import publish_metrics
 from ._models import Model, resolve_model
 from ._s3 import EmbeddedS3, connectable_host
 
@@ -61,6 +62,11 @@ class LocalAsyncEndpoint:
             callable or a :func:`resolve_model` spec such as ``"http://127.0.0.1:8080"``).
             An Image not listed is itself a spec (``echo``, ``sleep:2``, ``http://...``);
             any other makes CreateEndpoint end ``Failed``.
+        metrics_interval: every so many seconds, put each endpoint's ApproximateBacklogSize,
+            ApproximateBacklogSizePerInstance, ApproximateAgeOfOldestRequest and
+            HasBacklogWithoutCapacity (namespace ``AWS/SageMaker``, dimension EndpointName)
+            to the CloudWatch of :attr:`env` (the embedded moto). The service publishes every
+            minute; ``None`` publishes nothing.
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class LocalAsyncEndpoint:
         time_scale: float = 1.0,
         deployment_seconds: float = 1.0,
         images: Mapping[str, Model | str] | None = None,
+        metrics_interval: float | None = 60.0,
     ) -> None:
         configs = [parse_endpoint_spec(e) if isinstance(e, str) else e for e in endpoints]
         names = [config.name for config in configs]
@@ -108,6 +115,12 @@ class LocalAsyncEndpoint:
             )
         self._deployment_seconds = deployment_seconds
         self._images = dict(images or {})
+        if metrics_interval is not None and not metrics_interval > 0:
+            raise ValidationError(
+                "metrics_interval", f"{metrics_interval!r} is not positive", "> 0, or None"
+            )
+        self._metrics_interval = metrics_interval
+        self._metrics_task: asyncio.Task[None] | None = None
         self._control: ControlPlane | None = None
         self._s3: S3Client | None = None
         self._sns: SNSClient | None = None
@@ -155,6 +168,18 @@ class LocalAsyncEndpoint:
             session.create_client("sns", endpoint_url=self.sns_endpoint_url, **common)
         )
         self._s3, self._sns = s3, sns
+        if self._metrics_interval is not None:
+            cloudwatch = await self._stack.enter_async_context(
+                session.create_client(
+                    "cloudwatch",
+                    endpoint_url=self._embedded.url if self._embedded else self._s3_url,
+                    **common,
+                )
+            )
+            self._metrics_task = asyncio.create_task(
+                publish_metrics(cloudwatch, lambda: self._endpoints, self._metrics_interval),
+                name="emulator-metrics",
+            )
         self._control = ControlPlane(
             self._endpoints,
             self._make_endpoint,
@@ -211,6 +236,10 @@ class LocalAsyncEndpoint:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+            await asyncio.gather(self._metrics_task, return_exceptions=True)
+            self._metrics_task = None
         if self._control is not None:
             await self._control.aclose()
             self._control = None

@@ -1,0 +1,67 @@
+"""The async-inference metrics SageMaker publishes to CloudWatch, from the emulator's queues."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ._endpoint import EmulatedEndpoint
+
+__all__ = ["METRICS_NAMESPACE", "endpoint_metrics", "publish_metrics"]
+
+_log = logging.getLogger("sagemaker_async.emulator")
+
+#: The namespace of the service's endpoint metrics.
+METRICS_NAMESPACE = "AWS/SageMaker"
+
+
+def endpoint_metrics(endpoint: EmulatedEndpoint) -> list[dict[str, Any]]:
+    """One endpoint's MetricData: the backlog metrics of an async endpoint, as documented.
+
+    ApproximateBacklogSize counts the requests queued or being processed;
+    ApproximateBacklogSizePerInstance divides it by the instances (by 1 at zero instances);
+    ApproximateAgeOfOldestRequest is the age of the oldest queued request, in seconds;
+    HasBacklogWithoutCapacity is 1 when requests wait and the endpoint has no instance.
+    """
+    stats = endpoint.stats()
+    instances = endpoint.config.instance_count
+    backlog = stats.backlog + stats.in_flight
+    dimensions = [{"Name": "EndpointName", "Value": endpoint.name}]
+    values = [
+        ("ApproximateBacklogSize", float(backlog), "Count"),
+        ("ApproximateBacklogSizePerInstance", backlog / max(instances, 1), "Count"),
+        ("ApproximateAgeOfOldestRequest", stats.oldest_request_age_seconds, "Seconds"),
+        ("HasBacklogWithoutCapacity", float(stats.backlog > 0 and instances == 0), "Count"),
+    ]
+    return [
+        {"MetricName": name, "Dimensions": dimensions, "Value": value, "Unit": unit}
+        for name, value, unit in values
+    ]
+
+
+async def publish_metrics(
+    cloudwatch: Any,  # an aiobotocore CloudWatch client
+    endpoints: Callable[[], Mapping[str, EmulatedEndpoint]],
+    interval: float,
+) -> None:
+    """Every ``interval`` seconds, put every endpoint's metrics; runs until cancelled.
+
+    A CloudWatch that refuses them (another S3 than moto has none) is logged once.
+    """
+    warned = False
+    while True:
+        await asyncio.sleep(interval)
+        for endpoint in list(endpoints().values()):
+            try:
+                await cloudwatch.put_metric_data(
+                    Namespace=METRICS_NAMESPACE,
+                    MetricData=endpoint_metrics(endpoint),
+                )
+            except (ClientError, BotoCoreError) as exc:
+                if not warned:
+                    _log.warning("could not publish endpoint metrics to CloudWatch: %s", exc)
+                    warned = True
