@@ -78,7 +78,9 @@ class ClientStats:
             location), ``"listing"`` (a ListObjectsV2 sweep), ``"notification"`` (SQS),
             ``"last_look"`` (the reads at the deadline). Timeouts have none.
         s3_requests: S3 requests sent, by kind: ``"GET"``, ``"HEAD"``, ``"LIST"``, ``"PUT"``,
-            ``"DELETE"``, other operations by name.
+            ``"DELETE"``, other operations by name. Each HTTP attempt counts once, as it is
+            sent (a read cut short because its inference ended meanwhile is counted, though
+            it may not have reached S3).
         sqs_requests: SQS requests sent, by operation (``"ReceiveMessage"``,
             ``"DeleteMessageBatch"``, ``"ChangeMessageVisibilityBatch"``...).
         sns_requests: SNS requests sent, by operation (``NotificationConfig(topics=)``).
@@ -340,22 +342,23 @@ class Observer:
         self.submitted += 1
         self.duplicates += submissions - 1
         endpoint, inference_id = target.endpoint_name, target.inference_id
-        logger.debug(
-            "inference %s submitted to endpoint %s in %.3f s (%d attempt(s))",
-            inference_id,
-            endpoint,
-            elapsed,
-            attempts,
-            extra={
-                "event": "submitted",
-                "inference_id": inference_id,
-                "endpoint": endpoint,
-                "elapsed": elapsed,
-                "attempts": attempts,
-                "submit_attempts": submissions,
-                "output_location": target.output_location,
-            },
-        )
+        if logger.isEnabledFor(logging.DEBUG):  # no record built for nothing
+            logger.debug(
+                "inference %s submitted to endpoint %s in %.3f s (%d attempt(s))",
+                inference_id,
+                endpoint,
+                elapsed,
+                attempts,
+                extra={
+                    "event": "submitted",
+                    "inference_id": inference_id,
+                    "endpoint": endpoint,
+                    "elapsed": elapsed,
+                    "attempts": attempts,
+                    "submit_attempts": submissions,
+                    "output_location": target.output_location,
+                },
+            )
         if self._otel is not None:
             self._otel.submissions.add(
                 1, {"sagemaker_async.endpoint": endpoint, "sagemaker_async.status": "accepted"}
