@@ -224,6 +224,62 @@ async def test_emulate_prints_exports_that_clients_use(tmp_path: Path) -> None:
         assert await asyncio.wait_for(proc.wait(), 30) == 0
 
 
+async def read_exports(proc: asyncio.subprocess.Process) -> tuple[dict[str, str], str]:
+    """The ``export`` lines ``emulate`` prints, and its ``#`` line after them."""
+    assert proc.stdout is not None
+    env: dict[str, str] = {}
+    while True:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        assert line, "emulate exited early"
+        if line.startswith("export "):
+            name, _, value = line[len("export ") :].strip().partition("=")
+            env[name] = value.strip("'")
+        elif line.startswith("#"):
+            return env, line
+
+
+async def test_emulate_with_no_endpoint_serves_the_control_plane_and_403_mode() -> None:
+    import aiobotocore.session
+    from botocore.exceptions import ClientError
+
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        "emulate",
+        "--no-list-bucket",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        env, said = await read_exports(proc)
+        assert "create them with the SageMaker API" in said
+        session = aiobotocore.session.get_session()
+        options = {
+            "region_name": "us-east-1",
+            "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+        }
+        async with (
+            session.create_client(
+                "sagemaker", endpoint_url=env["AWS_ENDPOINT_URL_SAGEMAKER"], **options
+            ) as sagemaker,
+            session.create_client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], **options) as s3,
+        ):
+            assert (await sagemaker.list_endpoints())["Endpoints"] == []
+            with pytest.raises(ClientError) as caught:
+                await s3.get_object(Bucket="sagemaker-async-emulator", Key="missing")
+            assert caught.value.response["Error"]["Code"] == "AccessDenied"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_emulate_refuses_403_mode_with_another_s3() -> None:
+    code, _, err = await run_cli(
+        "emulate", "--no-list-bucket", "--s3-endpoint-url", "http://127.0.0.1:9", timeout=60
+    )
+    assert code == 2 and "--no-list-bucket" in err and "Traceback" not in err
+
+
 async def test_demo_runs(tmp_path: Path) -> None:
     code, out, err = await run_cli("demo", "--count", "40", "--out", str(tmp_path), timeout=300)
     assert code == 0, err

@@ -127,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
         "Serve emulated SageMaker async endpoints on 127.0.0.1, over an embedded S3 (moto), "
         "until Ctrl-C. Prints the environment variables that point AWS SDKs at it.",
         "  sagemaker-async emulate --endpoint my-endpoint=echo\n"
-        "  sagemaker-async emulate --endpoint slow=sleep:2 --instances 2 --max-concurrency 8\n",
+        "  sagemaker-async emulate --endpoint slow=sleep:2 --instances 2 --max-concurrency 8\n"
+        "  sagemaker-async emulate      # no endpoint yet: create them with the SageMaker API\n",
     )
     p.add_argument(
         "--endpoint",
@@ -150,6 +151,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=4,
         help="MaxConcurrentInvocationsPerInstance (default 4)",
+    )
+    p.add_argument(
+        "--no-list-bucket",
+        action="store_true",
+        help="the embedded S3 answers 403 for a missing key and for listings, as S3 does "
+        "without s3:ListBucket",
     )
 
     p = _command(
@@ -510,10 +517,14 @@ async def _emulate(args: argparse.Namespace) -> int:
         )
         for spec in args.endpoint
     ]
-    if not endpoints:
-        raise ValidationError(
-            "--endpoint", "no endpoint given", "--endpoint NAME=MODEL or --config"
-        )
+    if args.no_list_bucket:
+        if args.s3_endpoint_url:
+            raise ValidationError(
+                "--no-list-bucket",
+                "applies to the embedded S3 only, and --s3-endpoint-url was given",
+                "one of the two",
+            )
+        options["list_bucket_allowed"] = False
     # Explicit options win over the config file's; the defaults come last.
     for name, default in (("host", "127.0.0.1"), ("port", 0), ("region", "us-east-1")):
         given = getattr(args, name)

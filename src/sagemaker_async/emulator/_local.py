@@ -67,6 +67,9 @@ class LocalAsyncEndpoint:
             HasBacklogWithoutCapacity (namespace ``AWS/SageMaker``, dimension EndpointName)
             to the CloudWatch of :attr:`env` (the embedded moto). The service publishes every
             minute; ``None`` publishes nothing.
+        list_bucket_allowed: False: the embedded S3 answers as S3 does to a caller without
+            ``s3:ListBucket`` (403 AccessDenied for a missing key and for any listing); see
+            :attr:`EmbeddedS3.list_bucket_allowed`. Only with the embedded S3.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class LocalAsyncEndpoint:
         deployment_seconds: float = 1.0,
         images: Mapping[str, Model | str] | None = None,
         metrics_interval: float | None = 60.0,
+        list_bucket_allowed: bool = True,
     ) -> None:
         configs = [parse_endpoint_spec(e) if isinstance(e, str) else e for e in endpoints]
         names = [config.name for config in configs]
@@ -120,6 +124,13 @@ class LocalAsyncEndpoint:
                 "metrics_interval", f"{metrics_interval!r} is not positive", "> 0, or None"
             )
         self._metrics_interval = metrics_interval
+        if not list_bucket_allowed and s3_endpoint_url is not None:
+            raise ValidationError(
+                "list_bucket_allowed",
+                "False applies to the embedded S3 only, and s3_endpoint_url was given",
+                "True with s3_endpoint_url (set the permission on that S3 instead)",
+            )
+        self._list_bucket_allowed = list_bucket_allowed
         self._metrics_task: asyncio.Task[None] | None = None
         self._control: ControlPlane | None = None
         self._s3: S3Client | None = None
@@ -148,7 +159,9 @@ class LocalAsyncEndpoint:
         from aiobotocore.config import AioConfig
 
         if self._s3_url is None:
-            self._embedded = EmbeddedS3(host=self._host)
+            self._embedded = EmbeddedS3(
+                host=self._host, list_bucket_allowed=self._list_bucket_allowed
+            )
             await asyncio.to_thread(self._embedded.start)
             self._s3_url = self._embedded.url
         self._stack = AsyncExitStack()

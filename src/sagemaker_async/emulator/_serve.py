@@ -42,7 +42,8 @@ async def serve(
     out = stdout if stdout is not None else sys.stdout
     async with LocalAsyncEndpoint(endpoints, **options) as emulator:
         out.write(shell_exports(emulator.env, LocalAsyncEndpoint.UNSET_ENV))
-        out.write(f"# sagemaker-async emulator: endpoints {', '.join(emulator.endpoints)}\n")
+        names = ", ".join(emulator.endpoints) or "none yet (create them with the SageMaker API)"
+        out.write(f"# sagemaker-async emulator: endpoints {names}\n")
         out.flush()
         if on_ready is not None:
             on_ready(emulator)
