@@ -35,6 +35,15 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site strictly (any warning fails) into site/ (git-ignored)."""
+    session.install("-e", ".[docs]")
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", "site", env={"NO_MKDOCS_2_WARNING": "1"}
+    )
+
+
+@nox.session
 def soak(session: nox.Session) -> None:
     """The soak: 1,000 inferences per fault mix through fault-injecting proxies.
 
