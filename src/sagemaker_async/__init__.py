@@ -16,7 +16,6 @@ Submit with :meth:`AsyncInferenceClient.invoke_endpoint_async`, then ``await`` t
 from ._client import AsyncInferenceClient
 from ._config import (
     CompletionConfig,
-    Hooks,
     NotificationConfig,
     PollingConfig,
     RetryConfig,
@@ -34,7 +33,7 @@ from ._errors import (
 from ._handle import AsyncInferenceHandle, HandleState, InferenceStatus
 from ._logs import RedactingFilter
 from ._map import MapOutcome, MapProgress, as_completed
-from ._observe import ClientStats, OutcomeEvent, SubmitEvent
+from ._observe import ClientStats, Hooks, OutcomeEvent, SubmitEvent
 from ._public import publish
 from ._result import InferenceResult
 from ._version import __version__

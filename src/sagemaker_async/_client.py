@@ -20,7 +20,6 @@ from botocore.exceptions import NoRegionError, ProfileNotFound
 
 from ._config import (
     CompletionConfig,
-    Hooks,
     NotificationConfig,
     PollingConfig,
     RetryConfig,
@@ -35,7 +34,7 @@ from ._engine._records import WatchTarget
 from ._errors import ClientClosedError, InvocationError, SageMakerAsyncError, ValidationError
 from ._handle import AsyncInferenceHandle, HandleState, load_state
 from ._map import MapOutcome, MapProgress, map_inferences
-from ._observe import ClientStats, Observer
+from ._observe import ClientStats, Hooks, Observer
 from ._retry import bounded, call_with_retry, may_have_reached, retrying, to_invocation_error
 from ._s3 import ObjectStore
 from ._validation import MAX_INLINE_BODY, parse_s3_uri, validate_invoke_request

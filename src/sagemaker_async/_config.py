@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ._errors import ValidationError
 
-if TYPE_CHECKING:
-    from ._observe import OutcomeEvent, SubmitEvent
-
 __all__ = [
     "CompletionConfig",
-    "Hooks",
     "NotificationConfig",
     "PollingConfig",
     "RetryConfig",
@@ -339,51 +333,6 @@ class NotificationConfig:
         """``polling`` slowed down to the safety net's pace."""
         initial = max(polling.initial_delay, self.safety_net)
         return replace(polling, initial_delay=initial, max_delay=max(polling.max_delay, initial))
-
-
-@dataclass(frozen=True)
-class Hooks:
-    """Callbacks for your own metrics: one when a submission ends, one per inference's outcome.
-
-    ::
-
-        def count(event: OutcomeEvent) -> None:
-            outcomes.labels(event.endpoint_name, event.status.value).inc()
-
-        AsyncInferenceClient(hooks=Hooks(on_outcome=count))
-
-    Hooks are plain (synchronous) callables, called on the event loop as the event happens:
-    keep them quick (count, record, enqueue). ``async def`` functions are refused; to do
-    asynchronous work, start a task from the hook. A hook that raises does not affect the
-    inference: the error is logged (once at WARNING, then at DEBUG) and the hook keeps
-    being called.
-
-    Attributes:
-        on_submit: called with a :class:`SubmitEvent` when a submission ends: accepted by
-            InvokeEndpointAsync (``error`` None) or failed for good (``error`` set).
-        on_outcome: called with an :class:`OutcomeEvent` once per inference this client
-            waited for, when it succeeds, fails or times out, and when a handle is
-            cancelled (not when a ``result(timeout=)`` runs out: the handle stays pending).
-    """
-
-    on_submit: Callable[[SubmitEvent], object] | None = None
-    on_outcome: Callable[[OutcomeEvent], object] | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("on_submit", "on_outcome"):
-            hook = getattr(self, name)
-            if hook is None:
-                continue
-            if not callable(hook):
-                raise ValidationError(
-                    f"Hooks.{name}", f"{hook!r} is not callable", "a function of one event"
-                )
-            if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(hook.__call__):
-                raise ValidationError(
-                    f"Hooks.{name}",
-                    "is an async function; hooks are called synchronously",
-                    "a plain function (start a task from it for asynchronous work)",
-                )
 
 
 @dataclass(frozen=True)

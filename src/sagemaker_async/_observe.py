@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._config import Hooks, TelemetryConfig
-from ._errors import InferenceTimeoutError, InvocationError
+from ._config import TelemetryConfig
+from ._errors import InferenceTimeoutError, InvocationError, ValidationError
 from ._result import InferenceResult, InferenceStatus
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from ._engine._records import WatchTarget
 
-__all__ = ["ClientStats", "Observer", "OutcomeEvent", "SubmitEvent", "otel_available"]
+__all__ = ["ClientStats", "Hooks", "Observer", "OutcomeEvent", "SubmitEvent", "otel_available"]
 
 logger = logging.getLogger("sagemaker_async")
 
@@ -148,6 +148,51 @@ class OutcomeEvent:
     source: str | None
     elapsed: float
     error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Callbacks for your own metrics: one when a submission ends, one per inference's outcome.
+
+    ::
+
+        def count(event: OutcomeEvent) -> None:
+            outcomes.labels(event.endpoint_name, event.status.value).inc()
+
+        AsyncInferenceClient(hooks=Hooks(on_outcome=count))
+
+    Hooks are plain (synchronous) callables, called on the event loop as the event happens:
+    keep them quick (count, record, enqueue). ``async def`` functions are refused; to do
+    asynchronous work, start a task from the hook. A hook that raises does not affect the
+    inference: the error is logged (once at WARNING, then at DEBUG) and the hook keeps
+    being called.
+
+    Attributes:
+        on_submit: called with a :class:`SubmitEvent` when a submission ends: accepted by
+            InvokeEndpointAsync (``error`` None) or failed for good (``error`` set).
+        on_outcome: called with an :class:`OutcomeEvent` once per inference this client
+            waited for, when it succeeds, fails or times out, and when a handle is
+            cancelled (not when a ``result(timeout=)`` runs out: the handle stays pending).
+    """
+
+    on_submit: Callable[[SubmitEvent], object] | None = None
+    on_outcome: Callable[[OutcomeEvent], object] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("on_submit", "on_outcome"):
+            hook = getattr(self, name)
+            if hook is None:
+                continue
+            if not callable(hook):
+                raise ValidationError(
+                    f"Hooks.{name}", f"{hook!r} is not callable", "a function of one event"
+                )
+            if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(hook.__call__):
+                raise ValidationError(
+                    f"Hooks.{name}",
+                    "is an async function; hooks are called synchronously",
+                    "a plain function (start a task from it for asynchronous work)",
+                )
 
 
 def otel_available() -> bool:
