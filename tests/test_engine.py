@@ -456,3 +456,29 @@ async def test_keys_handed_from_listing_to_polling_keep_their_first_delay(
     await world.write(fresh[0].output_location)
     await world.advance(60)
     assert fresh[0].done()
+
+
+async def test_a_handle_resumed_long_after_submission_reads_its_failure_at_once(
+    make_world: Any,
+) -> None:
+    # A status URL resumes a handle and waits a short time: a failure must be seen as soon
+    # as a result would be.
+    world = await make_world(polling=PollingConfig(initial_delay=5, max_delay=20))
+    name = uuid.uuid4().hex
+    wall = world.clock.wall()
+    state = {
+        "version": 1,
+        "inference_id": name,
+        "endpoint_name": "ep",
+        "output_location": f"s3://{world.bucket}/out/{name}.out",
+        "failure_location": f"s3://{world.bucket}/fail/{name}-error.out",
+        "submitted_at": iso(wall - 600),
+        "deadline": iso(wall + 3600),
+    }
+    await world.write(state["failure_location"], b"model error")
+    handle = world.client.resume(state)
+    world.watch(handle)
+    await world.advance(0.1)
+    assert handle.done()
+    with pytest.raises(InferenceFailedError, match="model error"):
+        await handle

@@ -49,11 +49,13 @@ class PollingSource:
         key.step = 0
         now = self._clock.monotonic()
         # The output initial_delay after submission; the failure location one round later,
-        # as failures are rare and read half as often.
+        # as failures are rare and read half as often. A handle resumed long after its
+        # submission reads both at once: its outcome may be either, and a caller may be
+        # waiting for a short time only (a status URL).
         initial = key.watch.polling.initial_delay
         earliest = key.watch.submitted + initial
         if key.kind is Kind.FAILURE:
-            earliest = max(now + initial, key.watch.submitted + 2 * initial)
+            earliest = key.watch.submitted + 2 * initial
         # Taking over from a sweep: within what the sweep would have waited, but never before
         # the first delay (the safety net of notifications is a long one).
         self._at(key, max(earliest, now + spread * self._rng.random() if spread > 0 else now))
@@ -76,8 +78,9 @@ class PollingSource:
         def job() -> Coroutine[Any, Any, None] | None:
             if key.gen != gen or key.watch.done:
                 return None
-            if key.kind is Kind.FAILURE and key.watch.tasks:
-                # The output is being read right now; it may well answer for both.
+            if key.kind is Kind.FAILURE and key.watch.tasks and key.step:
+                # The output is being read right now; it may well answer for both (not on
+                # the first read: a resumed handle reads both locations at once).
                 self._at(key, self._clock.monotonic() + self.delay(key))
                 return None
             return self._poll(key, gen)
