@@ -195,10 +195,10 @@ async def test_a_model_failure_is_a_502_with_the_models_message(
 async def test_a_slow_model_failure_is_a_502_at_the_status_url(
     emulator: LocalAsyncEndpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A resumed handle first reads its failure location initial_delay after the resume, so
-    # each GET must wait longer than that: the default 0.5 s is more than this test's waits.
-    fast = make_app(monkeypatch, "slow-fail", wait_seconds=0.2, client_factory=fast_client)
-    async with served(fast) as http:
+    # Each GET waits 0.2 s with the default PollingConfig: a resumed handle reads both of its
+    # locations at once.
+    app = make_app(monkeypatch, "slow-fail", wait_seconds=0.2)
+    async with served(app) as http:
         accepted = await http.post("/predict", json={"x": 1})
         assert accepted.status_code == 202, accepted.text
         failed = await follow(http, accepted)
