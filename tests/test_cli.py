@@ -195,16 +195,7 @@ async def test_emulate_prints_exports_that_clients_use(tmp_path: Path) -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        assert proc.stdout is not None
-        env: dict[str, str] = {}
-        while True:
-            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-            assert line, "emulate exited early"
-            if line.startswith("export "):
-                name, _, value = line[len("export ") :].strip().partition("=")
-                env[name] = value.strip("'")
-            elif line.startswith("#"):
-                break
+        env, _ = await read_exports(proc)
         assert env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"].startswith("http://127.0.0.1:")
         assert env["AWS_ENDPOINT_URL_S3"].startswith("http://127.0.0.1:")
         code, out, err = await run_cli("invoke", "echo", "--body", "via exports", env=env)
@@ -253,7 +244,7 @@ async def test_emulate_with_no_endpoint_serves_the_control_plane_and_403_mode() 
         env, said = await read_exports(proc)
         assert "create them with the SageMaker API" in said
         session = aiobotocore.session.get_session()
-        options = {
+        options: dict[str, Any] = {
             "region_name": "us-east-1",
             "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
             "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
