@@ -1,4 +1,4 @@
-"""Sessions: tests, lint, typecheck, bench, soak. `nox` alone runs the first three."""
+"""Sessions: tests, lint, typecheck, wheel, bench, soak. `nox` alone runs the first three."""
 
 from __future__ import annotations
 
@@ -32,6 +32,84 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over src/ and tests/ (the files and settings are in pyproject.toml)."""
     session.install("-e", ".[test]", "mypy>=1.10", STUBS, "types-tqdm")
     session.run("mypy", *session.posargs)
+
+
+# Never in an sdist: local state, caches, build output, benchmark results and images.
+SDIST_JUNK = {
+    ".venv", ".nox", ".git", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis",
+    "__pycache__", "site", "dist", "build", "benchmarks",
+}  # fmt: skip
+
+
+@nox.session
+def wheel(session: nox.Session) -> None:
+    """Build the wheel and the sdist, install each in a fresh venv, and smoke-test it.
+
+    ``python -m build`` (the sdist, then the wheel from it) into a temporary folder; checks
+    what each carries (the wheel: the package with py.typed, no tests; the sdist: no local
+    state, caches or benchmark results); then, per artifact, a new venv gets
+    ``pip install "<artifact>[emulator]"`` (from the configured package index) and runs
+    tests/smoke_installed.py from outside the repository: import, version, ``--help``, a short
+    ``sagemaker-async demo``, and one inference through the client against the emulator.
+    """
+    import re
+    import tarfile
+    import tempfile
+    import time
+    import zipfile
+
+    version_file = Path("src/sagemaker_async/_version.py").read_text()
+    match = re.search(r'^__version__ = "([^"]+)"', version_file, re.M)
+    assert match, "no __version__ in src/sagemaker_async/_version.py"
+    version = match.group(1)
+    smoke = Path("tests/smoke_installed.py").resolve()
+    session.install("build")
+    with tempfile.TemporaryDirectory(prefix="sagemaker-async-wheel-") as tmp:
+        dist = Path(tmp) / "dist"
+        started = time.monotonic()
+        session.run("python", "-m", "build", "--outdir", str(dist), ".")
+        session.log(f"built in {time.monotonic() - started:.1f} s")
+        (wheel_file,) = dist.glob("*.whl")
+        (sdist_file,) = dist.glob("*.tar.gz")
+
+        with zipfile.ZipFile(wheel_file) as zf:
+            names = zf.namelist()
+            metadata = zf.read(f"sagemaker_async-{version}.dist-info/METADATA").decode()
+        assert "sagemaker_async/py.typed" in names, "py.typed is missing from the wheel"
+        top = {n.split("/", 1)[0] for n in names}
+        assert top == {"sagemaker_async", f"sagemaker_async-{version}.dist-info"}, top
+        assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")], names
+        assert f"\nVersion: {version}\n" in metadata
+        session.log(f"{wheel_file.name}: {len(names)} files, {wheel_file.stat().st_size} bytes")
+
+        with tarfile.open(sdist_file) as tf:
+            members = [m.name.split("/", 1)[1] for m in tf.getmembers() if "/" in m.name]
+        junk = [m for m in members if SDIST_JUNK & set(m.split("/")) or m.endswith(".pyc")]
+        assert not junk, f"the sdist carries {junk}"
+        for needed in ("PKG-INFO", "pyproject.toml", "src/sagemaker_async/py.typed"):
+            assert needed in members, f"the sdist lacks {needed}"
+        session.log(f"{sdist_file.name}: {len(members)} files, {sdist_file.stat().st_size} bytes")
+
+        # The sdist's venv takes the versions pip resolved for the wheel's: resolving moto's
+        # and aiobotocore's boto3/botocore pins again would take minutes and test nothing new.
+        pins = Path(tmp) / "pins.txt"
+        for artifact in (wheel_file, sdist_file):
+            venv = Path(tmp) / ("venv-wheel" if artifact is wheel_file else "venv-sdist")
+            python = str(venv / "bin" / "python")
+            session.run("python", "-m", "venv", str(venv))
+            started = time.monotonic()
+            constraints = ["--constraint", str(pins)] if pins.exists() else []
+            spec = f"{artifact}[emulator]"
+            session.run(python, "-m", "pip", "install", "-q", *constraints, spec, external=True)
+            session.log(f"{artifact.name} installed in {time.monotonic() - started:.1f} s")
+            if not pins.exists():
+                frozen = session.run(
+                    python, "-m", "pip", "freeze", "--exclude", "sagemaker-async",
+                    external=True, silent=True,
+                )  # fmt: skip
+                pins.write_text(str(frozen))
+            with session.chdir(tmp):
+                session.run(python, str(smoke), version, external=True)
 
 
 @nox.session
