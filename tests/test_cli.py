@@ -174,6 +174,7 @@ async def test_batch_resumes_after_a_kill_without_submitting_twice(
     assert report["skipped"] == finished_before
     assert report["succeeded"] + report["skipped"] == n
     assert report["resubmitted"] == 0 and report["not_submitted"] == 0
+    # (a write cut short by the kill leaves a temporary file: the rerun removes it)
     results = sorted(p.name for p in (out / "results").iterdir())
     assert results == sorted(f"line-{i:06d}.out" for i in range(1, n + 1))
     # The endpoint received each item exactly once across both runs.
@@ -213,6 +214,22 @@ async def test_emulate_prints_exports_that_clients_use(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_a_rerun_removes_temporary_files_a_kill_left(
+    emulator: LocalAsyncEndpoint, tmp_path: Path
+) -> None:
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"i": 1}\n')
+    out = tmp_path / "out"
+    stale = out / "results" / f".{'ab' * 16}.tmp"  # as a write cut short by a kill leaves it
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a res")
+    keep = out / "results" / ".keep.tmp"  # not one of ours
+    keep.write_bytes(b"")
+    code, _, err = await run_cli("batch", "echo", str(jsonl), "--out", str(out), env=emulator.env)
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "results").iterdir()) == [".keep.tmp", "line-000001.out"]
 
 
 async def read_exports(proc: asyncio.subprocess.Process) -> tuple[dict[str, str], str]:

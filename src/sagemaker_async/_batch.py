@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import statistics
 import sys
 import time
@@ -152,6 +153,9 @@ class _Manifest:
                 f"another batch is running into {folder}",
                 "one run per output folder: wait for it to end, or use another --out",
             ) from None
+        for stale in folder.glob("*/.*.tmp"):  # a write cut short by a kill: never recorded
+            if _TEMPORARY.fullmatch(stale.name):
+                stale.unlink(missing_ok=True)
         self.path = folder / MANIFEST
         self.state: dict[str, dict[str, Any]] = {}
         text = self.path.read_text() if self.path.exists() else ""
@@ -175,6 +179,9 @@ class _Manifest:
     def close(self) -> None:
         self._file.close()
         self._lock.close()  # releases the lock
+
+
+_TEMPORARY = re.compile(r"\.[0-9a-f]{32}\.tmp")  # _write_atomic's names
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
