@@ -244,7 +244,7 @@ async def test_status_urls_the_service_did_not_issue_are_400(
         "another key": example.StatusTokens(b"another key").issue(handle_state("echo")),
         "another endpoint": ours.issue(handle_state("slow")),
         "not a handle's state": ours.issue(handle_state("echo", deadline="tomorrow")),
-        "not a dict": ours.issue([1, 2]),  # type: ignore[arg-type]
+        "not a dict": ours.issue([1, 2]),
     }
     async with served(make_app(monkeypatch, "echo", wait_seconds=0.2)) as http:
         answers = {name: await http.get(f"/inferences/{token}") for name, token in bad.items()}
@@ -426,7 +426,7 @@ async def test_factory_and_kwargs_are_checked(emulator: LocalAsyncEndpoint) -> N
     with pytest.raises(TypeError, match="not both"):
         client_lifespan(factory=AsyncInferenceClient, region_name="us-east-1")
     with pytest.raises(TypeError, match="callable"):
-        client_lifespan(factory="AsyncInferenceClient")  # type: ignore[arg-type]
+        client_lifespan(factory="AsyncInferenceClient")  # type: ignore[call-overload]
     not_a_client: Any = lambda: "a client"  # noqa: E731
     app = FastAPI(lifespan=client_lifespan(factory=not_a_client))
     with pytest.raises(TypeError, match="returned a str"):

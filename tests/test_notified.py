@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiobotocore.session
 import aiohttp
@@ -49,7 +49,7 @@ WAIT = 20.0  # only guards against hangs: the safety net would take 60 s
 @pytest.fixture
 async def aws(moto_url: str) -> AsyncIterator[dict[str, Any]]:
     session = aiobotocore.session.get_session()
-    options = {"endpoint_url": moto_url, "region_name": "us-east-1"}
+    options: dict[str, Any] = {"endpoint_url": moto_url, "region_name": "us-east-1"}
     async with (
         session.create_client("sns", **options) as sns,
         session.create_client("sqs", **options) as sqs,
@@ -215,7 +215,8 @@ async def test_a_message_before_anyone_waits_is_held_for_the_handle(
             answer = await aws["sqs"].get_queue_attributes(
                 QueueUrl=setup.queue, AttributeNames=names
             )
-            return answer["Attributes"][names[0]] == "1"
+            attributes: dict[str, str] = answer["Attributes"]
+            return attributes[names[0]] == "1"
 
         await eventually(held)  # received, and kept invisible for this client
         assert (await asyncio.wait_for(handle, WAIT)).body == b"later"
@@ -285,8 +286,12 @@ async def test_two_clients_on_one_queue_lose_and_steal_nothing(
             ]
             return [r.body for r in await asyncio.gather(*handles)]
 
-        got = await asyncio.wait_for(
-            asyncio.gather(run(first, "first"), run(second, "second")), WAIT
+        # gather's result is a list at run time (typeshed types it as a tuple).
+        got = cast(
+            "list[list[bytes]]",
+            await asyncio.wait_for(
+                asyncio.gather(run(first, "first"), run(second, "second")), WAIT
+            ),
         )
     assert got == [[f"{n} {i}".encode() for i in range(15)] for n in ("first", "second")]
     assert reads(embedded_s3, endpoint) == 0
@@ -441,7 +446,7 @@ async def test_queues_of_dead_clients_are_removed_after_their_idle_time(
 
 # -- messages and settings --------------------------------------------------------------------
 
-NOTICE = {
+NOTICE: dict[str, Any] = {
     "awsRegion": "us-east-1",
     "invocationStatus": "Completed",
     "requestParameters": {"endpointName": "ep"},
@@ -660,7 +665,7 @@ async def test_releases_go_at_once_and_deletes_wait_for_ten_or_a_second(
         queue,
         config=NotificationConfig(queue_url=queue),
         retry=RetryConfig(),
-        clock=clock,  # type: ignore[arg-type]
+        clock=clock,
         find=lambda location: None,
         report=report,
         report_failure=lambda watch, reason, source: None,
@@ -680,7 +685,8 @@ async def test_releases_go_at_once_and_deletes_wait_for_ten_or_a_second(
     try:
 
         def sent(action: str) -> int:
-            return embedded_s3.actions("sqs").get(action, 0) - before.get(action, 0)
+            count: int = embedded_s3.actions("sqs").get(action, 0) - before.get(action, 0)
+            return count
 
         async def settle() -> None:
             await asyncio.sleep(0.2)  # real time for moto to answer; the clock is fake
@@ -717,7 +723,7 @@ async def test_an_old_foreign_message_is_hidden_within_sqs_limit(
         queue,
         config=NotificationConfig(queue_url=queue),
         retry=RetryConfig(),
-        clock=FakeClock(wall=time.time() + 10 * 86400),  # type: ignore[arg-type]
+        clock=FakeClock(wall=time.time() + 10 * 86400),
         find=lambda location: None,
         report=lambda completion, source: None,
         report_failure=lambda watch, reason, source: None,

@@ -7,7 +7,8 @@ from typing import Any
 
 import aiobotocore.session
 import pytest
-from emulator_helpers import client_kwargs
+
+from emulator.emulator_helpers import client_kwargs
 
 # The fixtures embedded_s3, local_async_endpoint(_factory, _env) come from the plugin
 # sagemaker_async.emulator.pytest_plugin, registered as a pytest11 entry point. Do not re-import

@@ -1,4 +1,5 @@
-"""Helpers shared by the emulator's tests (imported by name; the tests dir is on sys.path)."""
+"""Helpers shared by the emulator's tests, imported as emulator.emulator_helpers (tests/ is on
+sys.path under pytest, as it is on mypy_path)."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from emulator_helpers import object_exists, read_object, runtime_client
 
+from emulator.emulator_helpers import object_exists, read_object, runtime_client
 from sagemaker_async.emulator import DEFAULT_BUCKET, EmbeddedS3, EndpointConfig
 
 

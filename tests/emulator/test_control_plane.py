@@ -12,8 +12,8 @@ import boto3
 import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, WaiterError
-from emulator_helpers import read_object, runtime_client
 
+from emulator.emulator_helpers import read_object, runtime_client
 from sagemaker_async import AsyncInferenceClient
 from sagemaker_async.emulator import EndpointConfig, InferenceRequest, LocalAsyncEndpoint
 

@@ -7,8 +7,8 @@ import datetime as dt
 from typing import Any
 
 import aiobotocore.session
-from emulator_helpers import client_kwargs, runtime_client
 
+from emulator.emulator_helpers import client_kwargs, runtime_client
 from sagemaker_async.emulator import EndpointConfig
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from emulator_helpers import read_object, runtime_client
 
+from emulator.emulator_helpers import read_object, runtime_client
 from sagemaker_async import ValidationError
 from sagemaker_async.emulator import (
     ContainerModel,

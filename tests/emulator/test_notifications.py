@@ -7,8 +7,7 @@ import json
 import uuid
 from typing import Any
 
-from emulator_helpers import runtime_client
-
+from emulator.emulator_helpers import runtime_client
 from sagemaker_async.emulator import (
     ERROR_NOTIFICATION_TOPIC,
     SUCCESS_NOTIFICATION_TOPIC,

@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 import aiohttp
-from emulator_helpers import object_exists, read_object, runtime_client, wait_until
 
+from emulator.emulator_helpers import object_exists, read_object, runtime_client, wait_until
 from sagemaker_async.emulator import EndpointConfig, InferenceRequest, ModelError
 
 

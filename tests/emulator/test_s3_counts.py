@@ -6,8 +6,8 @@ import uuid
 from typing import Any
 
 import aiobotocore.session
-from emulator_helpers import client_kwargs, read_object, runtime_client
 
+from emulator.emulator_helpers import client_kwargs, read_object, runtime_client
 from sagemaker_async.emulator import EmbeddedS3, EndpointConfig, LocalAsyncEndpoint
 
 

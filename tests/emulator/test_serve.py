@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emulator_helpers import read_object, runtime_client
 
+from emulator.emulator_helpers import read_object, runtime_client
 from sagemaker_async.emulator import LocalAsyncEndpoint, serve, shell_exports
 
 

@@ -14,8 +14,8 @@ import pytest
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from emulator_helpers import object_exists, read_object, runtime_client, split
 
+from emulator.emulator_helpers import object_exists, read_object, runtime_client, split
 from sagemaker_async import ValidationError
 from sagemaker_async.emulator import EndpointConfig, LocalAsyncEndpoint
 
@@ -94,14 +94,20 @@ async def test_boto3_with_endpoint_url_and_with_env(
             aws_secret_access_key="testing",
         )
         try:
-            return client.invoke_endpoint_async(EndpointName="echo", Body=b"from boto3")
+            response: dict[str, Any] = client.invoke_endpoint_async(
+                EndpointName="echo", Body=b"from boto3"
+            )
+            return response
         finally:
             client.close()
 
     def with_env() -> dict[str, Any]:
         client = boto3.Session().client("sagemaker-runtime")
         try:
-            return client.invoke_endpoint_async(EndpointName="echo", Body=b"from env")
+            response: dict[str, Any] = client.invoke_endpoint_async(
+                EndpointName="echo", Body=b"from env"
+            )
+            return response
         finally:
             client.close()
 
