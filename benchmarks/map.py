@@ -218,7 +218,8 @@ async def serve(spec: dict[str, Any]) -> None:
         instance_count=spec["instances"],
         max_concurrent_invocations_per_instance=spec["per_instance"],
     )
-    emulator = LocalAsyncEndpoint([config], s3_endpoint_url=s3_url)
+    # (the fake S3 has no CloudWatch: no backlog metrics)
+    emulator = LocalAsyncEndpoint([config], s3_endpoint_url=s3_url, metrics_interval=None)
     await emulator.start()
     tracker = Tracker(emulator.endpoint(spec["endpoint"]), store, DEFAULT_BUCKET)
     sampler = loop.create_task(tracker.sample())

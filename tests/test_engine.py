@@ -482,3 +482,30 @@ async def test_a_handle_resumed_long_after_submission_reads_its_failure_at_once(
     assert handle.done()
     with pytest.raises(InferenceFailedError, match="model error"):
         await handle
+
+
+async def test_ended_inferences_are_not_held_until_their_deadline(
+    make_world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each watch has a deadline job hours away; an ended one must not keep the watch and its
+    # result alive until then (client.map over 100,000 inputs held every result).
+    import gc
+    import weakref
+
+    from sagemaker_async._engine import _engine
+
+    monkeypatch.setattr(_engine, "_PRUNE_AFTER", 10, raising=False)  # (1,024 by default)
+    world = await make_world()
+    handles = [world.handle("out", "fail") for _ in range(40)]
+    for handle in handles:
+        world.watch(handle)
+    await world.advance(1)
+    for handle in handles:
+        await world.write(handle.output_location, b'{"big": "result"}')
+    await world.clock.run_until(lambda: all(h.done() for h in handles), world.settle, step=1)
+    results = [weakref.ref(await handle) for handle in handles]
+    handles.clear()
+    gc.collect()
+    assert world.client._engine.scheduler.scheduled < 40  # not one deadline job each
+    alive = sum(ref() is not None for ref in results)
+    assert alive <= 20, alive  # at most those ended since the last prune

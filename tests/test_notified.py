@@ -736,3 +736,49 @@ async def test_an_old_foreign_message_is_hidden_within_sqs_limit(
         QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
     )
     assert answer["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "1"
+
+
+async def test_closing_during_a_receive_gives_back_what_it_brings(
+    aws: dict[str, Any], embedded_s3: Any
+) -> None:
+    # A long poll cut short by close still takes messages at the server: they would stay
+    # hidden from their owner for `hold`. On a busy queue, close lets it answer first.
+    from fakeclock import FakeClock
+    from sagemaker_async._engine._notifications import NotificationSource
+
+    sqs = aws["sqs"]
+    queue = (await sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:12]}"))["QueueUrl"]
+    for _ in range(3):  # another client's
+        notice = dict(NOTICE, inferenceId=uuid.uuid4().hex)
+        await sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(notice))
+    clock = FakeClock(wall=time.time())
+    source = NotificationSource(
+        sqs,
+        queue,
+        config=NotificationConfig(queue_url=queue),
+        retry=RetryConfig(),
+        clock=clock,
+        find=lambda location: None,
+        report=lambda completion, source: None,
+        report_failure=lambda watch, reason, source: None,
+        close_grace=5.0,
+    )
+
+    def receives() -> int:
+        return int(embedded_s3.actions("sqs").get("ReceiveMessage", 0))
+
+    source.start()
+    await eventually(lambda: async_true(source.stats["release"] == 1))  # received, given back
+    await eventually(lambda: async_true(source.stats["release"] == 1 and not source._releases))
+    # Their owner takes them for a second: the next receive of ours waits at the server.
+    owner = await sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=1)
+    assert len(owner["Messages"]) == 3
+    before = receives()
+    await clock.advance(0.1, lambda: asyncio.sleep(0))  # the linger ends: the next receive...
+    await eventually(lambda: async_true(receives() > before))  # ...is waiting at the server
+    await source.aclose()
+    await asyncio.sleep(1.5)  # (the owner's second is over: visible again unless we took them)
+    answer = await sqs.get_queue_attributes(
+        QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    assert answer["Attributes"]["ApproximateNumberOfMessages"] == "3"  # none hidden

@@ -54,6 +54,9 @@ logger = logging.getLogger("sagemaker_async")
 # The last look at each location, at the deadline, gets this long: a handle ends within about
 # two seconds of its deadline even when S3 stalls.
 _LAST_LOOK_LIMIT = 1.0
+# Deadline jobs of ended watches are dropped from the heap once there are this many (and more
+# than watches under way): each prune costs one pass over the heap.
+_PRUNE_AFTER = 1024
 
 #: For callbacks that read no context variable: one shared empty context instead of a copy per
 #: pending handle (100,000 copies are 100,000 more objects for the garbage collector to scan).
@@ -101,6 +104,7 @@ class CompletionEngine:
         self._retry = retry
         self.scheduler = Scheduler(clock, budget, concurrency)
         self._watches: dict[str, Watch] = {}
+        self._moot_deadlines = 0  # deadline jobs of ended watches still in the heap
         self._dirs: dict[tuple[str, str], Directory] = {}
         self._unlistable: set[str] = set()  # buckets where ListObjectsV2 was denied
         self._closed = False
@@ -212,7 +216,25 @@ class CompletionEngine:
         return locations
 
     def _schedule_last_look(self, watch: Watch) -> None:
-        self.scheduler.at(watch.deadline, _LastLook(self, watch))
+        job = _LastLook(self, watch)
+        watch.last_look = job
+        self.scheduler.at(watch.deadline, job)
+
+    def _drop_last_look(self, watch: Watch) -> None:
+        """``watch`` ended: its deadline job lets go of it, and moot ones leave the heap.
+
+        A deadline is hours away; without this, every inference ended since then would stay
+        in memory with its result until then (``client.map`` over 100,000 inputs held them
+        all).
+        """
+        job, watch.last_look = watch.last_look, None
+        if not isinstance(job, _LastLook):
+            return
+        job.watch = None
+        self._moot_deadlines += 1
+        if self._moot_deadlines > max(_PRUNE_AFTER, len(self._watches)):
+            self.scheduler.prune(_LastLook.is_moot)
+            self._moot_deadlines = 0
 
     def release(self, watch: Watch) -> None:
         """A handle stopped waiting; the last one to stop ends the watch (nothing runs for it)."""
@@ -402,6 +424,7 @@ class CompletionEngine:
         """At the deadline: read both locations once more, then time the watch out."""
         if watch.done:  # it ended between the job's start and now
             return
+        watch.last_look = None  # (its job left the heap to run)
         self._unfile(watch)
         watch.resolving = True
         target = watch.target
@@ -531,6 +554,7 @@ class CompletionEngine:
     def _end(self, watch: Watch, *, settled: bool) -> None:
         watch.done = True
         watch.cancel_tasks()
+        self._drop_last_look(watch)
         self._unfile(watch)
         if self._watches.get(watch.target.output_location) is watch:
             del self._watches[watch.target.output_location]
@@ -549,9 +573,15 @@ class _LastLook:
 
     def __init__(self, engine: CompletionEngine, watch: Watch) -> None:
         self.engine = engine
-        self.watch = watch
+        self.watch: Watch | None = watch  # None once the watch ended
 
     def __call__(self) -> Coroutine[Any, Any, None] | None:
-        if self.watch.done or self.watch.resolving:
+        watch = self.watch
+        if watch is None or watch.done or watch.resolving:
             return None
-        return self.engine._last_look(self.watch)
+        return self.engine._last_look(watch)
+
+    @staticmethod
+    def is_moot(job: object) -> bool:
+        """True for the deadline job of a watch that ended."""
+        return isinstance(job, _LastLook) and job.watch is None

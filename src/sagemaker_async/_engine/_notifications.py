@@ -55,6 +55,9 @@ _FREE_AGE = 30.0
 # between the two (a change past it fails, and moto fails the whole batch).
 _MAX_VISIBILITY = 43200 - 600
 _PRUNE_EVERY = 60.0
+# On close, a receive under way on a busy queue is let finish (it answers within a round trip)
+# for at most this long, so that what it brings is given back rather than hidden for ``hold``.
+_CLOSE_GRACE = 1.0
 # How long a resolved inference's id is remembered, to delete a second delivery of its message.
 _REMEMBER_SETTLED = 900.0
 
@@ -146,6 +149,7 @@ class NotificationSource:
         report_failure: Callable[[Watch, str, str], None],
         linger: float = 0.1,
         delete_linger: float = 1.0,
+        close_grace: float = _CLOSE_GRACE,
     ) -> None:
         self._sqs = sqs
         self.queue_url = queue_url
@@ -160,6 +164,9 @@ class NotificationSource:
         self._delete_linger = min(delete_linger, config.hold / 4)
         self._delete_timer: Timer | None = None
         self._deletes_due = False
+        self._busy = False  # the last receive brought messages
+        self._close_grace = close_grace
+        self._closing = False
         self._pending_ids: dict[str, float] = {}  # ours, no outcome yet: id -> wall deadline
         self._settled_ids: dict[str, float] = {}  # ours, resolved: id -> wall deadline
         self._by_id: dict[str, Watch] = {}  # watches now under way
@@ -188,13 +195,25 @@ class NotificationSource:
     async def aclose(self) -> None:
         """Stop receiving; delete what is resolved and give back what is held (best effort)."""
         tasks, self._tasks = self._tasks, []
-        await cancel_all(tasks)
+        self._closing = True
+        receiver, sender = tasks if tasks else (None, None)
+        if receiver is not None and self._busy and not receiver.done():
+            # A long poll cut short may still take messages (they would stay hidden for
+            # ``hold``): on a busy queue its answer is a round trip away, so wait for it.
+            await asyncio.wait({receiver}, timeout=self._close_grace)
+        await cancel_all([receiver] if receiver is not None else [])
         if self._delete_timer is not None:
             self._delete_timer.cancel()
             self._delete_timer = None
         for notice in list(self._by_message.values()):
             self._releases.append((notice, 0))  # ours, unresolved: another client may resume
         self._by_message.clear()
+        if sender is not None:
+            # Let a send under way finish (cancelled, its batches would be lost), then stop.
+            self._deletes_due = True
+            self._flush.set()
+            await asyncio.wait({sender}, timeout=2.0)
+            await cancel_all([sender])
         try:
             await asyncio.wait_for(self._send_all(), timeout=2.0)
         except (asyncio.TimeoutError, InvocationError) as exc:
@@ -345,7 +364,7 @@ class NotificationSource:
     async def _receive_loop(self) -> None:
         failures = 0
         visibility = math.ceil(self._config.hold)
-        while True:
+        while not self._closing:
             try:
                 self.stats["receive"] += 1
                 answer = await self._sqs.receive_message(
@@ -363,12 +382,13 @@ class NotificationSource:
                 continue
             failures, self.trouble = 0, None
             messages = answer.get("Messages", [])
+            self._busy = bool(messages)
             for message in messages:
                 self.take(dict(message))
             if self._clock.monotonic() >= self._next_prune:
                 self._next_prune = self._clock.monotonic() + _PRUNE_EVERY
                 self._prune()
-            if len(messages) < _BATCH:
+            if len(messages) < _BATCH and not self._closing:
                 # Let a few more arrive: one call for several messages, at a small delay.
                 await self._clock.sleep(self._linger)
 
@@ -388,7 +408,7 @@ class NotificationSource:
         return retry_delay(self._retry, min(failures, 8)) if transient else 60.0
 
     async def _send_loop(self) -> None:
-        while True:
+        while not self._closing:
             await self._flush.wait()
             self._flush.clear()
             with contextlib.suppress(InvocationError):  # logged; the messages come back

@@ -66,6 +66,7 @@ class Watch:
         "forbidden",
         "keys",
         "last_error",
+        "last_look",
         "notice",
         "outcome",
         "polling",
@@ -99,6 +100,7 @@ class Watch:
         self.last_error: InvocationError | None = None
         self.tasks: set[asyncio.Task[None]] | None = None  # requests made for this watch alone
         self.notice: Notice | None = None  # the notification that reported it, to delete
+        self.last_look: object | None = None  # its deadline job, in the scheduler's heap
         self.source: str | None = None  # the source that found its outcome
 
     def enter(self) -> None:

@@ -58,6 +58,15 @@ class Scheduler:
         if self._wake is not None:
             self._wake.set()
 
+    def prune(self, moot: Callable[[Job], bool]) -> int:
+        """Drop the timed jobs that ``moot`` says will do nothing; returns how many."""
+        kept = [entry for entry in self._heap if not moot(entry[2])]
+        dropped = len(self._heap) - len(kept)
+        if dropped:
+            heapq.heapify(kept)
+            self._heap = kept
+        return dropped
+
     # -- state ------------------------------------------------------------------------------
     @property
     def idle(self) -> bool:
