@@ -769,7 +769,14 @@ async def test_closing_during_a_receive_gives_back_what_it_brings(
 
     source.start()
     await eventually(lambda: async_true(source.stats["release"] == 1))  # received, given back
-    await eventually(lambda: async_true(source.stats["release"] == 1 and not source._releases))
+
+    async def visible() -> bool:
+        answer = await sqs.get_queue_attributes(
+            QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"]
+        )
+        return bool(answer["Attributes"]["ApproximateNumberOfMessages"] == "3")
+
+    await eventually(visible)  # the release is done
     # Their owner takes them for a second: the next receive of ours waits at the server.
     owner = await sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=1)
     assert len(owner["Messages"]) == 3
