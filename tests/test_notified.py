@@ -633,12 +633,30 @@ async def test_an_endpoint_without_s3_failure_path(
     assert "no S3FailurePath" in str(timed_out.value)
 
 
+def lone_source(sqs: Any, queue: str, clock: Any, **options: Any) -> Any:
+    """A NotificationSource on ``queue`` with no engine behind it (reports go nowhere)."""
+    from sagemaker_async._engine._notifications import NotificationSource
+
+    callbacks: dict[str, Any] = {
+        "find": lambda location: None,
+        "report": lambda completion, source: None,
+        "report_failure": lambda watch, reason, source: None,
+    }
+    return NotificationSource(
+        sqs,
+        queue,
+        config=NotificationConfig(queue_url=queue),
+        retry=RetryConfig(),
+        clock=clock,
+        **{**callbacks, **options},
+    )
+
+
 async def test_releases_go_at_once_and_deletes_wait_for_ten_or_a_second(
     aws: dict[str, Any], embedded_s3: Any
 ) -> None:
     # The owner of a foreign message waits for its release; nobody waits for a delete.
     from fakeclock import FakeClock
-    from sagemaker_async._engine._notifications import NotificationSource
     from sagemaker_async._engine._records import Watch, WatchTarget
 
     sqs = aws["sqs"]
@@ -660,16 +678,7 @@ async def test_releases_go_at_once_and_deletes_wait_for_ten_or_a_second(
         reported.append(watch.target.inference_id)
         source_.ended(watch, settled=True)
 
-    source_ = NotificationSource(
-        sqs,
-        queue,
-        config=NotificationConfig(queue_url=queue),
-        retry=RetryConfig(),
-        clock=clock,
-        find=lambda location: None,
-        report=report,
-        report_failure=lambda watch, reason, source: None,
-    )
+    source_ = lone_source(sqs, queue, clock, report=report)
     wall = clock.wall()
     for inference_id in ours:
         target = WatchTarget(
@@ -713,21 +722,11 @@ async def test_an_old_foreign_message_is_hidden_within_sqs_limit(
 ) -> None:
     # SQS counts its 12 hours from the receipt: a change to exactly 43,200 s fails.
     from fakeclock import FakeClock
-    from sagemaker_async._engine._notifications import NotificationSource
 
     sqs = aws["sqs"]
     queue = (await sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:12]}"))["QueueUrl"]
     await sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(NOTICE))
-    source = NotificationSource(
-        sqs,
-        queue,
-        config=NotificationConfig(queue_url=queue),
-        retry=RetryConfig(),
-        clock=FakeClock(wall=time.time() + 10 * 86400),
-        find=lambda location: None,
-        report=lambda completion, source: None,
-        report_failure=lambda watch, reason, source: None,
-    )
+    source = lone_source(sqs, queue, FakeClock(wall=time.time() + 10 * 86400))
     source.start()
     await eventually(lambda: async_true(source.stats["release"] == 1))
     await source.aclose()
@@ -744,7 +743,6 @@ async def test_closing_during_a_receive_gives_back_what_it_brings(
     # A long poll cut short by close still takes messages at the server: they would stay
     # hidden from their owner for `hold`. On a busy queue, close lets it answer first.
     from fakeclock import FakeClock
-    from sagemaker_async._engine._notifications import NotificationSource
 
     sqs = aws["sqs"]
     queue = (await sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:12]}"))["QueueUrl"]
@@ -752,17 +750,7 @@ async def test_closing_during_a_receive_gives_back_what_it_brings(
         notice = dict(NOTICE, inferenceId=uuid.uuid4().hex)
         await sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(notice))
     clock = FakeClock(wall=time.time())
-    source = NotificationSource(
-        sqs,
-        queue,
-        config=NotificationConfig(queue_url=queue),
-        retry=RetryConfig(),
-        clock=clock,
-        find=lambda location: None,
-        report=lambda completion, source: None,
-        report_failure=lambda watch, reason, source: None,
-        close_grace=5.0,
-    )
+    source = lone_source(sqs, queue, clock, close_grace=5.0)
 
     def receives() -> int:
         return int(embedded_s3.actions("sqs").get("ReceiveMessage", 0))
