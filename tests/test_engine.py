@@ -53,9 +53,10 @@ class World:
         self.done_at: dict[str, float] = {}
 
     def handle(
-        self, out: str, fail: str, *, endpoint: str = "ep", timeout: float = 3600
+        self, out: str, fail: str, *, endpoint: str = "ep", timeout: float = 3600, age: float = 0
     ) -> AsyncInferenceHandle:
-        """A pending inference submitted now, with its locations under out/ and fail/."""
+        """A pending inference submitted ``age`` seconds ago (resumed now), with its locations
+        under out/ and fail/."""
         name = uuid.uuid4().hex
         wall = self.clock.wall()
         handle = self.client.resume(
@@ -65,7 +66,7 @@ class World:
                 "endpoint_name": endpoint,
                 "output_location": f"s3://{self.bucket}/{out}/{name}.out",
                 "failure_location": f"s3://{self.bucket}/{fail}/{name}-error.out",
-                "submitted_at": iso(wall),
+                "submitted_at": iso(wall - age),
                 "deadline": iso(wall + timeout),
             }
         )
@@ -464,19 +465,9 @@ async def test_a_handle_resumed_long_after_submission_reads_its_failure_at_once(
     # A status URL resumes a handle and waits a short time: a failure must be seen as soon
     # as a result would be.
     world = await make_world(polling=PollingConfig(initial_delay=5, max_delay=20))
-    name = uuid.uuid4().hex
-    wall = world.clock.wall()
-    state = {
-        "version": 1,
-        "inference_id": name,
-        "endpoint_name": "ep",
-        "output_location": f"s3://{world.bucket}/out/{name}.out",
-        "failure_location": f"s3://{world.bucket}/fail/{name}-error.out",
-        "submitted_at": iso(wall - 600),
-        "deadline": iso(wall + 3600),
-    }
-    await world.write(state["failure_location"], b"model error")
-    handle = world.client.resume(state)
+    handle = world.handle("out", "fail", age=600)
+    assert handle.failure_location is not None
+    await world.write(handle.failure_location, b"model error")
     world.watch(handle)
     await world.advance(0.1)
     assert handle.done()

@@ -202,9 +202,6 @@ class NotificationSource:
             # ``hold``): on a busy queue its answer is a round trip away, so wait for it.
             await asyncio.wait({receiver}, timeout=self._close_grace)
         await cancel_all([receiver] if receiver is not None else [])
-        if self._delete_timer is not None:
-            self._delete_timer.cancel()
-            self._delete_timer = None
         for notice in list(self._by_message.values()):
             self._releases.append((notice, 0))  # ours, unresolved: another client may resume
         self._by_message.clear()
