@@ -37,6 +37,7 @@ from ._map import MapOutcome, MapProgress, map_inferences
 from ._observe import ClientStats, Hooks, Observer
 from ._retry import bounded, call_with_retry, may_have_reached, retrying, to_invocation_error
 from ._s3 import ObjectStore
+from ._speedups import tune
 from ._validation import MAX_INLINE_BODY, parse_s3_uri, validate_invoke_request
 
 if TYPE_CHECKING:
@@ -322,6 +323,7 @@ class AsyncInferenceClient:
                             config=config,
                         )
                     )
+                    tune(runtime)
                 self._observer.instrument(runtime)
                 s3: S3Client
                 if self._injected_s3 is not None:
@@ -335,6 +337,7 @@ class AsyncInferenceClient:
                             config=config,
                         )
                     )
+                    tune(s3)
                 self._observer.instrument(s3)
                 source = await self._listen(session, stack, config)
             except BaseException as exc:
@@ -347,7 +350,7 @@ class AsyncInferenceClient:
                 await stack.aclose()
                 raise ClientClosedError("the AsyncInferenceClient was closed while opening")
             self._stack, self._runtime = stack, runtime
-            self._store.bind(s3, own=self._injected_s3 is None)
+            self._store.bind(s3)
             self._engine.start()
             if source is not None:
                 assert self.notifications is not None
@@ -378,6 +381,7 @@ class AsyncInferenceClient:
                     ),
                 )
             )
+            tune(sqs)
         self._observer.instrument(sqs)
         queue_url = notifications.queue_url
         if notifications.topics:
@@ -393,6 +397,7 @@ class AsyncInferenceClient:
                         config=config,
                     )
                 )
+                tune(sns)
             self._observer.instrument(sns)
             queue = ClientQueue(sqs, sns, notifications, self._clock)
             queue_url = await queue.create()

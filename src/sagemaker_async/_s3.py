@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import enum
 import logging
-import re
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aiobotocore.parsers import AioResponseParserFactory, AioRestXMLParser
 from botocore.exceptions import ClientError
-from botocore.utils import parse_timestamp
 
 from ._config import RetryConfig
 from ._engine._budget import RequestBudget
@@ -84,100 +79,6 @@ class Page:
 T = TypeVar("T")
 
 
-_ISO_UTC = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?Z")
-
-
-def fast_timestamp(value: str) -> datetime:
-    """Botocore's ``parse_timestamp``, without dateutil's parser for S3's usual format.
-
-    A ListObjectsV2 page has 1,000 LastModified values: botocore's parser spends about 150 ms
-    of CPU on them (the event loop stalls meanwhile); this takes about 2 ms. Same result: an
-    aware datetime in UTC; anything unusual goes to botocore's parser.
-    """
-    match = _ISO_UTC.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
-        return parse_timestamp(value)
-    whole, fraction = match.groups()
-    parsed = datetime.fromisoformat(whole).replace(tzinfo=timezone.utc)
-    return parsed.replace(microsecond=int(fraction.ljust(6, "0"))) if fraction else parsed
-
-
-# ListObjectsV2's answer, as the engine reads it: keys and paging, nothing per key but the key.
-_LISTING_TEXT = frozenset(
-    {"Name", "Prefix", "Delimiter", "EncodingType", "ContinuationToken", "NextContinuationToken"}
-)
-
-
-def lean_listing(body: bytes) -> dict[str, Any] | None:
-    """A ListObjectsV2 answer parsed for its keys and paging only, or None if unusual.
-
-    Botocore's parser builds every field of every key (LastModified, ETag, Size, Owner...):
-    about 40 ms of CPU per page of 1,000 keys, which is most of what a client watching
-    10,000 results spends. This reads the same XML with ElementTree in about a fifth of it.
-    Each ``Contents`` entry has its ``Key`` only; botocore's handlers then URL-decode keys as
-    usual (``EncodingType=url``).
-    """
-    try:
-        root = ElementTree.fromstring(body)
-    except ElementTree.ParseError:
-        return None
-    namespace = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-    if root.tag != f"{namespace}ListBucketResult":
-        return None
-    parsed: dict[str, Any] = {}
-    contents: list[dict[str, str]] = []
-    prefixes: list[dict[str, str]] = []
-    skip = len(namespace)
-    key_tag, prefix_tag = f"{namespace}Key", f"{namespace}Prefix"
-    for child in root:
-        tag = child.tag[skip:]
-        if tag == "Contents":
-            contents.append({"Key": child.findtext(key_tag) or ""})
-        elif tag == "CommonPrefixes":
-            prefixes.append({"Prefix": child.findtext(prefix_tag) or ""})
-        elif tag == "IsTruncated":
-            parsed[tag] = (child.text or "").strip() == "true"
-        elif tag in ("KeyCount", "MaxKeys"):
-            try:
-                parsed[tag] = int(child.text or "")
-            except ValueError:
-                return None
-        elif tag in _LISTING_TEXT:
-            parsed[tag] = child.text or ""
-    if contents:
-        parsed["Contents"] = contents
-    if prefixes:
-        parsed["CommonPrefixes"] = prefixes
-    return parsed
-
-
-class _LeanListingParser(AioRestXMLParser):
-    """Botocore's REST-XML parser, with :func:`lean_listing` for ListObjectsV2 answers."""
-
-    def _do_parse(self, response: dict[str, Any], shape: Any) -> Any:
-        botocore_parser: Any = super()
-        if shape is not None and shape.name == "ListObjectsV2Output":
-            parsed = lean_listing(response["body"])
-            if parsed is not None:
-                metadata: Any = getattr(self, "_populate_response_metadata")  # noqa: B009
-                parsed["ResponseMetadata"] = metadata(response)
-                return parsed
-        return botocore_parser._do_parse(response, shape)
-
-
-class _ParserFactory(AioResponseParserFactory):
-    """Parsers for the client's own S3 client: fast timestamps, lean listings."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.set_parser_defaults(timestamp_parser=fast_timestamp)
-
-    def create_parser(self, protocol_name: str) -> Any:
-        if protocol_name == "rest-xml":
-            return _LeanListingParser(timestamp_parser=fast_timestamp)
-        return super().create_parser(protocol_name)
-
-
 class ObjectStore:
     """The client's S3 requests; shares one aiobotocore S3 client and one request budget."""
 
@@ -197,27 +98,9 @@ class ObjectStore:
         self.trouble: InvocationError | None = None
         self._warned_not_s3 = False
 
-    def bind(self, client: S3Client, *, own: bool = True) -> None:
-        """Use ``client`` (the client's aiobotocore S3 client, once it is open).
-
-        ``own``: the client made it, so it may speed up its parser; a client that the user
-        passed in is used as it is.
-        """
+    def bind(self, client: S3Client) -> None:
+        """Use ``client`` (the client's aiobotocore S3 client, once it is open)."""
         self._client_or_none = client
-        if not own:
-            return
-        self.bind_parsers(client)
-
-    @staticmethod
-    def bind_parsers(client: S3Client) -> None:
-        """Give ``client`` the fast parsers (fast timestamps, lean listings).
-
-        aiobotocore has no public way to pick the parsers of one client; its endpoint makes
-        a parser per response from this factory. Only speed depends on it.
-        """
-        endpoint = getattr(client, "_endpoint", None)
-        if endpoint is not None and hasattr(endpoint, "_response_parser_factory"):
-            endpoint._response_parser_factory = _ParserFactory()
 
     @property
     def _client(self) -> S3Client:

@@ -1,10 +1,12 @@
 """The listing source: sweeps a directory with ListObjectsV2; one page answers for 1,000 keys.
 
 A sweep reads every page of the directory (``Delimiter="/"``, so deeper "subdirectories" cost
-one entry each); each page is one job. Keys that are pending are reported (without a body:
-the resolver then GETs them). While results arrive, the directory is swept every
-``initial_delay``; while nothing changes, the wait grows by ``multiplier`` up to a cap from the
-cost model (never above ``max_delay``; twice that for a directory of failure objects only).
+one entry each); each page is one job, and the next page of a sweep under way goes ahead of
+the reads of what the last one found (behind them, a 10-page sweep took 12 s). Keys that are
+pending are reported (without a body: the resolver then GETs them). While results arrive, the
+directory is swept every ``initial_delay``; while nothing changes, the wait grows by
+``multiplier`` up to a cap from the cost model (never above ``max_delay``; twice that for a
+directory of failure objects only).
 
 In ``auto`` mode a sweep that turns out to cost more than polling (a directory crowded with old
 objects) is abandoned at once and the directory is polled instead; a denied listing (no
@@ -20,7 +22,7 @@ from .._errors import InvocationError
 from .._s3 import ObjectStore, Unavailable
 from ._clock import Clock
 from ._records import Completion, Directory, Key, Mode
-from ._scheduler import Scheduler
+from ._scheduler import Job, Scheduler
 from ._strategy import sweep_cap
 
 __all__ = ["ListingSource"]
@@ -68,14 +70,15 @@ class ListingSource:
             directory.gen += 1  # even: no sweep; the scheduled one is moot
 
     def _at(self, directory: Directory, when: float) -> None:
-        gen = directory.gen
+        self._scheduler.at(when, self._job(directory, directory.gen))
 
+    def _job(self, directory: Directory, gen: int) -> Job:
         def job() -> Coroutine[Any, Any, None] | None:
             if directory.gen != gen or not directory.keys:
                 return None
             return self._page(directory, gen)
 
-        self._scheduler.at(when, job)
+        return job
 
     async def _page(self, directory: Directory, gen: int) -> None:
         now = self._clock.monotonic()
@@ -106,7 +109,7 @@ class ListingSource:
             if self._crowded(directory):
                 return  # the engine polls this directory from now on
             directory.token = page.next_token
-            self._at(directory, self._clock.monotonic())
+            self._scheduler.soon(self._job(directory, directory.gen), first=True)
             return
         directory.pages = directory.pages_read
         directory.token, directory.pages_read = None, 0

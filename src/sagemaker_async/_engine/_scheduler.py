@@ -1,9 +1,11 @@
 """The scheduler: the engine's one long-lived task, which runs every S3 request as a short job.
 
 Jobs are timed (a poll, a sweep, a deadline's last look: a heap ordered by due time) or urgent
-(reading a result that a source has seen: a FIFO that goes first). The scheduler starts a job
-only when a slot is free (at most ``concurrency`` at once) and the request budget allows it,
-so 100,000 pending handles cost 100,000 heap entries, not 100,000 tasks or signed requests.
+(reading a result that a source has seen: a FIFO that goes first; the next page of a sweep
+under way goes to its head, so a long sweep is not stretched by the reads it causes). The
+scheduler starts a job only when a slot is free (at most ``concurrency`` at once) and the
+request budget allows it, so 100,000 pending handles cost 100,000 heap entries, not 100,000
+tasks or signed requests.
 
 A job is a callable that returns a coroutine to run, or ``None`` when it has become moot (its
 watch ended, its directory changed strategy): moot jobs cost no request.
@@ -52,9 +54,16 @@ class Scheduler:
         if self._wake is not None and self._heap[0][2] is job:
             self._wake.set()
 
-    def soon(self, job: Job) -> None:
-        """Run ``job`` before any timed job that is due."""
-        self._urgent.append(job)
+    def soon(self, job: Job, *, first: bool = False) -> None:
+        """Run ``job`` before any timed job that is due.
+
+        With ``first``, before every urgent job too: the next page of a sweep under way goes
+        ahead of the reads that its last page caused.
+        """
+        if first:
+            self._urgent.appendleft(job)
+        else:
+            self._urgent.append(job)
         if self._wake is not None:
             self._wake.set()
 
@@ -70,8 +79,12 @@ class Scheduler:
     # -- state ------------------------------------------------------------------------------
     @property
     def idle(self) -> bool:
-        """True when no job runs and the scheduler waits for the clock (tests use it)."""
-        return self._parked and not self._running and not self._urgent
+        """True when no job runs and the scheduler waits for the clock (tests use it).
+
+        Urgent jobs may be waiting too, for the request budget's next token (a timer).
+        """
+        woken = self._wake is not None and self._wake.is_set()
+        return self._parked and not self._running and not woken
 
     @property
     def running(self) -> int:
