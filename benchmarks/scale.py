@@ -268,6 +268,7 @@ async def run_one(
         "quiet_s": args.quiet_s,
         "submit_concurrency": args.submit_concurrency,
         "max_connections": args.max_connections,
+        "client_loop": args.client_loop,
         "timeout_s": timeout_s,
         "submit_limit_s": args.submit_limit_s,
         "result_file": str(result_file),
@@ -632,6 +633,7 @@ def header_line(meta: dict[str, Any]) -> str:
     return (
         f"Scale benchmark {meta['date']}{' (quick)' if meta.get('quick') else ''}: "
         f"{meta['cpus']} CPUs, Python {meta['python']}, server loop {meta['server_loop']}, "
+        f"client loop {meta.get('client_loop', 'asyncio')}, "
         f"sagemaker-async {library.get('version')} at {library.get('git') or 'unknown commit'}"
         f" (CompletionConfig {completion})"
         f"; {meta['total_s'] / 60:.1f} min. All S3 requests counted by the fake S3 server."
@@ -664,6 +666,13 @@ async def main() -> None:
     parser.add_argument("--render", help="only re-render the table and plot of a results JSON")
     parser.add_argument("--submit-concurrency", type=int, default=200)
     parser.add_argument("--max-connections", type=int, default=200)
+    parser.add_argument(
+        "--client-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the asyncio clients' event loop (default: asyncio's own, what users get unless "
+        "their server picks uvloop, as uvicorn does when it is installed)",
+    )
     parser.add_argument(
         "--submit-limit-s",
         type=float,
@@ -772,6 +781,7 @@ async def main() -> None:
         "quick": args.quick,
         "submit_concurrency": args.submit_concurrency,
         "max_connections": args.max_connections,
+        "client_loop": args.client_loop,
         "failure_fraction": args.failure_fraction,
         "prices_usd_per_request": PRICE,
         "total_s": round(total_s, 1),

@@ -63,7 +63,9 @@ def variant(model: str, **extra: Any) -> list[dict[str, Any]]:
 async def test_create_describe_invoke_update_list_delete(
     local_async_endpoint_factory: Any, aws: dict[str, Any]
 ) -> None:
-    emu = await local_async_endpoint_factory([], deployment_seconds=0.3)
+    # Long enough that "Creating" and "too early" hold on a loaded machine (0.3 s failed once
+    # with four test workers on two cores).
+    emu = await local_async_endpoint_factory([], deployment_seconds=1.5)
     sm = sagemaker(emu)
     suffix = uuid.uuid4().hex[:8]
     bucket = f"cp-{suffix}"
