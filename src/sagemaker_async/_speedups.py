@@ -100,7 +100,9 @@ def lean_listing(body: bytes) -> dict[str, Any] | None:
     """
     keys = _KEYS.findall(body)
     prefixes = _PREFIXES.findall(body)
-    if len(keys) != body.count(b"<Contents>") or len(prefixes) != body.count(b"<CommonPrefixes>"):
+    # Every entry must be one the expressions read (an attribute or a key that is not first
+    # would hide it from them).
+    if len(keys) != body.count(b"<Contents") or len(prefixes) != body.count(b"<CommonPrefixes"):
         return _tree_listing(body)
     if not keys and not prefixes:
         return _tree_listing(body)
