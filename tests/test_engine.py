@@ -72,6 +72,13 @@ class World:
         )
         return handle
 
+    def crowd(self, n: int, out: str, fail: str) -> list[AsyncInferenceHandle]:
+        """``n`` pending inferences under out/ and fail/, each waited on (see :meth:`watch`)."""
+        handles = [self.handle(out, fail) for _ in range(n)]
+        for handle in handles:
+            self.watch(handle)
+        return handles
+
     def watch(self, handle: AsyncInferenceHandle) -> None:
         """Wait on ``handle`` with a done callback; record the virtual time it ended."""
         handle.add_done_callback(lambda h: self.done_at.setdefault(h.inference_id, self.clock.now))
@@ -151,9 +158,7 @@ async def test_one_handle_is_polled_and_a_crowd_is_listed(make_world: Any) -> No
     world = await make_world()
     lone = world.handle("out1", "fail1")
     world.watch(lone)
-    crowd = [world.handle("out2", "fail2") for _ in range(40)]
-    for handle in crowd:
-        world.watch(handle)
+    crowd = world.crowd(40, "out2", "fail2")
     await world.advance(60)
     assert world.modes() == {"out1/": "poll", "fail1/": "poll", "out2/": "list", "fail2/": "list"}
     lone_counts, crowd_counts = world.counts("out1/"), world.counts("out2/")
@@ -191,9 +196,7 @@ async def test_a_directory_crowded_with_old_objects_is_polled(
     backend = s3_backends["123456789012"]["global"]
     for i in range(2_500):  # years of old outputs: 3 pages
         backend.put_object(world.bucket, f"old/{i:05}.out", b"old")
-    crowd = [world.handle("old", "oldfail") for _ in range(18)]
-    for handle in crowd:
-        world.watch(handle)
+    crowd = world.crowd(18, "old", "oldfail")
     await world.advance(1.0)
     # the first sweep stops as soon as it costs more than reading 18 keys would (2 pages)
     assert world.counts("old/")["LIST"] == 2
@@ -238,9 +241,8 @@ async def test_a_sweep_reads_its_next_page_before_the_results_it_found(make_worl
 
     world = await make_world(CompletionConfig(strategy="list", max_requests_per_second=20))
     backend = s3_backends["123456789012"]["global"]
-    crowd = [world.handle("out", "fail") for _ in range(1_050)]
+    crowd = world.crowd(1_050, "out", "fail")
     for handle in crowd:
-        world.watch(handle)
         backend.put_object(world.bucket, handle.output_location.split("/", 3)[3], b"{}")
     await world.advance(1.0)  # the sweep at 0.5 s: page 1 finds 1,000, page 2 the rest
     counts = world.counts("out/")
@@ -262,9 +264,7 @@ async def test_listing_denied_falls_back_to_reads_and_says_so_once(
     make_world: Any, moto_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     world = await make_world()
-    crowd = [world.handle("out", "fail") for _ in range(40)]
-    for handle in crowd:
-        world.watch(handle)
+    crowd = world.crowd(40, "out", "fail")
     listing = re.compile(re.escape(f"{moto_url}/{world.bucket}") + r"/?\?.*list-type=2.*")
     with faults() as mocked, caplog.at_level(logging.WARNING, "sagemaker_async"):
         mocked.get(listing, **ACCESS_DENIED)
@@ -315,9 +315,7 @@ async def test_slowdown_halves_the_rate(
     make_world: Any, moto_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     world = await make_world(CompletionConfig(strategy="poll", max_requests_per_second=50))
-    handles = [world.handle("out", "fail") for _ in range(5)]
-    for handle in handles:
-        world.watch(handle)
+    handles = world.crowd(5, "out", "fail")
     with faults() as mocked, caplog.at_level(logging.WARNING, "sagemaker_async"):
         mocked.get(re.compile(re.escape(f"{moto_url}/{world.bucket}/out/") + ".*"), **SLOW_DOWN)
         await world.advance(1)
@@ -333,9 +331,7 @@ async def test_slowdown_halves_the_rate(
 # -- learned latency: what a past request took never delays a ready result ----------------
 async def test_a_cold_start_does_not_delay_later_results(make_world: Any) -> None:
     world = await make_world(polling=PollingConfig())  # the defaults
-    cold = [world.handle("out", "fail") for _ in range(10)]
-    for handle in cold:
-        world.watch(handle)
+    cold = world.crowd(10, "out", "fail")
     await world.advance(8)  # the endpoint scaled from zero
     for handle in cold:
         await world.write(handle.output_location)
@@ -353,9 +349,7 @@ async def test_a_cold_start_does_not_delay_later_results(make_world: Any) -> Non
 
 async def test_slow_failures_do_not_push_back_the_first_read(make_world: Any) -> None:
     world = await make_world(polling=PollingConfig())
-    slow = [world.handle("out", "fail") for _ in range(12)]
-    for handle in slow:
-        world.watch(handle)
+    slow = world.crowd(12, "out", "fail")
     await world.advance(60)
     for handle in slow:
         await world.write(handle.failure_location, b"timed out")
@@ -442,14 +436,10 @@ async def test_keys_handed_from_listing_to_polling_keep_their_first_delay(
     # The safety net of notifications is a long initial_delay: a key that a sweep hands to
     # per-key polling must still not be read before submitted + initial_delay.
     world = await make_world(polling=PollingConfig(initial_delay=30, max_delay=60, jitter=0.5))
-    crowd = [world.handle("out", "fail") for _ in range(40)]
-    for handle in crowd:
-        world.watch(handle)
+    crowd = world.crowd(40, "out", "fail")
     await world.advance(60)
     assert world.modes()["out/"] == "list"
-    fresh = [world.handle("out", "fail") for _ in range(3)]
-    for handle in fresh:
-        world.watch(handle)
+    fresh = world.crowd(3, "out", "fail")
     submitted = world.clock.now
     for handle in crowd:
         await world.write(handle.output_location)
@@ -491,9 +481,7 @@ async def test_ended_inferences_are_not_held_until_their_deadline(
 
     monkeypatch.setattr(_engine, "_PRUNE_AFTER", 10, raising=False)  # (1,024 by default)
     world = await make_world()
-    handles = [world.handle("out", "fail") for _ in range(40)]
-    for handle in handles:
-        world.watch(handle)
+    handles = world.crowd(40, "out", "fail")
     await world.advance(1)
     for handle in handles:
         await world.write(handle.output_location, b'{"big": "result"}')
