@@ -19,6 +19,7 @@ from sagemaker_async import (
     CompletionConfig,
     InferenceTimeoutError,
     InvocationError,
+    PollingConfig,
     RetryConfig,
     ValidationError,
 )
@@ -162,3 +163,52 @@ async def test_a_trickling_invoke_answer_is_abandoned_and_retried(trickling_runt
         assert isinstance(error, InvocationError), error
         assert error.possibly_submitted and error.inference_id == "slow-1"
         assert took <= 2 * 3.0 + 1  # two bounded attempts, not two trickles of ~135 s
+
+
+async def test_a_slow_output_read_keeps_the_failure_read_waiting() -> None:
+    # The failure location is read one round after the output; while the output read is
+    # still under way (a loaded machine, a slow S3), it waits: the output may answer for both.
+    # Only a handle resumed long after submission reads both at once.
+    release = asyncio.Event()
+    paths: list[str] = []
+
+    async def s3(request: web.Request) -> web.Response:
+        paths.append(request.path)
+        headers = {"x-amz-request-id": "r"}
+        if request.path.endswith("-error.out"):
+            body = "<Error><Code>NoSuchKey</Code><Message>no</Message></Error>"
+            return web.Response(status=404, text=body, headers=headers)
+        await release.wait()  # the output read takes a while
+        return web.Response(text='{"ok": true}', headers=headers)
+
+    clock = FakeClock()
+    async with (
+        local_server(s3) as url,
+        AsyncInferenceClient(
+            region_name="us-east-1",
+            endpoint_url=url,
+            s3_endpoint_url=url,
+            polling=PollingConfig(initial_delay=0.5, max_delay=5.0, jitter=0.0),
+            clock=clock,
+        ) as client,
+    ):
+        settle = settler(client, patience=0.05)
+        wall = clock.wall()
+        handle = client.resume(
+            {
+                "version": 1,
+                "inference_id": "slow",
+                "endpoint_name": "ep",
+                "output_location": "s3://bucket/out/x.out",
+                "failure_location": "s3://bucket/fail/x-error.out",
+                "submitted_at": iso(wall),
+                "deadline": iso(wall + 3600),
+            }
+        )
+        handle.add_done_callback(lambda _: None)
+        await clock.advance(3.0, settle)  # the failure read was due at 1.0 s
+        assert paths == ["/bucket/out/x.out"]
+        release.set()
+        await clock.run_until(handle.done, settle)
+        assert (await handle).json() == {"ok": True}
+        assert paths == ["/bucket/out/x.out"]

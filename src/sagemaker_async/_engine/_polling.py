@@ -56,6 +56,7 @@ class PollingSource:
         earliest = key.watch.submitted + initial
         if key.kind is Kind.FAILURE:
             earliest = key.watch.submitted + 2 * initial
+            key.at_once = earliest <= now
         # Taking over from a sweep: within what the sweep would have waited, but never before
         # the first delay (the safety net of notifications is a long one).
         self._at(key, max(earliest, now + spread * self._rng.random() if spread > 0 else now))
@@ -78,9 +79,9 @@ class PollingSource:
         def job() -> Coroutine[Any, Any, None] | None:
             if key.gen != gen or key.watch.done:
                 return None
-            if key.kind is Kind.FAILURE and key.watch.tasks and key.step:
+            if key.kind is Kind.FAILURE and key.watch.tasks and (key.step or not key.at_once):
                 # The output is being read right now; it may well answer for both (not on
-                # the first read: a resumed handle reads both locations at once).
+                # the first read of a handle resumed late: it reads both locations at once).
                 self._at(key, self._clock.monotonic() + self.delay(key))
                 return None
             return self._poll(key, gen)

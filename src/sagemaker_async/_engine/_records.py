@@ -129,7 +129,7 @@ class Watch:
 class Key:
     """One location of one watch, inside its directory; also its per-location poll schedule."""
 
-    __slots__ = ("directory", "gen", "kind", "name", "step", "watch")
+    __slots__ = ("at_once", "directory", "gen", "kind", "name", "step", "watch")
 
     def __init__(self, watch: Watch, kind: Kind, directory: Directory, name: str) -> None:
         self.watch = watch
@@ -138,6 +138,7 @@ class Key:
         self.name = name  # the full object key
         self.gen = 0  # bumped to invalidate a scheduled poll
         self.step = 0  # polls since the schedule (re)started
+        self.at_once = False  # a failure location first read with its output (resumed late)
 
     @property
     def location(self) -> str:
