@@ -16,6 +16,7 @@ from aiohttp import web
 from fakeclock import FakeClock, settler
 from sagemaker_async import (
     AsyncInferenceClient,
+    AsyncInferenceHandle,
     CompletionConfig,
     InferenceTimeoutError,
     InvocationError,
@@ -43,6 +44,24 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
 
+def submitted_now(
+    client: AsyncInferenceClient, clock: FakeClock, inference_id: str, deadline: float
+) -> AsyncInferenceHandle:
+    """A pending inference submitted now (s3://bucket/out/x.out), ``deadline`` s from now."""
+    wall = clock.wall()
+    return client.resume(
+        {
+            "version": 1,
+            "inference_id": inference_id,
+            "endpoint_name": "ep",
+            "output_location": "s3://bucket/out/x.out",
+            "failure_location": "s3://bucket/fail/x-error.out",
+            "submitted_at": iso(wall),
+            "deadline": iso(wall + deadline),
+        }
+    )
+
+
 async def test_a_stalled_s3_ends_the_handle_at_its_deadline(stalling_server: str) -> None:
     clock = FakeClock()
     async with AsyncInferenceClient(
@@ -53,18 +72,7 @@ async def test_a_stalled_s3_ends_the_handle_at_its_deadline(stalling_server: str
         clock=clock,
     ) as client:
         settle = settler(client, patience=0.05)
-        wall = clock.wall()
-        handle = client.resume(
-            {
-                "version": 1,
-                "inference_id": "stalled",
-                "endpoint_name": "ep",
-                "output_location": "s3://bucket/out/x.out",
-                "failure_location": "s3://bucket/fail/x-error.out",
-                "submitted_at": iso(wall),
-                "deadline": iso(wall + 4),
-            }
-        )
+        handle = submitted_now(client, clock, "stalled", 4)
         ended: list[float] = []
         handle.add_done_callback(lambda _: ended.append(clock.now))
         started = clock.now
@@ -108,18 +116,7 @@ async def test_a_200_page_that_is_not_s3s_is_never_taken_for_a_result(
         completion=CompletionConfig(strategy=strategy),  # type: ignore[arg-type]
         clock=clock,
     ) as client:
-        wall = clock.wall()
-        handle = client.resume(
-            {
-                "version": 1,
-                "inference_id": "portal",
-                "endpoint_name": "ep",
-                "output_location": "s3://bucket/out/x.out",
-                "failure_location": "s3://bucket/fail/x-error.out",
-                "submitted_at": iso(wall),
-                "deadline": iso(wall + 5),
-            }
-        )
+        handle = submitted_now(client, clock, "portal", 5)
         ended: list[float] = []
         handle.add_done_callback(lambda _: ended.append(clock.now))
         await clock.run_until(lambda: bool(ended), settler(client, patience=0.05), limit=30)
@@ -193,18 +190,7 @@ async def test_a_slow_output_read_keeps_the_failure_read_waiting() -> None:
         ) as client,
     ):
         settle = settler(client, patience=0.05)
-        wall = clock.wall()
-        handle = client.resume(
-            {
-                "version": 1,
-                "inference_id": "slow",
-                "endpoint_name": "ep",
-                "output_location": "s3://bucket/out/x.out",
-                "failure_location": "s3://bucket/fail/x-error.out",
-                "submitted_at": iso(wall),
-                "deadline": iso(wall + 3600),
-            }
-        )
+        handle = submitted_now(client, clock, "slow", 3600)
         handle.add_done_callback(lambda _: None)
         await clock.advance(3.0, settle)  # the failure read was due at 1.0 s
         assert paths == ["/bucket/out/x.out"]
