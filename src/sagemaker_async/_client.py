@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from aiobotocore.client import AioBaseClient
@@ -311,34 +311,17 @@ class AsyncInferenceClient:
             # Last out: injected clients stop being counted once this client is closed.
             stack.callback(self._observer.uninstrument)
             try:
-                runtime: SageMakerRuntimeClient
-                if self._injected_runtime is not None:
-                    runtime = self._injected_runtime
-                else:
-                    runtime = await stack.enter_async_context(
-                        session.create_client(
-                            "sagemaker-runtime",
-                            region_name=self.region_name,
-                            endpoint_url=self.endpoint_url,
-                            config=config,
-                        )
-                    )
-                    tune(runtime)
-                self._observer.instrument(runtime)
-                s3: S3Client
-                if self._injected_s3 is not None:
-                    s3 = self._injected_s3
-                else:
-                    s3 = await stack.enter_async_context(
-                        session.create_client(
-                            "s3",
-                            region_name=self.region_name,
-                            endpoint_url=self.s3_endpoint_url,
-                            config=config,
-                        )
-                    )
-                    tune(s3)
-                self._observer.instrument(s3)
+                runtime: SageMakerRuntimeClient = await self._aws_client(
+                    stack,
+                    session,
+                    "sagemaker-runtime",
+                    self.endpoint_url,
+                    self._injected_runtime,
+                    config,
+                )
+                s3: S3Client = await self._aws_client(
+                    stack, session, "s3", self.s3_endpoint_url, self._injected_s3, config
+                )
                 source = await self._listen(session, stack, config)
             except BaseException as exc:
                 await stack.aclose()
@@ -360,6 +343,31 @@ class AsyncInferenceClient:
             self._state = "open"
             self._loop = asyncio.get_running_loop()
 
+    async def _aws_client(
+        self,
+        stack: AsyncExitStack,
+        session: AioSession,
+        service: Literal["sagemaker-runtime", "s3", "sqs", "sns"],
+        endpoint_url: str | None,
+        injected: Any,
+        config: AioConfig,
+    ) -> Any:
+        """The ``injected`` client as it is, or one of our own (tuned, closed with ``stack``).
+
+        Its requests are counted either way.
+        """
+        if injected is not None:
+            client = injected
+        else:
+            client = await stack.enter_async_context(
+                session.create_client(
+                    service, region_name=self.region_name, endpoint_url=endpoint_url, config=config
+                )
+            )
+            tune(client)
+        self._observer.instrument(client)
+        return client
+
     async def _listen(
         self, session: AioSession, stack: AsyncExitStack, config: AioConfig
     ) -> NotificationSource | None:
@@ -367,38 +375,19 @@ class AsyncInferenceClient:
         notifications = self.notifications
         if notifications is None:
             return None
-        sqs: SQSClient
-        if self._injected_sqs is not None:
-            sqs = self._injected_sqs
-        else:
-            sqs = await stack.enter_async_context(
-                session.create_client(
-                    "sqs",
-                    region_name=self.region_name,
-                    endpoint_url=self.sqs_endpoint_url,
-                    config=config.merge(
-                        AioConfig(read_timeout=max(self.retry.read_timeout, _SQS_READ_TIMEOUT))
-                    ),
-                )
-            )
-            tune(sqs)
-        self._observer.instrument(sqs)
+        sqs: SQSClient = await self._aws_client(
+            stack,
+            session,
+            "sqs",
+            self.sqs_endpoint_url,
+            self._injected_sqs,
+            config.merge(AioConfig(read_timeout=max(self.retry.read_timeout, _SQS_READ_TIMEOUT))),
+        )
         queue_url = notifications.queue_url
         if notifications.topics:
-            sns: SNSClient
-            if self._injected_sns is not None:
-                sns = self._injected_sns
-            else:
-                sns = await stack.enter_async_context(
-                    session.create_client(
-                        "sns",
-                        region_name=self.region_name,
-                        endpoint_url=self.sns_endpoint_url,
-                        config=config,
-                    )
-                )
-                tune(sns)
-            self._observer.instrument(sns)
+            sns: SNSClient = await self._aws_client(
+                stack, session, "sns", self.sns_endpoint_url, self._injected_sns, config
+            )
             queue = ClientQueue(sqs, sns, notifications, self._clock)
             queue_url = await queue.create()
             self._queue = queue
