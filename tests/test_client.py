@@ -328,8 +328,13 @@ async def test_requests_per_inference_counted_by_the_server(
     location, read one round after the output)."""
     await set_moto_results(moto_admin, ("fine", False), ("broken", True))
     polling = PollingConfig(initial_delay=0.2, max_delay=1.0, jitter=0.0)
+    # Each is waited on from its submission: a handle first awaited more than a round after
+    # it was submitted reads its output and failure locations at once (as a resumed one
+    # does), which a slow second submission on a loaded machine used to cause here.
     ok = await client.invoke_endpoint_async("ep", input_location=unique_input(), polling=polling)
+    ok.add_done_callback(lambda _: None)
     bad = await client.invoke_endpoint_async("ep", input_location=unique_input(), polling=polling)
+    bad.add_done_callback(lambda _: None)
     await ok
     with pytest.raises(InferenceFailedError):
         await bad
