@@ -89,7 +89,7 @@ def settler(client: object, *, patience: float | None = None) -> Settle:
     With ``patience``, requests still running after that many real seconds are taken to be
     stalled (a server that never answers): time moves on, so the client's clock can end them.
     """
-    scheduler = client._engine.scheduler  # type: ignore[attr-defined]
+    engine = client._engine  # type: ignore[attr-defined]
 
     async def settle() -> None:
         quiet = 0
@@ -98,22 +98,21 @@ def settler(client: object, *, patience: float | None = None) -> Settle:
             for _ in range(3):
                 await asyncio.sleep(0)
             for _ in range(int(patience / 0.005)):
-                if scheduler.idle:
+                if engine.idle:
                     break
                 await asyncio.sleep(0.005)
             return
         give_up = loop.time() + 30
         while quiet < 3:
             await asyncio.sleep(0)
-            if scheduler.idle:
+            if engine.idle:
                 quiet += 1
             else:
                 quiet = 0
                 await asyncio.sleep(0.001)
                 if loop.time() > give_up:
                     raise AssertionError(
-                        f"the engine never settled: running={scheduler._running} "
-                        f"urgent={len(scheduler._urgent)} parked={scheduler._parked}"
+                        f"the engine never settled: {engine.scheduler.running} job(s) running"
                     )
 
     return settle

@@ -26,7 +26,7 @@ from sagemaker_async import (
     InferenceTimeoutError,
     PollingConfig,
 )
-from sagemaker_async._engine._budget import RequestBudget
+from sagemaker_async._budget import RequestBudget
 from sagemaker_async._engine._records import Mode
 from sagemaker_async._engine._strategy import choose, crowded, sweep_cap
 from support import ACCESS_DENIED, SLOW_DOWN, faults, other_tasks

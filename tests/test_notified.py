@@ -633,6 +633,14 @@ async def test_an_endpoint_without_s3_failure_path(
     assert "no S3FailurePath" in str(timed_out.value)
 
 
+def scheduler_for(clock: Any) -> Any:
+    """A scheduler to own a lone source's tasks (as the engine's does)."""
+    from sagemaker_async._budget import RequestBudget
+    from sagemaker_async._engine._scheduler import Scheduler
+
+    return Scheduler(clock, RequestBudget(100.0, clock), 1)
+
+
 def lone_source(sqs: Any, queue: str, clock: Any, **options: Any) -> Any:
     """A NotificationSource on ``queue`` with no engine behind it (reports go nowhere)."""
     from sagemaker_async._engine._notifications import NotificationSource
@@ -657,7 +665,8 @@ async def test_releases_go_at_once_and_deletes_wait_for_ten_or_a_second(
 ) -> None:
     # The owner of a foreign message waits for its release; nobody waits for a delete.
     from fakeclock import FakeClock
-    from sagemaker_async._engine._records import Watch, WatchTarget
+    from sagemaker_async._engine._records import Directory, Key, Kind, Watch
+    from sagemaker_async._result import WatchTarget
 
     sqs = aws["sqs"]
     queue = (await sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:12]}"))["QueueUrl"]
@@ -688,9 +697,10 @@ async def test_releases_go_at_once_and_deletes_wait_for_ten_or_a_second(
         watches[inference_id] = Watch(
             target, PollingConfig(), loop.create_future(), submitted=1.0, deadline=1e9
         )
-        source_.watching(watches[inference_id])
+        out = Directory("b", "out/", PollingConfig())
+        source_.watch(Key(watches[inference_id], Kind.OUTPUT, out, f"out/{inference_id}.out"))
     before = embedded_s3.actions("sqs")
-    source_.start()
+    source_.start(scheduler_for(clock))
     try:
 
         def sent(action: str) -> int:
@@ -726,8 +736,9 @@ async def test_an_old_foreign_message_is_hidden_within_sqs_limit(
     sqs = aws["sqs"]
     queue = (await sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:12]}"))["QueueUrl"]
     await sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(NOTICE))
-    source = lone_source(sqs, queue, FakeClock(wall=time.time() + 10 * 86400))
-    source.start()
+    clock = FakeClock(wall=time.time() + 10 * 86400)
+    source = lone_source(sqs, queue, clock)
+    source.start(scheduler_for(clock))
     await eventually(lambda: async_true(source.stats["release"] == 1))
     await source.aclose()
     assert "ChangeMessageVisibilityBatch failed" not in caplog.text
@@ -755,7 +766,7 @@ async def test_closing_during_a_receive_gives_back_what_it_brings(
     def receives() -> int:
         return int(embedded_s3.actions("sqs").get("ReceiveMessage", 0))
 
-    source.start()
+    source.start(scheduler_for(clock))
     await eventually(lambda: async_true(source.stats["release"] == 1))  # received, given back
 
     async def visible() -> bool:

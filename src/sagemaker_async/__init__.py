@@ -30,12 +30,12 @@ from ._errors import (
     SageMakerAsyncError,
     ValidationError,
 )
-from ._handle import AsyncInferenceHandle, HandleState, InferenceStatus
+from ._handle import AsyncInferenceHandle
 from ._logs import RedactingFilter
 from ._map import MapOutcome, MapProgress, as_completed
 from ._observe import ClientStats, Hooks, OutcomeEvent, SubmitEvent
 from ._public import publish
-from ._result import InferenceResult
+from ._result import HandleState, InferenceResult, InferenceStatus
 from ._version import __version__
 
 __all__ = [

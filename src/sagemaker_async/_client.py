@@ -18,6 +18,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import NoRegionError, ProfileNotFound
 
+from ._budget import RequestBudget
+from ._clock import Clock, SystemClock
 from ._config import (
     CompletionConfig,
     NotificationConfig,
@@ -25,16 +27,14 @@ from ._config import (
     RetryConfig,
     TelemetryConfig,
 )
-from ._engine._budget import RequestBudget
 from ._engine._client_queue import ClientQueue
-from ._engine._clock import Clock, SystemClock
 from ._engine._engine import CompletionEngine
 from ._engine._notifications import NotificationSource
-from ._engine._records import WatchTarget
 from ._errors import ClientClosedError, InvocationError, SageMakerAsyncError, ValidationError
-from ._handle import AsyncInferenceHandle, HandleState, load_state
+from ._handle import AsyncInferenceHandle, load_state
 from ._map import MapOutcome, MapProgress, map_inferences
 from ._observe import ClientStats, Hooks, Observer
+from ._result import HandleState, WatchTarget
 from ._retry import bounded, call_with_retry, may_have_reached, retrying, to_invocation_error
 from ._s3 import ObjectStore
 from ._speedups import tune
@@ -337,9 +337,9 @@ class AsyncInferenceClient:
             self._engine.start()
             if source is not None:
                 assert self.notifications is not None
-                self._engine.listen(source, self.notifications)
+                self._engine.listen(source)
                 if self._queue is not None:
-                    self._queue.start()
+                    self._queue.start(self._engine.scheduler)
             self._state = "open"
             self._loop = asyncio.get_running_loop()
 
@@ -664,7 +664,9 @@ class AsyncInferenceClient:
             submissions=submissions,
             elapsed=self._clock.monotonic() - started,
         )
-        return self._handle(target, polling, submit_attempts=submissions)
+        return self._handle(
+            target, polling, submit_attempts=submissions, clock_times=(started, deadline)
+        )
 
     def map(
         self,
@@ -723,7 +725,7 @@ class AsyncInferenceClient:
             ValidationError: a bad argument (before anything is read or sent).
         """
         return map_inferences(
-            self,
+            self.invoke_endpoint_async,
             endpoint_name,
             inputs,
             max_in_flight=max_in_flight,
@@ -770,7 +772,15 @@ class AsyncInferenceClient:
             target = dataclasses.replace(target, span=span)
         self._observer.resumed += 1
         self._engine.expect(target.inference_id, target.deadline)
-        return self._handle(target, polling or self.polling, submit_attempts=attempts)
+        # From here on, this process counts the wait on its monotonic clock.
+        now, wall = self._clock.monotonic(), self._clock.wall()
+        clock_times = (
+            now - max(0.0, wall - target.submitted_at),
+            now + (target.deadline - wall),
+        )
+        return self._handle(
+            target, polling or self.polling, submit_attempts=attempts, clock_times=clock_times
+        )
 
     def stats(self) -> ClientStats:
         """What this client did so far: a :class:`ClientStats` snapshot (cheap; plain counts).
@@ -782,13 +792,19 @@ class AsyncInferenceClient:
 
     # -- internals ---------------------------------------------------------------------------
     def _handle(
-        self, target: WatchTarget, polling: PollingConfig, *, submit_attempts: int
+        self,
+        target: WatchTarget,
+        polling: PollingConfig,
+        *,
+        submit_attempts: int,
+        clock_times: tuple[float, float],
     ) -> AsyncInferenceHandle:
         return AsyncInferenceHandle(
             target=target,
             polling=polling,
             completions=self._engine,
             opener=self._opener,
+            clock_times=clock_times,
             submit_attempts=submit_attempts,
         )
 

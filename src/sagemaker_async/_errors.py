@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._handle import HandleState
+    from ._result import HandleState
 
 __all__ = [
     "ClientClosedError",

@@ -6,18 +6,18 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from datetime import datetime, timezone
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol
 
 from ._config import PollingConfig
 from ._engine._engine import NO_CONTEXT
-from ._engine._records import Watch, WatchTarget
+from ._engine._records import Watch
 from ._errors import (
     ClientClosedError,
     InferenceFailedError,
     InferenceTimeoutError,
     ValidationError,
 )
-from ._result import InferenceResult, InferenceStatus
+from ._result import HandleState, InferenceResult, InferenceStatus, WatchTarget
 from ._validation import parse_s3_uri, validate_field
 
 __all__ = ["AsyncInferenceHandle", "HandleState", "InferenceStatus", "dump_state", "load_state"]
@@ -29,34 +29,6 @@ _STATE_VERSION = 1
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
-
-
-class _SavedState(TypedDict):
-    version: int
-    inference_id: str
-    endpoint_name: str
-    output_location: str
-    failure_location: str | None
-    submitted_at: str
-    deadline: str
-
-
-class HandleState(_SavedState, total=False):
-    """A handle's saved state: what :meth:`AsyncInferenceHandle.to_dict` returns (JSON-safe).
-
-    Give it to :meth:`AsyncInferenceClient.resume` (in this process or another) to wait for
-    the inference again. Keys:
-
-    - ``version``: 1.
-    - ``inference_id``, ``endpoint_name``: the inference and its endpoint.
-    - ``output_location``: ``s3://`` URI of the result; ``failure_location``: of the failure
-      object, or None for an endpoint without S3FailurePath.
-    - ``submitted_at``, ``deadline``: ISO 8601 timestamps with a time zone (UTC).
-    - ``submit_attempts``: how many InvokeEndpointAsync requests may have been accepted
-      (always written; a state without it reads as 0, unknown).
-    """
-
-    submit_attempts: int
 
 
 def dump_state(target: WatchTarget, submit_attempts: int) -> HandleState:
@@ -133,8 +105,10 @@ def load_state(saved: HandleState | Mapping[str, Any]) -> tuple[WatchTarget, int
 class Completions(Protocol):
     """What a handle needs from its client's completion engine."""
 
-    def watch(self, target: WatchTarget, polling: PollingConfig) -> Watch:
-        """Start watching (or join the watch of) ``target``."""
+    def watch(
+        self, target: WatchTarget, polling: PollingConfig, *, submitted: float, deadline: float
+    ) -> Watch:
+        """Start watching (or join the watch of) ``target`` (times of the monotonic clock)."""
 
     def release(self, watch: Watch) -> None:
         """Stop watching, unless another handle still waits on it."""
@@ -165,6 +139,7 @@ class AsyncInferenceHandle:
 
     __slots__ = (
         "_callbacks",
+        "_clock_times",
         "_completions",
         "_exception",
         "_opener",
@@ -185,9 +160,13 @@ class AsyncInferenceHandle:
         polling: PollingConfig,
         completions: Completions,
         opener: Callable[[], Awaitable[None] | None],
+        clock_times: tuple[float, float],
         submit_attempts: int = 1,
     ) -> None:
         self._target = target
+        # (submitted, deadline) on the client's monotonic clock: a step of the wall clock
+        # neither times the handle out nor delays it (the wall times are for to_dict()).
+        self._clock_times = clock_times
         self._submit_attempts = submit_attempts
         self._polling = polling
         self._completions = completions
@@ -377,7 +356,10 @@ class AsyncInferenceHandle:
     # -- internals --------------------------------------------------------------------------
     def _ensure_watching(self) -> Watch:
         if self._watch is None:
-            watch = self._completions.watch(self._target, self._polling)
+            submitted, deadline = self._clock_times
+            watch = self._completions.watch(
+                self._target, self._polling, submitted=submitted, deadline=deadline
+            )
             watch.outcome.add_done_callback(self._on_outcome, context=NO_CONTEXT)
             self._watch = watch
         return self._watch

@@ -8,21 +8,22 @@ import math
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
+    Awaitable,
     Callable,
     Iterable,
     Mapping,
 )
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._engine._clock import Clock
-from ._engine._tasks import cancel_all
+from ._clock import Clock
 from ._errors import ValidationError
 from ._handle import AsyncInferenceHandle
 from ._result import InferenceResult
+from ._tasks import cancel_all
 
-if TYPE_CHECKING:
-    from ._client import AsyncInferenceClient
+#: What ``map`` submits with: :meth:`AsyncInferenceClient.invoke_endpoint_async`.
+Submit = Callable[..., Awaitable[AsyncInferenceHandle]]
 
 __all__ = ["MapOutcome", "MapProgress", "as_completed", "map_inferences"]
 
@@ -161,7 +162,7 @@ async def _items(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[A
 
 
 def map_inferences(
-    client: AsyncInferenceClient,
+    submit: Submit,
     endpoint_name: str,
     inputs: Iterable[Any] | AsyncIterable[Any],
     *,
@@ -184,7 +185,7 @@ def map_inferences(
             "an iterable or async iterable of bodies or option mappings",
         )
     return _run(
-        client,
+        submit,
         endpoint_name,
         inputs,
         max_in_flight,
@@ -198,7 +199,7 @@ def map_inferences(
 
 
 async def _run(
-    client: AsyncInferenceClient,
+    submit: Submit,
     endpoint_name: str,
     inputs: Iterable[Any] | AsyncIterable[Any],
     max_in_flight: int,
@@ -224,7 +225,7 @@ async def _run(
         try:
             kwargs = _invoke_options(item, options)
             async with submitters:
-                handle = await client.invoke_endpoint_async(endpoint_name, **kwargs)
+                handle = await submit(endpoint_name, **kwargs)
             submitted += 1
             if on_submit is not None:
                 on_submit(index, handle)

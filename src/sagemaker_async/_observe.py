@@ -27,7 +27,7 @@ from ._result import InferenceResult, InferenceStatus
 if TYPE_CHECKING:
     from aiobotocore.client import AioBaseClient
 
-    from ._engine._records import WatchTarget
+    from ._result import WatchTarget
 
 __all__ = ["ClientStats", "Hooks", "Observer", "OutcomeEvent", "SubmitEvent", "otel_available"]
 

@@ -1,13 +1,13 @@
-"""InferenceResult: what a handle resolves to."""
+"""What an inference is and what it ends with: its target, its saved state, its result."""
 
 from __future__ import annotations
 
 import enum
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
-__all__ = ["InferenceResult", "InferenceStatus"]
+__all__ = ["HandleState", "InferenceResult", "InferenceStatus", "WatchTarget"]
 
 
 class InferenceStatus(str, enum.Enum):
@@ -53,3 +53,45 @@ class InferenceResult:
 
     def __len__(self) -> int:
         return len(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchTarget:
+    """One submitted inference, as the engine needs it (times are wall-clock seconds)."""
+
+    endpoint_name: str
+    inference_id: str
+    output_location: str
+    failure_location: str | None  # None: the endpoint has no S3FailurePath
+    submitted_at: float
+    deadline: float
+    #: The inference's OpenTelemetry span (None without OpenTelemetry): never saved.
+    span: Any = field(default=None, compare=False, repr=False)
+
+
+class _SavedState(TypedDict):
+    version: int
+    inference_id: str
+    endpoint_name: str
+    output_location: str
+    failure_location: str | None
+    submitted_at: str
+    deadline: str
+
+
+class HandleState(_SavedState, total=False):
+    """A handle's saved state: what :meth:`AsyncInferenceHandle.to_dict` returns (JSON-safe).
+
+    Give it to :meth:`AsyncInferenceClient.resume` (in this process or another) to wait for
+    the inference again. Keys:
+
+    - ``version``: 1.
+    - ``inference_id``, ``endpoint_name``: the inference and its endpoint.
+    - ``output_location``: ``s3://`` URI of the result; ``failure_location``: of the failure
+      object, or None for an endpoint without S3FailurePath.
+    - ``submitted_at``, ``deadline``: ISO 8601 timestamps with a time zone (UTC).
+    - ``submit_attempts``: how many InvokeEndpointAsync requests may have been accepted
+      (always written; a state without it reads as 0, unknown).
+    """
+
+    submit_attempts: int

@@ -29,8 +29,8 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from ._clock import Clock
 from ._config import RetryConfig
-from ._engine._clock import Clock
 from ._errors import InvocationError
 
 __all__ = [

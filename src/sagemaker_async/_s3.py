@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import ClientError
 
+from ._budget import RequestBudget
+from ._clock import Clock
 from ._config import RetryConfig
-from ._engine._budget import RequestBudget
-from ._engine._clock import Clock
 from ._errors import ClientClosedError, InvocationError
 from ._observe import Observer
 from ._retry import (

@@ -18,11 +18,12 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
+from .._clock import Clock
 from .._config import NotificationConfig
 from .._errors import InvocationError
 from .._retry import to_invocation_error
-from ._clock import Clock
-from ._tasks import cancel_all
+from .._tasks import cancel_all
+from ._scheduler import Scheduler
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
@@ -137,12 +138,14 @@ class ClientQueue:
         )
         return self.url
 
-    def start(self) -> None:
-        """Start the heartbeat, and a sweep of the queues that dead clients left."""
-        loop = asyncio.get_running_loop()
+    def start(self, scheduler: Scheduler) -> None:
+        """Start the heartbeat and a sweep of the queues that dead clients left.
+
+        Both are services of ``scheduler``, the client's one task owner.
+        """
         self._tasks = [
-            loop.create_task(self._heartbeats(), name="sagemaker-async queue heartbeat"),
-            loop.create_task(self._sweep_quietly(), name="sagemaker-async queue sweep"),
+            scheduler.spawn(self._heartbeats(), "sagemaker-async queue heartbeat"),
+            scheduler.spawn(self._sweep_quietly(), "sagemaker-async queue sweep"),
         ]
 
     async def aclose(self) -> None:

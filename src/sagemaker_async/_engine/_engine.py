@@ -6,15 +6,18 @@ A handle asks :meth:`CompletionEngine.watch` for a :class:`~._records.Watch`, wa
 
 - files the watch's output and failure locations under their S3 directories;
 - lets one source serve each directory (per-location polling or listing), chosen by the cost
-  model and re-chosen as the directory changes;
-- with notifications (:meth:`listen`), lets the notification source report first, and keeps
-  S3 watched at the slow pace of the safety net;
+  model and re-chosen as the directory changes; sources that see whole inferences
+  (notifications, :meth:`listen`) see every watch too, and S3 is then watched at the slow pace
+  of the safety net;
 - resolves what a source reports (:meth:`report`): the one GET when the source has no body,
   then ``InferenceResult`` or ``InferenceFailedError``, the same for every source;
-- at the watch's deadline, looks at both locations once more, then times it out;
+- enforces the deadline alone, whatever any source is doing: at the watch's deadline a job on
+  the scheduler's deadline lane (own slots, no request budget) looks at both locations once
+  more, for at most ``_LAST_LOOK_LIMIT``, then times the watch out;
 - tells the client's observer each outcome, and which source found it.
 
-All of it runs as short jobs of one scheduler task (see ``_scheduler.py``).
+The engine keeps no source's state: each source keeps its own (see ``_polling.py``,
+``_listing.py``, ``_notifications.py``). Everything runs as jobs of the one scheduler.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from collections import Counter
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from .._config import CompletionConfig, NotificationConfig, PollingConfig, RetryConfig
+from .._budget import RequestBudget
+from .._clock import Clock
+from .._config import CompletionConfig, PollingConfig, RetryConfig
 from .._errors import (
     ClientClosedError,
     InferenceFailedError,
@@ -35,28 +40,28 @@ from .._errors import (
     InvocationError,
 )
 from .._observe import Observer
-from .._result import InferenceResult
+from .._result import InferenceResult, WatchTarget
 from .._retry import retry_delay
 from .._s3 import Absent, ObjectStore, S3Object, Unavailable
-from ._budget import RequestBudget
-from ._clock import Clock
+from .._validation import parse_s3_uri
 from ._listing import ListingSource
-from ._notifications import NotificationSource
 from ._polling import PollingSource
-from ._records import Completion, Directory, Key, Kind, Mode, Watch, WatchTarget
+from ._records import Completion, Directory, Key, Kind, Mode, Watch
 from ._scheduler import Scheduler
 from ._strategy import choose, crowded
 
-__all__ = ["NO_CONTEXT", "CompletionEngine", "CompletionSource"]
+__all__ = ["NO_CONTEXT", "CompletionEngine", "CompletionSource", "InferenceSource"]
 
 logger = logging.getLogger("sagemaker_async")
 
-# The last look at each location, at the deadline, gets this long: a handle ends within about
-# two seconds of its deadline even when S3 stalls.
+#: The last look at the deadline gets this long for both locations (read at once): a handle
+#: ends within this of its deadline whatever S3 does (stalls, SlowDown, a trickle).
 _LAST_LOOK_LIMIT = 1.0
 # Deadline jobs of ended watches are dropped from the heap once there are this many (and more
 # than watches under way): each prune costs one pass over the heap.
 _PRUNE_AFTER = 1024
+# A directory whose listing kept failing is polled for this many max_delays before listing again.
+_UNLISTABLE_FOR = 4
 
 #: For callbacks that read no context variable: one shared empty context instead of a copy per
 #: pending handle (100,000 copies are 100,000 more objects for the garbage collector to scan).
@@ -64,7 +69,11 @@ NO_CONTEXT = contextvars.Context()
 
 
 class CompletionSource(Protocol):
-    """A long-lived way of finding results that serves many keys at once."""
+    """A long-lived way of finding results that serves many keys at once.
+
+    A source keeps its own state per key; the engine tells it which keys to cover. It reports
+    what it finds to the engine's ``report`` (and failures for good to ``fail``).
+    """
 
     name: str
 
@@ -75,10 +84,29 @@ class CompletionSource(Protocol):
         """Stop covering ``key``."""
 
 
-def _split(uri: str) -> tuple[str, str, str]:
-    """``s3://bucket/dir/name`` -> ``(bucket, "dir/", "dir/name")`` (URIs checked before)."""
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key[: key.rfind("/") + 1], key
+class InferenceSource(CompletionSource, Protocol):
+    """A source that hears of whole inferences (notifications): it sees every watch's output key.
+
+    It also learns which inference ids are this client's, and how each watch ended.
+    """
+
+    def start(self, scheduler: Scheduler) -> None:
+        """Start its services (owned by ``scheduler``)."""
+
+    async def aclose(self) -> None:
+        """Stop, tidying what it holds."""
+
+    def expect(self, inference_id: str, deadline: float) -> None:
+        """``inference_id`` is this client's until wall time ``deadline``."""
+
+    def forget(self, inference_id: str) -> None:
+        """The invoke of ``inference_id`` never reached SageMaker."""
+
+    def ended(self, watch: Watch, *, settled: bool) -> None:
+        """``watch`` ended: with its outcome (``settled``), or nobody waits any more."""
+
+    def safety_polling(self, polling: PollingConfig) -> PollingConfig:
+        """How S3 is watched while this source is the main one (a slower safety net)."""
 
 
 class CompletionEngine:
@@ -110,9 +138,7 @@ class CompletionEngine:
         self._closed = False
         self.stats: Counter[str] = Counter()
         self._rng = rng or random.Random()
-        self._notices: NotificationSource | None = None
-        self._notify_config: NotificationConfig | None = None
-        self._unannounced = False  # warned that S3 found a result no notification announced
+        self._heard: list[InferenceSource] = []  # notifications
         self._polling = PollingSource(
             self.scheduler, store, clock, report=self.report, fail=self._fail, rng=self._rng
         )
@@ -124,7 +150,8 @@ class CompletionEngine:
             report=self.report,
             crowded=self._crowded,
             denied=self._denied,
-            swept=self._reconsider,
+            failing=self._failing,
+            swept=self._swept,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -132,17 +159,17 @@ class CompletionEngine:
         """Start the scheduler (on the running loop)."""
         self.scheduler.start()
 
-    def listen(self, source: NotificationSource, config: NotificationConfig) -> None:
+    def listen(self, source: InferenceSource) -> None:
         """Take notifications from ``source`` (started here); S3 becomes the safety net."""
-        self._notices, self._notify_config = source, config
-        source.start()
+        self._heard.append(source)
+        source.start(self.scheduler)
 
     async def aclose(self) -> None:
         """Stop every job; waiters get :class:`ClientClosedError` (their handles stay pending)."""
         self._closed = True
         await self.scheduler.aclose()
-        if self._notices is not None:
-            await self._notices.aclose()
+        for source in self._heard:
+            await source.aclose()
         watches, self._watches = list(self._watches.values()), {}
         self._dirs.clear()
         for watch in watches:
@@ -157,6 +184,11 @@ class CompletionEngine:
                 )
 
     @property
+    def idle(self) -> bool:
+        """True when nothing of the engine runs or is ready to run (it waits for the clock)."""
+        return self.scheduler.idle
+
+    @property
     def watching(self) -> int:
         """How many inferences are being watched."""
         return len(self._watches)
@@ -166,29 +198,34 @@ class CompletionEngine:
         return {f"s3://{d.bucket}/{d.prefix}": d.mode.value for d in self._dirs.values()}
 
     # -- the handle's interface -------------------------------------------------------------
-    def watch(self, target: WatchTarget, polling: PollingConfig) -> Watch:
-        """Start watching ``target`` (or join the watch already under way for it)."""
+    def watch(
+        self, target: WatchTarget, polling: PollingConfig, *, submitted: float, deadline: float
+    ) -> Watch:
+        """Start watching ``target`` (or join the watch already under way for it).
+
+        ``submitted`` and ``deadline`` are times of the client's monotonic clock.
+        """
         if self._closed:
             raise ClientClosedError("the AsyncInferenceClient is closed; create a new one")
         existing = self._watches.get(target.output_location)
         if existing is not None and not existing.done:
             existing.refs += 1
             return existing
-        if self._notify_config is not None:
-            polling = self._notify_config.safety_polling(polling)
-        now, wall = self._clock.monotonic(), self._clock.wall()
+        for source in self._heard:
+            polling = source.safety_polling(polling)
         watch = Watch(
             target,
             polling,
             asyncio.get_running_loop().create_future(),
-            submitted=now - max(0.0, wall - target.submitted_at),
-            deadline=now + (target.deadline - wall),
+            submitted=submitted,
+            deadline=deadline,
         )
         self._watches[target.output_location] = watch
-        self._file(watch, self._locations(target))
-        self._schedule_last_look(watch)
-        if self._notices is not None:
-            self._notices.watching(watch)
+        self.scheduler.deadline(deadline, _LastLook(self, watch))
+        self._file(watch)
+        if not watch.done:
+            for source in self._heard:
+                source.watch(watch.keys[0])
         return watch
 
     def expect(self, inference_id: str, deadline: float) -> None:
@@ -196,45 +233,17 @@ class CompletionEngine:
 
         Called before the invoke: its notification may come before the invoke's answer.
         """
-        if self._notices is not None:
-            self._notices.expect(inference_id, deadline)
+        for source in self._heard:
+            source.expect(inference_id, deadline)
 
     def forget(self, inference_id: str) -> None:
         """The invoke of ``inference_id`` failed and never reached SageMaker."""
-        if self._notices is not None:
-            self._notices.forget(inference_id)
+        for source in self._heard:
+            source.forget(inference_id)
 
     def find(self, output_location: str) -> Watch | None:
         """The watch under way for ``output_location``, if any."""
         return self._watches.get(output_location)
-
-    @staticmethod
-    def _locations(target: WatchTarget) -> list[tuple[Kind, str]]:
-        locations = [(Kind.OUTPUT, target.output_location)]
-        if target.failure_location is not None:
-            locations.append((Kind.FAILURE, target.failure_location))
-        return locations
-
-    def _schedule_last_look(self, watch: Watch) -> None:
-        job = _LastLook(self, watch)
-        watch.last_look = job
-        self.scheduler.at(watch.deadline, job)
-
-    def _drop_last_look(self, watch: Watch) -> None:
-        """``watch`` ended: its deadline job lets go of it, and moot ones leave the heap.
-
-        A deadline is hours away; without this, every inference ended since then would stay
-        in memory with its result until then (``client.map`` over 100,000 inputs held them
-        all).
-        """
-        job, watch.last_look = watch.last_look, None
-        if not isinstance(job, _LastLook):
-            return
-        job.watch = None
-        self._moot_deadlines += 1
-        if self._moot_deadlines > max(_PRUNE_AFTER, len(self._watches)):
-            self.scheduler.prune(_LastLook.is_moot)
-            self._moot_deadlines = 0
 
     def release(self, watch: Watch) -> None:
         """A handle stopped waiting; the last one to stop ends the watch (nothing runs for it)."""
@@ -268,14 +277,26 @@ class CompletionEngine:
                 timer.cancel()
         return outcome.done()
 
+    def cancelled(self, target: WatchTarget) -> None:
+        """A handle of ``target``'s inference was cancelled (its outcome, for the counts)."""
+        self._observer.outcome(
+            target, None, source=None, elapsed=self._clock.wall() - target.submitted_at
+        )
+
     # -- directories and sources ------------------------------------------------------------
-    def _source(self, directory: Directory) -> CompletionSource:
+    def _source(self, directory: Directory) -> PollingSource | ListingSource:
         return self._listing if directory.mode is Mode.LIST else self._polling
 
-    def _file(self, watch: Watch, locations: list[tuple[Kind, str]]) -> None:
+    def _file(self, watch: Watch) -> None:
+        """File ``watch``'s locations with the sources of their directories."""
+        target = watch.target
+        locations = [(Kind.OUTPUT, target.output_location)]
+        if target.failure_location is not None:
+            locations.append((Kind.FAILURE, target.failure_location))
         keys = []
         for kind, uri in locations:
-            bucket, prefix, name = _split(uri)
+            bucket, name = parse_s3_uri(uri)
+            prefix = name[: name.rfind("/") + 1]
             directory = self._dirs.get((bucket, prefix))
             if directory is None:
                 directory = self._dirs[bucket, prefix] = Directory(bucket, prefix, watch.polling)
@@ -286,12 +307,15 @@ class CompletionEngine:
             if kind is Kind.OUTPUT:
                 directory.outputs += 1
             keys.append(key)
-            if not self._reconsider(directory):
-                self._source(directory).watch(key)
         watch.keys = tuple(keys)
+        for key in keys:
+            if not self._reconsider(key.directory):
+                self._source(key.directory).watch(key)
 
     def _unfile(self, watch: Watch) -> None:
-        for key in watch.keys:
+        """Take ``watch``'s locations from their sources (the engine reads, or it ended)."""
+        keys, watch.keys = watch.keys, ()
+        for key in keys:
             directory = key.directory
             if directory.keys.get(key.name) is not key:
                 continue
@@ -303,10 +327,13 @@ class CompletionEngine:
                 self._dirs.pop((directory.bucket, directory.prefix), None)
             else:
                 self._reconsider(directory)
-        watch.keys = ()
 
     def _choose(self, directory: Directory) -> Mode:
-        if directory.bucket in self._unlistable or self._config.strategy == "poll":
+        if (
+            directory.bucket in self._unlistable
+            or self._config.strategy == "poll"
+            or directory.list_after > self._clock.monotonic()
+        ):
             return Mode.POLL
         if self._config.strategy == "list":
             return Mode.LIST
@@ -320,7 +347,7 @@ class CompletionEngine:
         if mode is directory.mode or not directory.keys:
             return False
         old = self._source(directory)
-        spread = directory.interval if directory.mode is Mode.LIST else 0.0
+        spread = old.spread(directory)
         directory.mode = mode
         for key in directory.keys.values():
             old.unwatch(key)
@@ -338,14 +365,18 @@ class CompletionEngine:
         )
         return True
 
-    def _crowded(self, directory: Directory) -> bool:
+    def _swept(self, directory: Directory, pages: int) -> None:
+        """A full listing of ``directory`` took ``pages`` pages."""
+        directory.pages = pages
+        self._reconsider(directory)
+
+    def _crowded(self, directory: Directory, pages_read: int) -> bool:
         """Called by a sweep with more pages to go: give up listing if it costs too much."""
         if self._config.strategy != "auto" or not crowded(
-            directory.pages_read, directory.poll_weight, self._config.list_cost
+            pages_read, directory.poll_weight, self._config.list_cost
         ):
             return False
-        directory.pages = directory.pages_read + 1  # at least
-        directory.token, directory.pages_read = None, 0
+        directory.pages = pages_read + 1  # at least
         return self._reconsider(directory)
 
     def _denied(self, directory: Directory, exc: InvocationError) -> None:
@@ -362,95 +393,108 @@ class CompletionEngine:
             if other.bucket == directory.bucket:
                 self._reconsider(other)
 
+    def _failing(self, directory: Directory) -> None:
+        """Listing ``directory`` keeps failing: poll it for a while, then try listing again."""
+        if self._config.strategy == "list":
+            return  # the user asked for listing only
+        again = self._clock.monotonic() + _UNLISTABLE_FOR * directory.max_delay
+        directory.list_after = again
+        self.stats["list_failing"] += 1
+        logger.info(
+            "s3://%s/%s: listing keeps failing; reading each location until it is tried again",
+            directory.bucket,
+            directory.prefix,
+        )
+        self._reconsider(directory)
+        self.scheduler.at(again, _Reconsider(self, directory))
+
     # -- outcomes (the resolver) ------------------------------------------------------------
     def report(self, completion: Completion, source: str) -> None:
         """A source saw the object at ``completion.location``: resolve its watch.
 
-        With a body, the outcome is made at once; without, one GET reads it first. Reports of
-        locations nobody watches (any more) are ignored.
+        With a body, the outcome is made at once; without, one GET reads it first (the sources
+        stop covering the watch meanwhile). Reports of locations nobody watches (any more, or
+        while the engine reads them) are ignored.
         """
-        bucket, prefix, name = _split(completion.location)
-        directory = self._dirs.get((bucket, prefix))
+        bucket, name = parse_s3_uri(completion.location)
+        directory = self._dirs.get((bucket, name[: name.rfind("/") + 1]))
         key = directory.keys.get(name) if directory is not None else None
-        if key is None or key.watch.done or key.watch.resolving:
+        if key is None or key.watch.done:
             return
         watch = key.watch
         self.stats[f"found_by_{source}"] += 1
         watch.source = source
-        if self._notices is not None and source != self._notices.name:
-            self._unannounced_result(watch)
         if completion.body is not None:
             obj = S3Object(completion.body, completion.content_type)
             self._settle(watch, self._outcome(watch, key.kind, obj))
             return
-        watch.resolving = True
         self._unfile(watch)
-        key.step = 0
-        self.scheduler.soon(lambda: None if watch.done else self._resolve(key))
+        self.scheduler.soon(_Resolve(self, key))
 
-    async def _resolve(self, key: Key) -> None:
+    async def _resolve(self, job: _Resolve) -> None:
+        key = job.key
         watch = key.watch
         if watch.done:  # it ended between the job's start and now
             return
-        watch.enter()
         try:
             found = await self._store.read(key.location)
         except Unavailable as exc:
             watch.last_error = exc
-            key.step += 1
+            job.attempt += 1
             self._observer.retried("GetObject")
-            self.scheduler.at(
-                self._clock.monotonic() + retry_delay(self._retry, key.step),
-                lambda: None if watch.done else self._resolve(key),
-            )
+            # Retried until it answers; the deadline lane ends the watch if it never does.
+            self.scheduler.at(self._clock.monotonic() + retry_delay(self._retry, job.attempt), job)
             return
         except InvocationError as exc:
             self._fail(watch, exc)
             return
-        finally:
-            watch.leave()
         if watch.done:
             return
         if isinstance(found, S3Object):
             self._settle(watch, self._outcome(watch, key.kind, found))
             return
         # Listed, then gone (deleted?): keep watching as if never seen.
-        watch.resolving = False
-        self._file(watch, self._locations(watch.target))
-        if self._clock.monotonic() >= watch.deadline:
-            self._schedule_last_look(watch)
+        self._file(watch)
 
     async def _last_look(self, watch: Watch) -> None:
-        """At the deadline: read both locations once more, then time the watch out."""
+        """At the deadline: read both locations once more (bounded), then time the watch out."""
         if watch.done:  # it ended between the job's start and now
             return
-        watch.last_look = None  # (its job left the heap to run)
         self._unfile(watch)
-        watch.resolving = True
+        self.scheduler.cancel_owned(watch)  # a read under way for it: the lane reads now
         target = watch.target
-        for kind, uri in self._locations(target):
-            if kind is Kind.FAILURE:
-                self.budget.take()
-            watch.enter()
-            try:
-                found = await self._store.read(uri, limit=_LAST_LOOK_LIMIT)
-            except Unavailable as exc:
-                watch.last_error = exc
-                continue
-            except InvocationError as exc:
-                watch.source = "last_look"
-                self._fail(watch, exc)
+        limit = watch.deadline + _LAST_LOOK_LIMIT - self._clock.monotonic()
+        locations = [(Kind.OUTPUT, target.output_location)]
+        if target.failure_location is not None:
+            locations.append((Kind.FAILURE, target.failure_location))
+        if limit > 0:  # else the lane is late (a crowd of deadlines): no time to look
+            looks = await asyncio.gather(
+                *(self._store.read(uri, limit=limit) for _, uri in locations),
+                return_exceptions=True,
+            )
+            if watch.done:
                 return
-            finally:
-                watch.leave()
-            if isinstance(found, S3Object):
-                self.stats["found_by_last_look"] += 1
-                watch.source = "last_look"
-                if self._notices is not None:
-                    self._unannounced_result(watch)
-                self._settle(watch, self._outcome(watch, kind, found))
-                return
-            watch.forbidden = watch.forbidden or found is Absent.FORBIDDEN
+            for (kind, _), found in zip(locations, looks, strict=True):
+                if isinstance(found, S3Object):
+                    self.stats["found_by_last_look"] += 1
+                    watch.source = "last_look"
+                    self._settle(watch, self._outcome(watch, kind, found))
+                    return
+            for found in looks:
+                if isinstance(found, Unavailable):
+                    watch.last_error = found
+                elif isinstance(found, InvocationError):
+                    watch.source = "last_look"
+                    self._fail(watch, found)
+                    return
+                elif isinstance(found, BaseException):
+                    raise found
+                elif found is Absent.FORBIDDEN:
+                    watch.forbidden = True
+        self._settle(watch, self._timeout(watch))
+
+    def _timeout(self, watch: Watch) -> InferenceTimeoutError:
+        target = watch.target
         if target.failure_location is None:
             message = (
                 f"inference {target.inference_id}: {target.output_location} did not appear "
@@ -475,7 +519,7 @@ class CompletionEngine:
         )
         error.__cause__ = watch.last_error
         self.stats["timed_out"] += 1
-        self._settle(watch, error)
+        return error
 
     @staticmethod
     def _outcome(watch: Watch, kind: Kind, obj: S3Object) -> InferenceResult | BaseException:
@@ -491,21 +535,6 @@ class CompletionEngine:
             obj.body.decode("utf-8", errors="replace"),
             failure_location=target.failure_location,
             inference_id=target.inference_id,
-        )
-
-    def _unannounced_result(self, watch: Watch) -> None:
-        if self._unannounced or watch.notice is not None:
-            return
-        self._unannounced = True
-        assert self._notices is not None
-        logger.warning(
-            "inference %s was found in S3 by the safety net, not by a notification; if this "
-            "repeats, check that the endpoint's NotificationConfig topics deliver to %s%s",
-            watch.target.inference_id,
-            self._notices.queue_url,
-            " (InferenceIds that you choose do not pass this client's filter)"
-            if self._notify_config is not None and self._notify_config.topics
-            else "",
         )
 
     def report_failure(self, watch: Watch, reason: str, source: str) -> None:
@@ -545,25 +574,25 @@ class CompletionEngine:
             elapsed=self._clock.monotonic() - watch.submitted,
         )
 
-    def cancelled(self, target: WatchTarget) -> None:
-        """A handle of ``target``'s inference was cancelled (its outcome, for the counts)."""
-        self._observer.outcome(
-            target, None, source=None, elapsed=self._clock.wall() - target.submitted_at
-        )
-
     def _end(self, watch: Watch, *, settled: bool) -> None:
         watch.done = True
-        watch.cancel_tasks()
-        self._drop_last_look(watch)
+        self.scheduler.cancel_owned(watch)
         self._unfile(watch)
         if self._watches.get(watch.target.output_location) is watch:
             del self._watches[watch.target.output_location]
-        if self._notices is not None:
-            self._notices.ended(watch, settled=settled)
+        for source in self._heard:
+            source.ended(watch, settled=settled)
+        # Its deadline job lets go of it, and moot ones leave the heap: a deadline is hours
+        # away, and without this every inference ended since then would stay in memory with
+        # its result until then (``client.map`` over 100,000 inputs held them all).
+        self._moot_deadlines += 1
+        if self._moot_deadlines > max(_PRUNE_AFTER, len(self._watches)):
+            self.scheduler.prune(_LastLook.is_moot)
+            self._moot_deadlines = 0
 
 
 class _LastLook:
-    """The deadline job of one watch.
+    """The deadline job of one watch (on the scheduler's deadline lane).
 
     One small object per pending watch (a closure is three), since the garbage collector's
     pauses grow with the number of objects alive.
@@ -573,15 +602,52 @@ class _LastLook:
 
     def __init__(self, engine: CompletionEngine, watch: Watch) -> None:
         self.engine = engine
-        self.watch: Watch | None = watch  # None once the watch ended
+        self.watch = watch
+
+    @property
+    def owner(self) -> Watch:
+        """The watch it ends."""
+        return self.watch
 
     def __call__(self) -> Coroutine[Any, Any, None] | None:
-        watch = self.watch
-        if watch is None or watch.done or watch.resolving:
+        if self.watch.done:
             return None
-        return self.engine._last_look(watch)
+        return self.engine._last_look(self.watch)
 
     @staticmethod
     def is_moot(job: object) -> bool:
         """True for the deadline job of a watch that ended."""
-        return isinstance(job, _LastLook) and job.watch is None
+        return isinstance(job, _LastLook) and job.watch.done
+
+
+class _Resolve:
+    """The engine's read of a location that a source saw (retried until it answers)."""
+
+    __slots__ = ("attempt", "engine", "key")
+
+    def __init__(self, engine: CompletionEngine, key: Key) -> None:
+        self.engine = engine
+        self.key = key
+        self.attempt = 0
+
+    @property
+    def owner(self) -> Watch:
+        """The watch it reads for."""
+        return self.key.watch
+
+    def __call__(self) -> Coroutine[Any, Any, None] | None:
+        return None if self.key.watch.done else self.engine._resolve(self)
+
+
+class _Reconsider:
+    """A timed check of a directory's source (after its listing kept failing); no request."""
+
+    __slots__ = ("directory", "engine")
+
+    def __init__(self, engine: CompletionEngine, directory: Directory) -> None:
+        self.engine = engine
+        self.directory = directory
+
+    def __call__(self) -> None:
+        if self.directory.keys:
+            self.engine._reconsider(self.directory)

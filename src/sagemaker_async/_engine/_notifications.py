@@ -31,12 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._config import NotificationConfig, RetryConfig
+from .._clock import Clock, Timer
+from .._config import NotificationConfig, PollingConfig, RetryConfig
 from .._errors import InvocationError
 from .._retry import is_transient, retry_delay, to_invocation_error
-from ._clock import Clock, Timer
-from ._records import Completion, Watch
-from ._tasks import cancel_all
+from .._tasks import cancel_all
+from ._records import Completion, Key, Watch
+from ._scheduler import Scheduler
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -170,6 +171,7 @@ class NotificationSource:
         self._pending_ids: dict[str, float] = {}  # ours, no outcome yet: id -> wall deadline
         self._settled_ids: dict[str, float] = {}  # ours, resolved: id -> wall deadline
         self._by_id: dict[str, Watch] = {}  # watches now under way
+        self._claimed: dict[Watch, Notice] = {}  # the notice that reported each watch
         self._shared_ids: set[str] = set()  # ids this client submitted more than once
         self._held_out: dict[str, Notice] = {}  # ours, nobody waits yet: by output location
         self._held_err: dict[str, Notice] = {}  # ... error notices, by inference id
@@ -178,18 +180,18 @@ class NotificationSource:
         self._releases: list[tuple[Notice, int]] = []
         self._flush = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._unannounced = False  # warned that S3 found a result no notification announced
         self._next_prune = 0.0
         self._warned: set[str] = set()
         self.trouble: InvocationError | None = None
         self.stats: Counter[str] = Counter()
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the receive loop and the batch sender on the running loop."""
-        loop = asyncio.get_running_loop()
+    def start(self, scheduler: Scheduler) -> None:
+        """Start the receive loop and the batch sender (services of ``scheduler``)."""
         self._tasks = [
-            loop.create_task(self._receive_loop(), name="sagemaker-async notifications"),
-            loop.create_task(self._send_loop(), name="sagemaker-async notification batches"),
+            scheduler.spawn(self._receive_loop(), "sagemaker-async notifications"),
+            scheduler.spawn(self._send_loop(), "sagemaker-async notification batches"),
         ]
 
     async def aclose(self) -> None:
@@ -227,8 +229,13 @@ class NotificationSource:
         """The invoke of ``inference_id`` failed for sure: it is nobody's."""
         self._pending_ids.pop(inference_id, None)
 
-    def watching(self, watch: Watch) -> None:
-        """A watch started: use a message that came for it before."""
+    def safety_polling(self, polling: PollingConfig) -> PollingConfig:
+        """S3 is the safety net while notifications come: watched at its slower pace."""
+        return self._config.safety_polling(polling)
+
+    def watch(self, key: Key, *, spread: float = 0.0) -> None:
+        """A watch started (``key`` is its output): use a message that came for it before."""
+        watch = key.watch
         target = watch.target
         self._by_id[target.inference_id] = watch
         notice = self._held_out.pop(target.output_location, None) or self._held_err.pop(
@@ -237,12 +244,17 @@ class NotificationSource:
         if notice is not None:
             self._claim(watch, notice)
 
+    def unwatch(self, key: Key) -> None:
+        """Nothing to stop: a message is matched when it comes (see :meth:`ended`)."""
+
     def ended(self, watch: Watch, *, settled: bool) -> None:
         """A watch ended, with its outcome (``settled``) or because nobody waits any more."""
         target = watch.target
         if self._by_id.get(target.inference_id) is watch:
             del self._by_id[target.inference_id]
-        notice, watch.notice = watch.notice, None
+        notice = self._claimed.pop(watch, None)
+        if settled and notice is None and watch.source in ("poll", "list", "last_look"):
+            self._unannounced_result(watch)
         if not settled:
             if notice is not None:
                 self._hold(notice, target.output_location)
@@ -298,9 +310,23 @@ class NotificationSource:
             self.stats["foreign"] += 1
             self._release(notice)
 
+    def _unannounced_result(self, watch: Watch) -> None:
+        if self._unannounced:
+            return
+        self._unannounced = True
+        logger.warning(
+            "inference %s was found in S3 by the safety net, not by a notification; if this "
+            "repeats, check that the endpoint's NotificationConfig topics deliver to %s%s",
+            watch.target.inference_id,
+            self.queue_url,
+            " (InferenceIds that you choose do not pass this client's filter)"
+            if self._config.topics
+            else "",
+        )
+
     def _claim(self, watch: Watch, notice: Notice) -> None:
         self._by_message[notice.message_id] = notice
-        watch.notice = notice
+        self._claimed[watch] = notice
         target = watch.target
         if notice.succeeded:
             completion = Completion(target.output_location, notice.body, notice.content_type)

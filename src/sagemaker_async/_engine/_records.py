@@ -1,37 +1,21 @@
-"""The engine's records: per inference, per location and per S3 directory.
+"""The engine's shared records: per inference, per location and per S3 directory.
 
-Sources and the engine share them: :class:`Watch`, :class:`Key`, :class:`Directory`.
+Only what every source shares lives here. A source's own per-key state (a key's polling
+schedule, a directory's sweep, the notification that reported a watch) is kept privately by the
+source, in its own module: no source reads or writes another's state, and the engine reads none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 from .._config import PollingConfig
 from .._errors import InvocationError
-from .._result import InferenceResult
+from .._result import InferenceResult, WatchTarget
 
-if TYPE_CHECKING:
-    from ._notifications import Notice
-
-__all__ = ["Completion", "Directory", "Key", "Kind", "Mode", "Watch", "WatchTarget"]
-
-
-@dataclass(frozen=True, slots=True)
-class WatchTarget:
-    """One submitted inference, as the engine needs it (times are wall-clock seconds)."""
-
-    endpoint_name: str
-    inference_id: str
-    output_location: str
-    failure_location: str | None  # None: the endpoint has no S3FailurePath
-    submitted_at: float
-    deadline: float
-    #: The inference's OpenTelemetry span (None without OpenTelemetry): never saved.
-    span: Any = field(default=None, compare=False, repr=False)
+__all__ = ["Completion", "Directory", "Key", "Kind", "Mode", "Watch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +42,13 @@ class Mode(enum.Enum):
 
 
 class Watch:
-    """One inference being watched: its outcome future and what the wait has learned."""
+    """One inference being watched: its target, its outcome future, its deadline.
+
+    ``submitted`` and ``deadline`` are times of the client's monotonic clock. ``keys`` are
+    the locations filed with the sources now (empty while the engine itself reads one, and once
+    the watch ended). ``last_error`` and ``forbidden`` are what the wait learned, for the
+    timeout's message.
+    """
 
     __slots__ = (
         "deadline",
@@ -66,16 +56,12 @@ class Watch:
         "forbidden",
         "keys",
         "last_error",
-        "last_look",
-        "notice",
         "outcome",
         "polling",
         "refs",
-        "resolving",
         "source",
         "submitted",
         "target",
-        "tasks",
     )
 
     def __init__(
@@ -95,50 +81,21 @@ class Watch:
         self.refs = 1
         self.keys: tuple[Key, ...] = ()
         self.done = False
-        self.resolving = False  # a source saw an object; its GET is under way
         self.forbidden = False  # S3 said 403: maybe missing s3:ListBucket
         self.last_error: InvocationError | None = None
-        self.tasks: set[asyncio.Task[None]] | None = None  # requests made for this watch alone
-        self.notice: Notice | None = None  # the notification that reported it, to delete
-        self.last_look: object | None = None  # its deadline job, in the scheduler's heap
         self.source: str | None = None  # the source that found its outcome
-
-    def enter(self) -> None:
-        """The current task makes a request for this watch alone (see :meth:`cancel_tasks`)."""
-        task = asyncio.current_task()
-        if task is not None:
-            if self.tasks is None:
-                self.tasks = set()
-            self.tasks.add(task)
-
-    def leave(self) -> None:
-        """The current task's request for this watch is over."""
-        if self.tasks is not None:
-            self.tasks.discard(asyncio.current_task())
-            if not self.tasks:
-                self.tasks = None
-
-    def cancel_tasks(self) -> None:
-        """Cancel the requests still running for this watch (it ended)."""
-        current = asyncio.current_task()
-        for task in self.tasks or ():
-            if task is not current:
-                task.cancel()
 
 
 class Key:
-    """One location of one watch, inside its directory; also its per-location poll schedule."""
+    """One location of one watch, inside its directory."""
 
-    __slots__ = ("at_once", "directory", "gen", "kind", "name", "step", "watch")
+    __slots__ = ("directory", "kind", "name", "watch")
 
     def __init__(self, watch: Watch, kind: Kind, directory: Directory, name: str) -> None:
         self.watch = watch
         self.kind = kind
         self.directory = directory
         self.name = name  # the full object key
-        self.gen = 0  # bumped to invalidate a scheduled poll
-        self.step = 0  # polls since the schedule (re)started
-        self.at_once = False  # a failure location first read with its output (resumed late)
 
     @property
     def location(self) -> str:
@@ -147,24 +104,24 @@ class Key:
 
 
 class Directory:
-    """The pending keys of one S3 directory, how it is watched, and what listing it costs."""
+    """The pending keys of one S3 directory, how it is watched, and what listing it costs.
+
+    ``pages`` is what the last full listing took (the listing source measures it, the cost
+    model reads it); ``list_after`` is a monotonic time before which the directory is not
+    listed (its listing kept failing).
+    """
 
     __slots__ = (
         "bucket",
-        "gen",
-        "interval",
         "keys",
+        "list_after",
         "max_delay",
         "min_delay",
         "mode",
         "multiplier",
         "outputs",
         "pages",
-        "pages_read",
         "prefix",
-        "sweep_found",
-        "sweep_started",
-        "token",
     )
 
     def __init__(self, bucket: str, prefix: str, polling: PollingConfig) -> None:
@@ -173,16 +130,11 @@ class Directory:
         self.keys: dict[str, Key] = {}
         self.outputs = 0  # how many keys are output locations
         self.mode = Mode.POLL
-        self.gen = 0  # bumped to invalidate a scheduled sweep
         self.pages = 1  # pages a full listing took last time (at least)
+        self.list_after = float("-inf")
         self.min_delay = polling.initial_delay
         self.max_delay = polling.max_delay
         self.multiplier = polling.multiplier
-        self.interval = polling.initial_delay
-        self.token: str | None = None  # where the sweep in progress goes on
-        self.pages_read = 0
-        self.sweep_found = False
-        self.sweep_started = 0.0
 
     def adopt(self, polling: PollingConfig) -> None:
         """A watch joins: the directory moves at the pace of its most eager watch."""

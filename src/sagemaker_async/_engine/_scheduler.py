@@ -1,14 +1,25 @@
-"""The scheduler: the engine's one long-lived task, which runs every S3 request as a short job.
+"""The scheduler: the one owner of every task the client runs in the background.
 
-Jobs are timed (a poll, a sweep, a deadline's last look: a heap ordered by due time) or urgent
-(reading a result that a source has seen: a FIFO that goes first; the next page of a sweep
-under way goes to its head, so a long sweep is not stretched by the reads it causes). The
-scheduler starts a job only when a slot is free (at most ``concurrency`` at once) and the
-request budget allows it, so 100,000 pending handles cost 100,000 heap entries, not 100,000
-tasks or signed requests.
+It runs each S3 request as a short *job*, and keeps the client's few long-lived *services*
+(the notification loops). Jobs come in three kinds:
 
-A job is a callable that returns a coroutine to run, or ``None`` when it has become moot (its
-watch ended, its directory changed strategy): moot jobs cost no request.
+- timed (a poll, a sweep: a heap ordered by due time);
+- urgent (reading a result that a source has seen: a FIFO that goes before due timed jobs; the
+  next page of a sweep under way goes to its head, so a long sweep is not stretched by the reads
+  it causes);
+- deadline jobs (a watch's last look): a lane of their own, with their own slots and outside
+  the request budget, so that nothing else the client does (stalled reads holding every slot,
+  a budget that SlowDown cut to 1 request/s) can hold a handle past its deadline.
+
+Timed and urgent jobs start only when one of ``concurrency`` slots is free and the request
+budget allows, so 100,000 pending handles cost 100,000 heap entries, not 100,000 tasks or signed
+requests. A job is a callable that returns a coroutine to run, or ``None`` when it has become
+moot (its watch ended, its directory changed source): moot jobs cost no request. A job may name
+its ``owner`` (a watch): :meth:`Scheduler.cancel_owned` then stops its requests when the watch
+ends.
+
+Since every task is the scheduler's, :attr:`Scheduler.idle` (no job running, none ready) means
+that nothing of the engine runs: the fake-clock tests move time only then.
 """
 
 from __future__ import annotations
@@ -21,9 +32,9 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ._budget import RequestBudget
-from ._clock import Clock
-from ._tasks import cancel_all
+from .._budget import RequestBudget
+from .._clock import Clock
+from .._tasks import cancel_all
 
 __all__ = ["Job", "Scheduler"]
 
@@ -31,18 +42,32 @@ logger = logging.getLogger("sagemaker_async")
 
 Job = Callable[[], "Coroutine[Any, Any, None] | None"]
 
+# Deadline jobs running at once (their reads are short and bounded).
+_LANE_CONCURRENCY = 64
+
 
 class Scheduler:
-    """Runs jobs at their time, a few at once, within the request budget."""
+    """Runs jobs at their time, a few at once, within the request budget; owns every task."""
 
-    def __init__(self, clock: Clock, budget: RequestBudget, concurrency: int) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        budget: RequestBudget,
+        concurrency: int,
+        *,
+        lane_concurrency: int = _LANE_CONCURRENCY,
+    ) -> None:
         self._clock = clock
         self._budget = budget
         self._concurrency = concurrency
+        self._lane_concurrency = lane_concurrency
         self._heap: list[tuple[float, int, Job]] = []
         self._urgent: deque[Job] = deque()
+        self._deadlines: list[tuple[float, int, Job]] = []
         self._seq = itertools.count()
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], object] = {}  # job task -> its owner
+        self._lane: set[asyncio.Task[None]] = set()  # the deadline jobs among them
+        self._services: set[asyncio.Task[None]] = set()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._parked = False
@@ -67,34 +92,57 @@ class Scheduler:
         if self._wake is not None:
             self._wake.set()
 
+    def deadline(self, when: float, job: Job) -> None:
+        """Run ``job`` at ``when`` on the deadline lane (own slots, no request budget)."""
+        heapq.heappush(self._deadlines, (when, next(self._seq), job))
+        if self._wake is not None and self._deadlines[0][2] is job:
+            self._wake.set()
+
     def prune(self, moot: Callable[[Job], bool]) -> int:
-        """Drop the timed jobs that ``moot`` says will do nothing; returns how many."""
-        kept = [entry for entry in self._heap if not moot(entry[2])]
-        dropped = len(self._heap) - len(kept)
-        if dropped:
-            heapq.heapify(kept)
-            self._heap = kept
+        """Drop the timed and deadline jobs that ``moot`` says will do nothing; how many."""
+        dropped = 0
+        for name in ("_heap", "_deadlines"):
+            heap: list[tuple[float, int, Job]] = getattr(self, name)
+            kept = [entry for entry in heap if not moot(entry[2])]
+            if len(kept) < len(heap):
+                dropped += len(heap) - len(kept)
+                heapq.heapify(kept)
+                setattr(self, name, kept)
         return dropped
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run a long-lived service (a receive loop) until it returns or :meth:`aclose`."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._services.add(task)
+        task.add_done_callback(self._services.discard)
+        return task
+
+    def cancel_owned(self, owner: object) -> None:
+        """Cancel the running jobs of ``owner`` (its watch ended); not the calling task."""
+        current = asyncio.current_task()
+        for task, job_owner in list(self._running.items()):
+            if job_owner is owner and task is not current:
+                task.cancel()
 
     # -- state ------------------------------------------------------------------------------
     @property
     def idle(self) -> bool:
-        """True when no job runs and the scheduler waits for the clock (tests use it).
+        """True when no job runs and none is ready: the engine waits for the clock.
 
-        Urgent jobs may be waiting too, for the request budget's next token (a timer).
+        Services (receive loops) are not jobs: they wait on their own servers.
         """
         woken = self._wake is not None and self._wake.is_set()
         return self._parked and not self._running and not woken
 
     @property
     def running(self) -> int:
-        """Jobs running now."""
+        """Jobs running now (deadline jobs included)."""
         return len(self._running)
 
     @property
     def scheduled(self) -> int:
         """Jobs waiting (moot ones included until their time comes)."""
-        return len(self._heap) + len(self._urgent)
+        return len(self._heap) + len(self._urgent) + len(self._deadlines)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -105,42 +153,58 @@ class Scheduler:
         )
 
     async def aclose(self) -> None:
-        """Stop the scheduler and every running job; wait until they have unwound."""
-        await cancel_all([t for t in (self._task, *self._running) if t is not None])
+        """Stop the scheduler, every job and every service; wait until they have unwound."""
+        tasks = [t for t in (self._task, *self._running, *self._services) if t is not None]
+        await cancel_all(tasks)
         self._task = None
         self._heap.clear()
         self._urgent.clear()
+        self._deadlines.clear()
 
     # -- the loop ---------------------------------------------------------------------------
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            coro = await self._next()
-            task = loop.create_task(self._guard(coro))
-            self._running.add(task)
+            coro, owner, lane = await self._next()
+            # The job's coroutine is the task (no wrapper): a task cancelled before its first
+            # step then closes it cleanly, where a wrapper would leave it never awaited.
+            task = loop.create_task(coro)
+            self._running[task] = owner
+            if lane:
+                self._lane.add(task)
             task.add_done_callback(self._ended)
             # One start per turn of the loop: a request's first step (building and signing it)
             # costs about a millisecond, and a burst of them would stall everything else.
             await asyncio.sleep(0)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        self._running.pop(task, None)
+        self._lane.discard(task)
         if self._wake is not None:
             self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            # A bug: jobs handle their own errors. The engine goes on.
+            logger.error(
+                "sagemaker-async: a completion job failed unexpectedly",
+                exc_info=task.exception(),
+            )
 
-    async def _guard(self, coro: Coroutine[Any, Any, None]) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug: jobs handle their own errors; keep the engine alive
-            logger.exception("sagemaker-async: a completion job failed unexpectedly")
-
-    async def _next(self) -> Coroutine[Any, Any, None]:
+    async def _next(self) -> tuple[Coroutine[Any, Any, None], object, bool]:
         while True:
+            now = self._clock.monotonic()
             timeout: float | None = None
-            if len(self._running) < self._concurrency:
-                now = self._clock.monotonic()
+            # The deadline lane first: its own slots, no budget.
+            if self._deadlines and len(self._lane) < self._lane_concurrency:
+                when, _, job = self._deadlines[0]
+                if when <= now:
+                    heapq.heappop(self._deadlines)
+                    coro = job()
+                    if coro is not None:
+                        return coro, getattr(job, "owner", None), True
+                    continue
+                timeout = when - now
+            if len(self._running) - len(self._lane) < self._concurrency:
+                wait: float | None = None
                 if self._urgent or (self._heap and self._heap[0][0] <= now):
                     wait = self._budget.delay()
                     if wait <= 0:
@@ -151,10 +215,11 @@ class Scheduler:
                         if coro is None:
                             continue
                         self._budget.take()
-                        return coro
-                    timeout = wait
+                        return coro, getattr(job, "owner", None), False
                 elif self._heap:
-                    timeout = self._heap[0][0] - now
+                    wait = self._heap[0][0] - now
+                if wait is not None:
+                    timeout = wait if timeout is None else min(timeout, wait)
             await self._park(timeout)
 
     async def _park(self, timeout: float | None) -> None:
