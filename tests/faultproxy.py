@@ -11,6 +11,7 @@ import asyncio
 import random
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import aiohttp
@@ -38,16 +39,29 @@ class FaultMix:
     stall: float = 0.0  # no answer for longer than the client's read timeout, not forwarded
     stall_after: float = 0.0  # forwarded, then no answer for that long
     truncate: float = 0.0  # forwarded, the body cut in the middle (GETs with a body)
+    trickle: float = 0.0  # forwarded, the headers at once, then the body a byte a second
+
+
+#: Picks the fault for one request by what it is (a field name of FaultMix, or None).
+Rule = Callable[[web.Request], "str | None"]
 
 
 class FaultProxy:
     """One proxy; ``kind`` is ``"s3"`` or ``"runtime"`` (how its error answers look)."""
 
     def __init__(
-        self, upstream: str, mix: FaultMix, *, kind: str, seed: int, stall_seconds: float
+        self,
+        upstream: str,
+        mix: FaultMix,
+        *,
+        kind: str,
+        seed: int,
+        stall_seconds: float,
+        rule: Rule | None = None,
     ) -> None:
         self.upstream = upstream
         self.mix = mix
+        self.rule = rule  # when given, it picks each fault (the dice pick none)
         self.kind = kind
         self.stall_seconds = stall_seconds
         self.counts: Counter[str] = Counter()
@@ -59,7 +73,9 @@ class FaultProxy:
     async def start(self) -> str:
         app = web.Application(client_max_size=16 * 1024**2)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=0.1
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -98,7 +114,7 @@ class FaultProxy:
         )
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        fault = self._pick()
+        fault = self.rule(request) if self.rule is not None else self._pick()
         self.counts["requests"] += 1
         if fault is not None:
             self.counts[fault] += 1
@@ -133,6 +149,14 @@ class FaultProxy:
             await response.prepare(request)
             await response.write(body[: len(body) // 2])
             request.transport.close()
+            return response
+        if fault == "trickle":
+            response = web.StreamResponse(status=status, headers=headers)
+            response.content_length = len(body)
+            await response.prepare(request)
+            for byte in body:
+                await response.write(bytes([byte]))
+                await asyncio.sleep(1.0)
             return response
         if fault == "truncate":
             self.counts["truncate"] -= 1  # nothing to cut: passed through

@@ -180,8 +180,14 @@ class RetryConfig:
         attempt_timeout: seconds one attempt may take in all: an InvokeEndpointAsync (then
             retried, as it may have been accepted), or an S3 read made while waiting (read
             again later). A stalled or trickling answer is abandoned. A handle's last look at
-            its deadline gets at most a second per location, so a handle always ends within
-            about two seconds of its deadline.
+            its deadline gets at most a second (both locations at once), so a handle always
+            ends within about a second of its deadline.
+        first_byte_timeout: seconds the small S3 reads made while waiting may take to begin
+            answering: a HEAD, a result GET until its headers, a LIST page in all. S3's own
+            guidance for latency-sensitive clients is to abandon a small request that has not
+            answered within about two seconds and send it again: its slow tail is a few
+            requests in a hundred, and the next try almost always answers. Such a read is
+            tried again at once.
     """
 
     max_attempts: int = 5
@@ -192,6 +198,7 @@ class RetryConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     attempt_timeout: float = 60.0
+    first_byte_timeout: float = 2.0
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
@@ -212,6 +219,7 @@ class RetryConfig:
         _check_positive("RetryConfig", "connect_timeout", self.connect_timeout)
         _check_positive("RetryConfig", "read_timeout", self.read_timeout)
         _check_positive("RetryConfig", "attempt_timeout", self.attempt_timeout)
+        _check_positive("RetryConfig", "first_byte_timeout", self.first_byte_timeout)
         if self.multiplier < 1:
             raise ValidationError(
                 "RetryConfig.multiplier", f"{self.multiplier!r} is below 1", ">= 1", self.multiplier

@@ -108,14 +108,18 @@ class ObjectStore:
             raise ClientClosedError("the AsyncInferenceClient is not open")
         return self._client_or_none
 
-    async def _bounded(self, call: Awaitable[T], limit: float | None, what: str) -> T:
-        """Await ``call`` within ``limit`` (``attempt_timeout``); :class:`Unavailable` after."""
-        limit = self._retry.attempt_timeout if limit is None else limit
+    async def _bounded(
+        self, call: Awaitable[T], limit: float, what: str, *, first: bool = False
+    ) -> T:
+        """Await ``call`` within ``limit`` seconds; :class:`Unavailable` after.
+
+        ``first``: the limit is on the answer's beginning (its headers).
+        """
         try:
             return await bounded(call, limit, self._clock, what)
         except AttemptTimeout:
             self.trouble = Unavailable(
-                f"{what}: no complete answer after {limit:g} s",
+                f"{what}: no {'answer' if first else 'complete answer'} after {limit:g} s",
                 code="Timeout",
                 operation=what.split()[0],
             )
@@ -143,6 +147,8 @@ class ObjectStore:
     async def read(self, uri: str, *, limit: float | None = None) -> S3Object | Absent:
         """One GET of ``uri``, abandoned after ``limit`` seconds (``attempt_timeout``).
 
+        Its headers must come within ``first_byte_timeout`` (or ``limit``, if shorter).
+
         Raises:
             Unavailable: a transient failure (a stalled answer too); try again later.
             InvocationError: any other failure, such as an object that exists but may not be
@@ -150,13 +156,19 @@ class ObjectStore:
         """
         bucket, key = parse_s3_uri(uri)
 
+        what = f"GetObject {uri}"
+        limit = self._retry.attempt_timeout if limit is None else limit
+        first = min(limit, self._retry.first_byte_timeout)
+
         async def get() -> tuple[Any, bytes]:
-            response = await self._client.get_object(Bucket=bucket, Key=key)
+            response = await self._bounded(
+                self._client.get_object(Bucket=bucket, Key=key), first, what, first=True
+            )
             async with response["Body"] as stream:
                 return response, await stream.read()
 
         try:
-            response, body = await self._bounded(get(), limit, f"GetObject {uri}")
+            response, body = await self._bounded(get(), limit, what)
         except Unavailable:
             raise
         except ClientError as exc:
@@ -201,7 +213,14 @@ class ObjectStore:
         # right nor the key: if it finds the object, waiting would never end.
         self._budget.take()
         try:
-            await self._client.head_object(Bucket=bucket, Key=key)
+            await self._bounded(
+                self._client.head_object(Bucket=bucket, Key=key),
+                self._retry.first_byte_timeout,
+                f"HeadObject {uri}",
+                first=True,
+            )
+        except Unavailable:
+            raise
         except ClientError as exc:
             if error_code(exc) in _NOT_FOUND | _FORBIDDEN:
                 return Absent.FORBIDDEN
@@ -227,7 +246,7 @@ class ObjectStore:
         try:
             response = await self._bounded(
                 self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/", **extra),
-                None,
+                self._retry.first_byte_timeout,
                 f"ListObjectsV2 s3://{bucket}/{prefix}",
             )
         except Unavailable:
