@@ -186,6 +186,7 @@ async def test_a_slow_output_read_keeps_the_failure_read_waiting() -> None:
             endpoint_url=url,
             s3_endpoint_url=url,
             polling=PollingConfig(initial_delay=0.5, max_delay=5.0, jitter=0.0),
+            retry=RetryConfig(first_byte_timeout=10.0),  # slow, not stalled
             clock=clock,
         ) as client,
     ):
