@@ -29,12 +29,24 @@ WAIT = 30.0  # guards against hangs only
 class Model:
     """Echoes after a delay taken from the payload (``b"0.05:text"``); fails on ``b"fail"``.
 
-    Records the most inferences ever unfinished at the endpoint (accepted, no output yet).
+    ``b"gate:NAME:text"`` waits until the test opens :meth:`gate` NAME, and
+    ``b"after:NAME:text"`` until the inference whose text is NAME has finished: orders of
+    completion that do not depend on timing. Records the most inferences ever unfinished at the
+    endpoint (accepted, no output yet).
     """
 
     def __init__(self) -> None:
         self.emu: LocalAsyncEndpoint | None = None
         self.peak_unfinished = 0
+        self._events: dict[str, asyncio.Event] = {}
+
+    def gate(self, name: str) -> asyncio.Event:
+        """The event that ``gate:NAME`` inferences wait on (set it to let them finish)."""
+        return self._events.setdefault(f"gate:{name}", asyncio.Event())
+
+    def finished(self, text: str) -> asyncio.Event:
+        """Set once the inference whose text is ``text`` has finished."""
+        return self._events.setdefault(f"done:{text}", asyncio.Event())
 
     async def __call__(self, request: InferenceRequest) -> tuple[bytes, str]:
         assert self.emu is not None
@@ -43,8 +55,14 @@ class Model:
         self.peak_unfinished = max(self.peak_unfinished, unfinished)
         if request.payload == b"fail":
             raise RuntimeError("asked to fail")
-        delay, _, text = request.payload.partition(b":")
-        await asyncio.sleep(float(delay or 0))
+        head, _, text = request.payload.partition(b":")
+        if head in (b"gate", b"after"):
+            name, _, text = text.partition(b":")
+            wait = self.gate if head == b"gate" else self.finished
+            await wait(name.decode()).wait()
+        else:
+            await asyncio.sleep(float(head or 0))
+        self.finished(text.decode()).set()
         return text, "text/plain"
 
 
@@ -114,12 +132,23 @@ async def test_map_reads_lazily_and_keeps_at_most_max_in_flight(
     assert 1 <= model.peak_unfinished <= 4  # counted by the endpoint
 
 
-async def test_map_in_order_holds_back_faster_outcomes(client: AsyncInferenceClient) -> None:
-    bodies = [f"{0.3 - 0.05 * i:.2f}:{i}".encode() for i in range(6)]  # later ones finish first
-    free = [o.index async for o in client.map("ep", bodies, max_in_flight=6)]
-    ordered = [o.index async for o in client.map("ep", bodies, max_in_flight=6, ordered=True)]
+async def test_map_in_order_holds_back_faster_outcomes(
+    client: AsyncInferenceClient, model: Model
+) -> None:
+    # Each input finishes only after the next one: the last finishes first, the first last.
+    def bodies(run: str) -> list[bytes]:
+        return [
+            (f"after:{run}{i + 1}:{run}{i}" if i < 5 else f"0:{run}{i}").encode() for i in range(6)
+        ]
+
+    free = [o.index async for o in client.map("ep", bodies("a"), max_in_flight=6)]
+    assert sorted(free) == list(range(6))
+    ordered = []
+    async for outcome in client.map("ep", bodies("b"), max_in_flight=6, ordered=True):
+        if outcome.index == 0:  # it finished last at the endpoint, yet comes first
+            assert all(model.finished(f"b{i}").is_set() for i in range(1, 6))
+        ordered.append(outcome.index)
     assert ordered == list(range(6))
-    assert sorted(free) == list(range(6)) and free != ordered
 
 
 async def test_map_reports_each_error_and_goes_on(client: AsyncInferenceClient) -> None:
@@ -221,21 +250,26 @@ async def test_submit_rate_spaces_submissions_in_virtual_time(model: Model) -> N
                 outcomes.append(outcome)
 
         task = asyncio.create_task(run())
-        await clock.run_until(lambda: len(outcomes) == 5, settler(client, patience=0.05))
+        # Idle means nothing of the client runs, submissions included: time moves only then.
+        await clock.run_until(task.done, settler(client), limit=30)
         await task
     assert all(o.ok for o in outcomes)
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(taken)]
     assert gaps == [0.25, 0.25, 0.25, 0.25]
 
 
-async def test_as_completed_yields_handles_as_they_finish(client: AsyncInferenceClient) -> None:
-    slow = await client.invoke_endpoint_async("ep", body=b"0.4:slow")
+async def test_as_completed_yields_handles_as_they_finish(
+    client: AsyncInferenceClient, model: Model
+) -> None:
+    slow = await client.invoke_endpoint_async("ep", body=b"gate:slow:slow")
     fast = await client.invoke_endpoint_async("ep", body=b"0:fast")
     broken = await client.invoke_endpoint_async("ep", body=b"fail")
     order = []
     async for handle in as_completed([slow, fast, broken]):
         assert handle.done()
         order.append(handle)
+        if len(order) == 2:
+            model.gate("slow").set()  # only now may the slow one finish
     assert order[-1] is slow and set(order) == {slow, fast, broken}
     assert isinstance(broken.exception(), InferenceFailedError)
 

@@ -579,12 +579,13 @@ class AsyncInferenceClient:
             attempts += 1
             try:
                 # A trickling or stalled answer is abandoned, and the attempt retried.
-                return await bounded(
-                    runtime.invoke_endpoint_async(**request),
-                    self.retry.attempt_timeout,
-                    self._clock,
-                    f"InvokeEndpointAsync {endpoint_name}",
-                )
+                with self._engine.scheduler.busy():
+                    return await bounded(
+                        runtime.invoke_endpoint_async(**request),
+                        self.retry.attempt_timeout,
+                        self._clock,
+                        f"InvokeEndpointAsync {endpoint_name}",
+                    )
             except Exception as exc:
                 if may_have_reached(exc):
                     uncertain += 1

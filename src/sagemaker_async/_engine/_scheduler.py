@@ -25,11 +25,12 @@ that nothing of the engine runs: the fake-clock tests move time only then.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from .._budget import RequestBudget
@@ -68,6 +69,7 @@ class Scheduler:
         self._running: dict[asyncio.Task[None], object] = {}  # job task -> its owner
         self._lane: set[asyncio.Task[None]] = set()  # the deadline jobs among them
         self._services: set[asyncio.Task[None]] = set()
+        self._foreground = 0  # requests made in the callers' tasks (invokes, uploads)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._parked = False
@@ -124,15 +126,25 @@ class Scheduler:
             if job_owner is owner and task is not current:
                 task.cancel()
 
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Mark a request that a caller's task makes (an invoke): the client is not idle."""
+        self._foreground += 1
+        try:
+            yield
+        finally:
+            self._foreground -= 1
+
     # -- state ------------------------------------------------------------------------------
     @property
     def idle(self) -> bool:
-        """True when no job runs and none is ready: the engine waits for the clock.
+        """True when no job runs, none is ready and no caller's request is under way.
 
-        Services (receive loops) are not jobs: they wait on their own servers.
+        The client then waits for the clock only. Services (receive loops) are not jobs: they
+        wait on their own servers.
         """
         woken = self._wake is not None and self._wake.is_set()
-        return self._parked and not self._running and not woken
+        return self._parked and not self._running and not woken and not self._foreground
 
     @property
     def running(self) -> int:
