@@ -23,6 +23,7 @@ from sagemaker_async import (
     PollingConfig,
     ValidationError,
 )
+from sagemaker_async.emulator import LocalAsyncEndpoint
 from support import other_tasks, set_moto_results
 
 
@@ -134,9 +135,17 @@ async def test_inline_upload_boundary_is_128000_bytes(
     }
 
 
-async def test_str_body_is_sent_as_utf8(client: AsyncInferenceClient) -> None:
-    handle = await client.invoke_endpoint_async("my-endpoint", body="héllo")
-    await handle
+async def test_str_body_is_sent_as_utf8(local_async_endpoint: LocalAsyncEndpoint) -> None:
+    # The emulator's echo model answers the bytes the endpoint received.
+    async with AsyncInferenceClient(
+        region_name="us-east-1",
+        endpoint_url=local_async_endpoint.url,
+        s3_endpoint_url=local_async_endpoint.s3_endpoint_url,
+        polling=PollingConfig(initial_delay=0.02, max_delay=0.1, jitter=0.01),
+    ) as client:
+        handle = await client.invoke_endpoint_async("echo", body="héllo")
+        result = await asyncio.wait_for(handle, 30)
+    assert result.body == b"h\xc3\xa9llo"
 
 
 async def _resumed_on_missing(
