@@ -413,3 +413,21 @@ def test_a_client_used_in_a_second_event_loop_says_so(moto_url: str) -> None:
     asyncio.run(first())
     with pytest.raises(ClientClosedError, match="another event loop"):
         asyncio.run(second())
+
+
+async def test_a_handle_resumed_from_an_https_location_reads_its_s3_object(
+    client: AsyncInferenceClient, moto_url: str
+) -> None:
+    bucket = f"https-{uuid.uuid4().hex[:12]}"
+    session = get_session()
+    async with session.create_client("s3", region_name="us-east-1", endpoint_url=moto_url) as s3:
+        await s3.create_bucket(Bucket=bucket)
+        await s3.put_object(Bucket=bucket, Key="out/x.out", Body=b"found")
+    handle = await client.invoke_endpoint_async("my-endpoint", input_location=unique_input())
+    state = handle.to_dict() | {
+        "output_location": f"https://{bucket}.s3.us-east-1.amazonaws.com/out/x.out",
+        "failure_location": f"https://{bucket}.s3.us-east-1.amazonaws.com/fail/x-error.out",
+    }
+    resumed = client.resume(state)
+    assert resumed.output_location == f"s3://{bucket}/out/x.out"
+    assert (await asyncio.wait_for(resumed, 10)).body == b"found"

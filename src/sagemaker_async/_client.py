@@ -46,7 +46,12 @@ from ._retry import (
 )
 from ._s3 import ObjectStore
 from ._speedups import tune
-from ._validation import MAX_INLINE_BODY, parse_s3_uri, validate_invoke_request
+from ._validation import (
+    MAX_INLINE_BODY,
+    canonical_s3_uri,
+    parse_s3_uri,
+    validate_invoke_request,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -110,21 +115,16 @@ def _accepted(response: Mapping[str, Any], inference_id: str) -> _Accepted:
     """Read an InvokeEndpointAsync answer.
 
     Raises:
-        BadAnswer: it is not the service's, or has no valid ``s3://`` OutputLocation (a
-            proxy's page with a 200): the inference may have been queued all the same.
+        BadAnswer: it is not the service's, or has no valid S3 OutputLocation (a proxy's
+            page with a 200): the inference may have been queued all the same.
     """
     if not from_the_service(response):
         raise BadAnswer("not the service's answer", response)
-    locations: dict[str, str | None] = {}
-    for name in ("OutputLocation", "FailureLocation"):
-        value = response.get(name)
-        if value is None and name == "FailureLocation":
-            locations[name] = None  # an endpoint without S3FailurePath
-            continue
+
+    def location(name: str) -> str:
+        value: Any = response.get(name)
         try:
-            if not isinstance(value, str) or not value.startswith("s3://"):
-                raise ValidationError(name, "is missing", "s3://bucket/key")
-            parse_s3_uri(value, field=name)
+            return canonical_s3_uri(value, field=name)
         except ValidationError:
             problem = f"has no {name}" if value is None else f"has {name} {value!r}"
             raise BadAnswer(
@@ -132,13 +132,12 @@ def _accepted(response: Mapping[str, Any], inference_id: str) -> _Accepted:
                 "have been queued, but where its outcome will appear is unknown",
                 response,
             ) from None
-        locations[name] = value
-    output = locations["OutputLocation"]
-    assert output is not None
+
     return _Accepted(
         inference_id=str(response.get("InferenceId") or inference_id),
-        output_location=output,
-        failure_location=locations["FailureLocation"],
+        output_location=location("OutputLocation"),
+        # None for an endpoint without S3FailurePath
+        failure_location=location("FailureLocation") if "FailureLocation" in response else None,
     )
 
 
@@ -255,9 +254,7 @@ class AsyncInferenceClient:
                 raise ValidationError(
                     "input_prefix", f"{input_prefix!r} is not an s3:// URI", "s3://bucket/prefix/"
                 )
-            bucket, _ = parse_s3_uri(input_prefix, field="input_prefix")
-            if not bucket:
-                raise ValidationError("input_prefix", "has no bucket", "s3://bucket/prefix/")
+            parse_s3_uri(input_prefix, field="input_prefix", key=False)
         if (
             isinstance(max_connections, bool)
             or not isinstance(max_connections, int)

@@ -38,6 +38,7 @@ from .._observe import Observer
 from .._result import InferenceResult
 from .._retry import retry_delay
 from .._s3 import Absent, ObjectStore, S3Object, Unavailable
+from .._validation import parse_s3_uri
 from ._budget import RequestBudget
 from ._clock import Clock
 from ._listing import ListingSource
@@ -77,7 +78,7 @@ class CompletionSource(Protocol):
 
 def _split(uri: str) -> tuple[str, str, str]:
     """``s3://bucket/dir/name`` -> ``(bucket, "dir/", "dir/name")`` (URIs checked before)."""
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    bucket, key = parse_s3_uri(uri)
     return bucket, key[: key.rfind("/") + 1], key
 
 
