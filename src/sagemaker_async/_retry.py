@@ -29,6 +29,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from ._backoff import backoff_delay
 from ._config import RetryConfig
 from ._engine._clock import Clock
 from ._errors import InvocationError
@@ -38,7 +39,6 @@ __all__ = [
     "REQUEST_ID_HEADERS",
     "AttemptTimeout",
     "BadAnswer",
-    "backoff",
     "bounded",
     "call_with_retry",
     "error_code",
@@ -293,21 +293,15 @@ def to_invocation_error(
     return error_type(message, code=code, operation=operation, **context)
 
 
-def backoff(
-    initial: float, maximum: float, multiplier: float, jitter: float
-) -> tenacity.wait.wait_base:
-    """Capped exponential backoff plus up to ``jitter`` random seconds (tenacity policies)."""
-    return tenacity.wait_exponential(
-        multiplier=initial, exp_base=multiplier, max=maximum
-    ) + tenacity.wait_random(0, jitter)
-
-
 def retry_delay(config: RetryConfig, attempt: int) -> float:
-    """The wait before retry ``attempt`` (1-based), as :func:`retrying` would wait it."""
-    state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-    state.attempt_number = attempt
-    base = backoff(config.initial_delay, config.max_delay, config.multiplier, config.jitter)
-    return float(base(state))
+    """The wait before retry ``attempt`` (1-based) of ``config``'s policy."""
+    return backoff_delay(
+        attempt,
+        initial=config.initial_delay,
+        maximum=config.max_delay,
+        multiplier=config.multiplier,
+        jitter=config.jitter,
+    )
 
 
 def retrying(
@@ -331,10 +325,9 @@ def retrying(
     then called (the client's counts).
     """
     operation = what.split(" ", 1)[0]
-    base = backoff(config.initial_delay, config.max_delay, config.multiplier, config.jitter)
 
     def wait(state: tenacity.RetryCallState) -> float:
-        delay = float(base(state))
+        delay = retry_delay(config, state.attempt_number)
         if deadline is not None:
             delay = max(0.0, min(delay, deadline - clock.monotonic()))
         return delay
