@@ -12,9 +12,7 @@ from sagemaker_async._retry import retry_delay
 
 
 def test_capped_exponential_without_jitter() -> None:
-    delays = [
-        backoff_delay(n, initial=0.5, maximum=5.0, multiplier=2.0) for n in range(1, 7)
-    ]
+    delays = [backoff_delay(n, initial=0.5, maximum=5.0, multiplier=2.0) for n in range(1, 7)]
     assert delays == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
 
 
