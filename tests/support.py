@@ -14,7 +14,8 @@ from aioresponses import aioresponses
 
 CLIENT_TASKS = "sagemaker-async "  # the engine; with notifications, the receive loop and its kin
 
-# Faults a real server cannot produce on demand, injected with aioresponses.
+# Faults a real server cannot produce on demand, injected with aioresponses. Each carries a
+# request id header, as every answer of the service does: without one it is a proxy's.
 THROTTLE = {
     "status": 400,
     "headers": {"x-amzn-ErrorType": "ThrottlingException", "x-amzn-RequestId": "req-throttle"},
@@ -27,18 +28,18 @@ UNAVAILABLE = {
 }
 INTERNAL = {
     "status": 500,
-    "headers": {"x-amzn-ErrorType": "InternalFailure"},
+    "headers": {"x-amzn-ErrorType": "InternalFailure", "x-amzn-RequestId": "req-500"},
     "body": '{"message": "internal"}',
 }
 ACCESS_DENIED = {
     "status": 403,
-    "headers": {"Content-Type": "application/xml"},
+    "headers": {"Content-Type": "application/xml", "x-amz-request-id": "req-403"},
     "body": "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
     "repeat": True,
 }
 SLOW_DOWN = {
     "status": 503,
-    "headers": {"Content-Type": "application/xml"},
+    "headers": {"Content-Type": "application/xml", "x-amz-request-id": "req-slow-down"},
     "body": "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message>"
     "</Error>",
 }

@@ -23,6 +23,7 @@ from sagemaker_async import (
     PollingConfig,
     ValidationError,
 )
+from sagemaker_async.emulator import LocalAsyncEndpoint
 from support import other_tasks, set_moto_results
 
 
@@ -134,9 +135,17 @@ async def test_inline_upload_boundary_is_128000_bytes(
     }
 
 
-async def test_str_body_is_sent_as_utf8(client: AsyncInferenceClient) -> None:
-    handle = await client.invoke_endpoint_async("my-endpoint", body="héllo")
-    await handle
+async def test_str_body_is_sent_as_utf8(local_async_endpoint: LocalAsyncEndpoint) -> None:
+    # The emulator's echo model answers the bytes the endpoint received.
+    async with AsyncInferenceClient(
+        region_name="us-east-1",
+        endpoint_url=local_async_endpoint.url,
+        s3_endpoint_url=local_async_endpoint.s3_endpoint_url,
+        polling=PollingConfig(initial_delay=0.02, max_delay=0.1, jitter=0.01),
+    ) as client:
+        handle = await client.invoke_endpoint_async("echo", body="héllo")
+        result = await asyncio.wait_for(handle, 30)
+    assert result.body == b"h\xc3\xa9llo"
 
 
 async def _resumed_on_missing(
@@ -404,3 +413,21 @@ def test_a_client_used_in_a_second_event_loop_says_so(moto_url: str) -> None:
     asyncio.run(first())
     with pytest.raises(ClientClosedError, match="another event loop"):
         asyncio.run(second())
+
+
+async def test_a_handle_resumed_from_an_https_location_reads_its_s3_object(
+    client: AsyncInferenceClient, moto_url: str
+) -> None:
+    bucket = f"https-{uuid.uuid4().hex[:12]}"
+    session = get_session()
+    async with session.create_client("s3", region_name="us-east-1", endpoint_url=moto_url) as s3:
+        await s3.create_bucket(Bucket=bucket)
+        await s3.put_object(Bucket=bucket, Key="out/x.out", Body=b"found")
+    handle = await client.invoke_endpoint_async("my-endpoint", input_location=unique_input())
+    state = handle.to_dict() | {
+        "output_location": f"https://{bucket}.s3.us-east-1.amazonaws.com/out/x.out",
+        "failure_location": f"https://{bucket}.s3.us-east-1.amazonaws.com/fail/x-error.out",
+    }
+    resumed = client.resume(state)
+    assert resumed.output_location == f"s3://{bucket}/out/x.out"
+    assert (await asyncio.wait_for(resumed, 10)).body == b"found"

@@ -232,7 +232,12 @@ async def test_botocore_stubber_works_on_injected_clients() -> None:
         with Stubber(runtime) as runtime_stub, Stubber(s3) as s3_stub:
             runtime_stub.add_response(
                 "invoke_endpoint_async",
-                {"InferenceId": "stub-1", "OutputLocation": "s3://results/out/stub-1.out"},
+                {
+                    "InferenceId": "stub-1",
+                    "OutputLocation": "s3://results/out/stub-1.out",
+                    # every answer of the service names its request; a proxy's page does not
+                    "ResponseMetadata": {"RequestId": "stub-invoke"},
+                },
                 {"EndpointName": "ep", "InputLocation": "s3://inputs/x", "InferenceId": "stub-1"},
             )
             s3_stub.add_response(

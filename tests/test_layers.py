@@ -13,7 +13,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "sagemaker_async"
 
 LAYERS: list[set[str]] = [
-    {"_version", "_result", "_logs", "_speedups"},
+    {"_version", "_result", "_logs", "_speedups", "_backoff"},
     {"_errors"},
     {"_config", "_validation", "_clock", "_tasks"},
     {"_budget", "_retry", "_observe", "_public"},

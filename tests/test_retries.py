@@ -120,7 +120,12 @@ async def test_s3_errors_during_the_wait_are_survived(
     bucket_url = re.compile(re.escape(moto_url) + r"/sagemaker-output-.*")
     with faults() as mocked:
         mocked.get(bucket_url, **SLOW_DOWN)
-        mocked.get(bucket_url, status=500, body="<Error><Code>InternalError</Code></Error>")
+        mocked.get(
+            bucket_url,
+            status=500,
+            headers={"x-amz-request-id": "req-500"},
+            body="<Error><Code>InternalError</Code></Error>",
+        )
         mocked.get(bucket_url, exception=aiohttp.ClientConnectionError("connection reset"))
         mocked.get(bucket_url, **SLOW_DOWN)
         result = await handle

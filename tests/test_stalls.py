@@ -122,7 +122,7 @@ async def test_a_200_page_that_is_not_s3s_is_never_taken_for_a_result(
         await clock.run_until(lambda: bool(ended), settler(client, patience=0.05), limit=30)
         error = handle.exception()
         assert isinstance(error, InferenceTimeoutError), error  # not a result, not a failure
-        assert "not S3's" in str(error)
+        assert "not the service's" in str(error)
 
 
 @pytest.fixture

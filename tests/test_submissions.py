@@ -172,3 +172,83 @@ async def test_a_throttled_attempt_is_not_counted_as_a_submission(
         assert handle.submit_attempts == 1
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert emulator.endpoint("echo").stats().received == 1
+
+
+# -- an answer without OutputLocation (issue 18, C) --------------------------------------------
+
+HTML = "<html><body>Welcome to the network</body></html>"
+ANSWERS = {
+    # (status, body, content type, headers)
+    "html page": (200, HTML, "text/html", {}),
+    "json without OutputLocation": (202, '{"InferenceId": "x"}', "application/json", {}),
+    "json with a request id": (
+        202,
+        '{"InferenceId": "x"}',
+        "application/json",
+        {"x-amzn-RequestId": "req-odd"},
+    ),
+    "a location that is not s3": (
+        202,
+        '{"InferenceId": "x"}',
+        "application/json",
+        {
+            "x-amzn-RequestId": "req-odd",
+            "X-Amzn-SageMaker-OutputLocation": "somewhere/else",
+        },
+    ),
+}
+
+
+def odd_answer(name: str) -> Any:
+    status, body, content_type, headers = ANSWERS[name]
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=status, text=body, content_type=content_type, headers=headers)
+
+    return answer
+
+
+@pytest.mark.parametrize("answer", list(ANSWERS))
+async def test_an_answer_without_an_output_location_may_have_been_submitted(answer: str) -> None:
+    async with (
+        local_server(odd_answer(answer)) as url,
+        AsyncInferenceClient(
+            region_name="us-east-1",
+            endpoint_url=url,
+            s3_endpoint_url=url,
+            retry=RetryConfig(max_attempts=2, initial_delay=0.01, jitter=0.0),
+        ) as client,
+    ):
+        with pytest.raises(InvocationError) as caught:
+            await client.invoke_endpoint_async("ep", body=b"x", inference_id="odd-1")
+    error = caught.value
+    assert error.inference_id == "odd-1" and error.possibly_submitted
+    assert error.operation == "InvokeEndpointAsync"
+    if "request id" in answer or "not s3" in answer:
+        assert error.code == "InvalidAnswer" and error.request_id == "req-odd"
+        assert "OutputLocation" in str(error)
+    else:
+        assert error.code == "NotTheService"
+
+
+async def test_a_batch_warns_when_it_resubmits_an_item_whose_answer_had_no_location(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sagemaker_async._batch import BatchItem, run_batch
+
+    items = [BatchItem(f"item-{i}", f"body {i}".encode()) for i in range(5)]
+    summaries = []
+    async with local_server(odd_answer("html page")) as url:
+        for _ in range(2):
+            async with AsyncInferenceClient(
+                region_name="us-east-1",
+                endpoint_url=url,
+                s3_endpoint_url=url,
+                retry=RetryConfig(max_attempts=1),
+            ) as client:
+                with caplog.at_level(logging.WARNING, "sagemaker_async"):
+                    summaries.append(await run_batch(client, "ep", items, tmp_path))
+    first, second = summaries
+    assert first.not_submitted == second.not_submitted == 5
+    assert first.resubmitted == 0 and second.resubmitted == 5  # each with a warning
+    assert sum("resubmitting" in r.getMessage() for r in caplog.records) == 5

@@ -292,3 +292,69 @@ async def test_an_empty_body_is_refused_before_the_call(
     with pytest.raises(ValidationError) as info:
         await offline_client.invoke_endpoint_async("ep", body=body)
     assert info.value.field == "body" and "input_location" in info.value.rule
+
+
+# -- resume() validates like invoke_endpoint_async (issue 18, E) -------------------------------
+
+GOOD_STATE: dict[str, Any] = {
+    "version": 1,
+    "inference_id": "i-1",
+    "endpoint_name": "ep",
+    "output_location": "s3://b/out/o.out",
+    "failure_location": "s3://b/fail/o-error.out",
+    "submitted_at": "2026-01-01T00:00:00+00:00",
+    "deadline": "2026-01-01T01:00:00+00:00",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"inference_id": "x" * 5_000_000}, "state.inference_id"),
+        ({"inference_id": "x" * 65}, "state.inference_id"),
+        ({"inference_id": "line\r\nInjected: header"}, "state.inference_id"),
+        ({"inference_id": " leading space"}, "state.inference_id"),
+        ({"endpoint_name": "not an endpoint!"}, "state.endpoint_name"),
+        ({"output_location": "s3://bucket"}, "state.output_location"),
+        ({"output_location": "s3://bucket/"}, "state.output_location"),
+        ({"output_location": "s3:///key"}, "state.output_location"),
+        ({"failure_location": "s3://bucket"}, "state.failure_location"),
+        ({"output_location": "https://b.s3.us-east-1.amazonaws.com/"}, "state.output_location"),
+        ({"version": True}, "state.version"),
+        ({"version": 1.0}, "state.version"),
+        ({"version": "1"}, "state.version"),
+    ],
+)
+def test_resume_validates_each_field_like_an_invoke(change: dict[str, Any], field: str) -> None:
+    client = AsyncInferenceClient(region_name="us-east-1")
+    with pytest.raises(ValidationError) as info:
+        client.resume(GOOD_STATE | change)
+    assert info.value.field == field
+    assert len(str(info.value)) < 500  # a 5 MB id is not repeated in the message
+
+
+def test_resume_reads_an_https_location_as_the_s3_uri_it_names() -> None:
+    client = AsyncInferenceClient(region_name="us-east-1")
+    handle = client.resume(
+        GOOD_STATE
+        | {
+            "output_location": "https://my.bucket.s3.us-east-1.amazonaws.com/out/a%20b.out",
+            "failure_location": "https://s3.us-east-1.amazonaws.com/bucket/fail/x-error.out",
+        }
+    )
+    assert handle.output_location == "s3://my.bucket/out/a b.out"
+    assert handle.failure_location == "s3://bucket/fail/x-error.out"
+    assert handle.to_dict()["output_location"] == "s3://my.bucket/out/a b.out"
+
+
+def test_one_parser_for_every_s3_location() -> None:
+    from sagemaker_async._validation import canonical_s3_uri, parse_s3_uri
+
+    assert parse_s3_uri("s3://b/dir/k") == ("b", "dir/k")
+    assert parse_s3_uri("https://b.s3.amazonaws.com/dir/k") == ("b", "dir/k")
+    assert parse_s3_uri("https://s3.eu-west-1.amazonaws.com/b/dir/k") == ("b", "dir/k")
+    assert parse_s3_uri("s3://b", key=False) == ("b", "")
+    assert canonical_s3_uri("https://b.s3.eu-west-1.amazonaws.com/dir/k") == "s3://b/dir/k"
+    for bad in ("s3://b", "s3://b/", "s3:///k", "ftp://b/k", "b/k", "https://b.s3.amazonaws.com/"):
+        with pytest.raises(ValidationError):
+            parse_s3_uri(bad)

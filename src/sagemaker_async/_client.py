@@ -35,10 +35,23 @@ from ._handle import AsyncInferenceHandle, load_state
 from ._map import MapOutcome, MapProgress, map_inferences
 from ._observe import ClientStats, Hooks, Observer
 from ._result import HandleState, WatchTarget
-from ._retry import bounded, call_with_retry, may_have_reached, retrying, to_invocation_error
+from ._retry import (
+    BadAnswer,
+    bounded,
+    call_with_retry,
+    from_the_service,
+    may_have_reached,
+    retrying,
+    to_invocation_error,
+)
 from ._s3 import ObjectStore
 from ._speedups import tune
-from ._validation import MAX_INLINE_BODY, parse_s3_uri, validate_invoke_request
+from ._validation import (
+    MAX_INLINE_BODY,
+    canonical_s3_uri,
+    parse_s3_uri,
+    validate_invoke_request,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -58,6 +71,74 @@ _DEFAULT_INVOCATION_TIMEOUT = 900
 _ENGINE_CONCURRENCY = 32
 # SQS long polls last 20 s: their read timeout must be longer.
 _SQS_READ_TIMEOUT = 30.0
+
+
+@dataclasses.dataclass
+class _Submission:
+    """One InvokeEndpointAsync call under way: what it is, since when, and its attempts."""
+
+    endpoint_name: str
+    inference_id: str
+    submitted_at: float  # wall time
+    started: float  # the clock's monotonic time
+    wait: float  # how long the handle waits, from ``submitted_at``
+    span: Any
+    sent: int = 0  # requests sent
+    uncertain: int = 0  # failed attempts that may have reached SageMaker anyway
+
+    @property
+    def deadline(self) -> float:
+        """When attempts stop (monotonic: calls in this process)."""
+        return self.started + self.wait
+
+    @property
+    def reached(self) -> bool:
+        """True when a failed attempt may have been accepted all the same."""
+        return self.uncertain > 0
+
+    @property
+    def log_fields(self) -> dict[str, str]:
+        """The extra fields of the submission's log records."""
+        return {"inference_id": self.inference_id, "endpoint": self.endpoint_name}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Accepted:
+    """What an accepted InvokeEndpointAsync answered: where its outcome will appear."""
+
+    inference_id: str
+    output_location: str
+    failure_location: str | None  # none without S3FailurePath
+
+
+def _accepted(response: Mapping[str, Any], inference_id: str) -> _Accepted:
+    """Read an InvokeEndpointAsync answer.
+
+    Raises:
+        BadAnswer: it is not the service's, or has no valid S3 OutputLocation (a proxy's
+            page with a 200): the inference may have been queued all the same.
+    """
+    if not from_the_service(response):
+        raise BadAnswer("not the service's answer", response)
+
+    def location(name: str) -> str:
+        value: Any = response.get(name)
+        try:
+            return canonical_s3_uri(value, field=name)
+        except ValidationError:
+            problem = f"has no {name}" if value is None else f"has {name} {value!r}"
+            raise BadAnswer(
+                f"the answer {problem}, not an s3://bucket/key location: the inference may "
+                "have been queued, but where its outcome will appear is unknown",
+                response,
+            ) from None
+
+    return _Accepted(
+        inference_id=str(response.get("InferenceId") or inference_id),
+        output_location=location("OutputLocation"),
+        # None for an endpoint without S3FailurePath
+        failure_location=location("FailureLocation") if "FailureLocation" in response else None,
+    )
 
 
 def _check_injected(name: str, client: object, service: str) -> None:
@@ -173,9 +254,7 @@ class AsyncInferenceClient:
                 raise ValidationError(
                     "input_prefix", f"{input_prefix!r} is not an s3:// URI", "s3://bucket/prefix/"
                 )
-            bucket, _ = parse_s3_uri(input_prefix, field="input_prefix")
-            if not bucket:
-                raise ValidationError("input_prefix", "has no bucket", "s3://bucket/prefix/")
+            parse_s3_uri(input_prefix, field="input_prefix", key=False)
         if (
             isinstance(max_connections, bool)
             or not isinstance(max_connections, int)
@@ -461,6 +540,63 @@ class AsyncInferenceClient:
             ClientClosedError: the client is closed.
         """
         self._check_open()
+        fields, upload_body = self._validated_request(
+            {
+                "EndpointName": endpoint_name,
+                "Body": body,
+                "InputLocation": input_location,
+                "ContentType": content_type,
+                "Accept": accept,
+                "CustomAttributes": custom_attributes,
+                "InferenceId": inference_id,
+                "InvocationTimeoutSeconds": invocation_timeout_seconds,
+                "RequestTTLSeconds": request_ttl_seconds,
+                "S3OutputPathExtension": s3_output_path_extension,
+                "Filename": filename,
+            },
+            polling,
+        )
+        await self.open()
+        if inference_id is None:
+            inference_id = self._new_inference_id()
+        elif self._queue is not None and not inference_id.startswith(self._queue.id_prefix):
+            self._warn_own_ids()
+        polling = polling or self.polling
+        wait = (
+            polling.timeout
+            if polling.timeout is not None
+            else (request_ttl_seconds or _DEFAULT_TTL)
+            + (invocation_timeout_seconds or _DEFAULT_INVOCATION_TIMEOUT)
+            + polling.deadline_margin
+        )
+        submission = _Submission(
+            endpoint_name=endpoint_name,
+            inference_id=inference_id,
+            submitted_at=self._clock.wall(),
+            started=self._clock.monotonic(),
+            wait=wait,
+            span=self._observer.start(endpoint_name, inference_id),
+        )
+        # Its notification may come before the invoke's answer: the engine must know it is ours.
+        self._engine.expect(inference_id, submission.submitted_at + wait)
+        uploaded: str | None = None
+        if upload_body is not None:
+            uploaded = await self._upload(submission, upload_body, content_type)
+            fields["InputLocation"] = uploaded
+        fields["InferenceId"] = inference_id
+        request = {k: v for k, v in fields.items() if v is not None}
+        accepted = await self._submit(submission, request, uploaded)
+        return self._watch(submission, accepted, polling)
+
+    def _validated_request(
+        self, fields: dict[str, Any], polling: PollingConfig | None
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """Step 1 of an invoke: check every argument before any network call.
+
+        Returns the request's fields (a str body as UTF-8 bytes), and the body to upload
+        first when it is too large to send inline (None otherwise).
+        """
+        body = fields["Body"]
         if isinstance(body, str):
             try:
                 body = body.encode("utf-8")
@@ -472,6 +608,7 @@ class AsyncInferenceClient:
                 ) from None
         elif isinstance(body, (bytearray, memoryview)):
             body = bytes(body)
+        input_location = fields["InputLocation"]
         if body == b"" and input_location is None:
             raise ValidationError(
                 "body",
@@ -481,18 +618,9 @@ class AsyncInferenceClient:
         upload = isinstance(body, bytes) and len(body) > MAX_INLINE_BODY
         # A large body is validated as the InputLocation it will become; the real URI needs
         # the (validated) InferenceId, so a well-formed stand-in takes its place until then.
-        fields: dict[str, Any] = {
-            "EndpointName": endpoint_name,
+        fields = fields | {
             "Body": None if upload else body,
             "InputLocation": "s3://upload/pending" if upload else input_location,
-            "ContentType": content_type,
-            "Accept": accept,
-            "CustomAttributes": custom_attributes,
-            "InferenceId": inference_id,
-            "InvocationTimeoutSeconds": invocation_timeout_seconds,
-            "RequestTTLSeconds": request_ttl_seconds,
-            "S3OutputPathExtension": s3_output_path_extension,
-            "Filename": filename,
         }
         if upload and input_location is not None:
             fields["Body"] = b""  # report "both given", not a size problem
@@ -502,171 +630,168 @@ class AsyncInferenceClient:
                 "polling", f"a {type(polling).__name__} was given", "a PollingConfig"
             )
         if upload and self.input_prefix is None:
-            assert body is not None
             raise ValidationError(
                 "body",
                 f"is {len(body)} bytes, more than the {MAX_INLINE_BODY} bytes sent inline",
                 "set input_prefix='s3://bucket/prefix/' on the client to upload large bodies, "
                 "or upload it yourself and pass input_location",
             )
-        polling = polling or self.polling
-        await self.open()
-        if inference_id is None:
-            inference_id = self._new_inference_id()
-        elif self._queue is not None and not inference_id.startswith(self._queue.id_prefix):
-            self._warn_own_ids()
-        wait = (
-            polling.timeout
-            if polling.timeout is not None
-            else (request_ttl_seconds or _DEFAULT_TTL)
-            + (invocation_timeout_seconds or _DEFAULT_INVOCATION_TIMEOUT)
-            + polling.deadline_margin
-        )
-        submitted_at = self._clock.wall()
-        started = self._clock.monotonic()
-        deadline = started + wait  # calls in this process use monotonic time
-        assert self._runtime is not None
-        uploaded: str | None = None
-        observer = self._observer
-        span = observer.start(endpoint_name, inference_id)
-        attempts = 0  # requests sent
-        uncertain = 0  # failed attempts that may have reached SageMaker anyway
-        reached = False
+        return fields, body if upload else None
 
-        def refused(error: BaseException) -> None:
-            observer.refused(
-                endpoint_name,
-                inference_id,
-                error,
-                attempts=attempts,
-                uncertain=uncertain,
-                elapsed=self._clock.monotonic() - started,
-                span=span,
-            )
+    async def _upload(self, submission: _Submission, body: bytes, content_type: str | None) -> str:
+        """Step 2 of an invoke, for a large body: upload it; returns its ``s3://`` URI."""
+        uri = self._upload_uri(submission.inference_id)
+        try:
+            with self._observer.using(submission.span):
+                await self._store.put(
+                    uri, body, content_type=content_type, deadline=submission.deadline
+                )
+        except Exception as exc:
+            self._engine.forget(submission.inference_id)
+            self._refused(submission, exc)
+            raise
+        return uri
 
-        # Its notification may come before the invoke's answer: the engine must know it is ours.
-        self._engine.expect(inference_id, submitted_at + wait)
-        if upload:
-            assert body is not None and self.input_prefix is not None
-            uri = fields["InputLocation"] = self._upload_uri(inference_id)
-            try:
-                with observer.using(span):
-                    await self._store.put(uri, body, content_type=content_type, deadline=deadline)
-            except Exception as exc:
-                self._engine.forget(inference_id)
-                refused(exc)
-                raise
-            uploaded = uri
-        fields["InferenceId"] = inference_id
-        request = {k: v for k, v in fields.items() if v is not None}
+    async def _submit(
+        self, submission: _Submission, request: dict[str, Any], uploaded: str | None
+    ) -> _Accepted:
+        """Step 3 of an invoke: send it, retrying transient errors with the same InferenceId.
+
+        Each attempt is counted in ``submission``: sent, and failed but maybe accepted.
+        """
         runtime = self._runtime
-        log_fields = {"inference_id": inference_id, "endpoint": endpoint_name}
+        assert runtime is not None
+        endpoint_name, inference_id = submission.endpoint_name, submission.inference_id
         policy = retrying(
             self.retry,
             clock=self._clock,
-            deadline=deadline,
+            deadline=submission.deadline,
             max_attempts=self.retry.max_attempts,
             # A retried invoke may reach SageMaker twice; the shared InferenceId ties them.
             what=f"InvokeEndpointAsync {endpoint_name} (InferenceId {inference_id})",
-            on_retry=observer.retried,
-            log_fields=log_fields,
+            on_retry=self._observer.retried,
+            log_fields=submission.log_fields,
         )
 
-        async def attempt() -> Any:
-            nonlocal attempts, uncertain, reached
+        async def attempt() -> _Accepted:
             if self._state == "closed":
                 raise ClientClosedError("the AsyncInferenceClient was closed")
-            attempts += 1
+            submission.sent += 1
             try:
                 # A trickling or stalled answer is abandoned, and the attempt retried.
                 with self._engine.scheduler.busy():
-                    return await bounded(
+                    response = await bounded(
                         runtime.invoke_endpoint_async(**request),
                         self.retry.attempt_timeout,
                         self._clock,
                         f"InvokeEndpointAsync {endpoint_name}",
                     )
+                return _accepted(response, inference_id)
             except Exception as exc:
                 if may_have_reached(exc):
-                    uncertain += 1
-                    reached = True
+                    submission.uncertain += 1
                 raise
 
         try:
-            with observer.using(span):
-                response = await call_with_retry(policy, attempt)
+            with self._observer.using(submission.span):
+                return await call_with_retry(policy, attempt)
         except Exception as exc:
-            if not reached:
-                self._engine.forget(inference_id)
-            if self._state == "closed":
-                closed = ClientClosedError(
-                    f"the client was closed during InvokeEndpointAsync of inference "
-                    f"{inference_id}"
-                    + (
-                        ": the request may have reached SageMaker, so the inference may run"
-                        if reached
-                        else "; it was not submitted"
-                    ),
-                    inference_id=inference_id,
-                    possibly_submitted=reached,
-                )
-                refused(closed)
-                raise closed from exc
-            note = await self._forget_upload(uploaded, reached, deadline) if uploaded else ""
-            error = to_invocation_error(
-                exc,
-                "InvokeEndpointAsync",
-                note=note,
+            raise await self._submit_failed(submission, exc, uploaded) from exc
+
+    async def _submit_failed(
+        self, submission: _Submission, exc: Exception, uploaded: str | None
+    ) -> SageMakerAsyncError:
+        """The error to raise when every attempt failed (logged and reported)."""
+        inference_id, reached = submission.inference_id, submission.reached
+        if not reached:
+            self._engine.forget(inference_id)
+        if self._state == "closed":
+            closed = ClientClosedError(
+                f"the client was closed during InvokeEndpointAsync of inference {inference_id}"
+                + (
+                    ": the request may have reached SageMaker, so the inference may run"
+                    if reached
+                    else "; it was not submitted"
+                ),
                 inference_id=inference_id,
                 possibly_submitted=reached,
             )
-            if attempts > 1:
-                logger.warning(
-                    "inference %s: InvokeEndpointAsync failed after %d attempts%s",
-                    inference_id,
-                    attempts,
-                    "; some may have reached SageMaker and may run" if reached else "",
-                    extra={
-                        "event": "submit_failed",
-                        **log_fields,
-                        "attempts": attempts,
-                        "possibly_submitted": reached,
-                        "error": error.code,
-                    },
-                )
-            refused(error)
-            raise error from exc
+            self._refused(submission, closed)
+            return closed
+        note = await self._forget_upload(uploaded, reached, submission.deadline) if uploaded else ""
+        error = to_invocation_error(
+            exc,
+            "InvokeEndpointAsync",
+            note=note,
+            inference_id=inference_id,
+            possibly_submitted=reached,
+        )
+        if submission.sent > 1:
+            logger.warning(
+                "inference %s: InvokeEndpointAsync failed after %d attempts%s",
+                inference_id,
+                submission.sent,
+                "; some may have reached SageMaker and may run" if reached else "",
+                extra={
+                    "event": "submit_failed",
+                    **submission.log_fields,
+                    "attempts": submission.sent,
+                    "possibly_submitted": reached,
+                    "error": error.code,
+                },
+            )
+        self._refused(submission, error)
+        return error
+
+    def _watch(
+        self, submission: _Submission, accepted: _Accepted, polling: PollingConfig
+    ) -> AsyncInferenceHandle:
+        """Step 4 of an invoke: the handle that waits for the accepted inference."""
         # The accepted request, and every failed one that may have been accepted all the same.
-        submissions = 1 + uncertain
+        submissions = 1 + submission.uncertain
         if submissions > 1:
             logger.warning(
                 "inference %s was sent %d times (same InferenceId) after errors that may have "
                 "hidden an acceptance: SageMaker may run it more than once",
-                inference_id,
+                submission.inference_id,
                 submissions,
                 extra={
                     "event": "duplicate_submission",
-                    **log_fields,
+                    **submission.log_fields,
                     "submit_attempts": submissions,
                 },
             )
         target = WatchTarget(
-            endpoint_name=endpoint_name,
-            inference_id=response.get("InferenceId") or inference_id,
-            output_location=response["OutputLocation"],
-            failure_location=response.get("FailureLocation"),  # none without S3FailurePath
-            submitted_at=submitted_at,
-            deadline=submitted_at + wait,
-            span=span,
+            endpoint_name=submission.endpoint_name,
+            inference_id=accepted.inference_id,
+            output_location=accepted.output_location,
+            failure_location=accepted.failure_location,
+            submitted_at=submission.submitted_at,
+            deadline=submission.submitted_at + submission.wait,
+            span=submission.span,
         )
-        observer.accepted(
+        self._observer.accepted(
             target,
-            attempts=attempts,
+            attempts=submission.sent,
             submissions=submissions,
-            elapsed=self._clock.monotonic() - started,
+            elapsed=self._clock.monotonic() - submission.started,
         )
         return self._handle(
-            target, polling, submit_attempts=submissions, clock_times=(started, deadline)
+            target,
+            polling,
+            submit_attempts=submissions,
+            clock_times=(submission.started, submission.deadline),
+        )
+
+    def _refused(self, submission: _Submission, error: BaseException) -> None:
+        self._observer.refused(
+            submission.endpoint_name,
+            submission.inference_id,
+            error,
+            attempts=submission.sent,
+            uncertain=submission.uncertain,
+            elapsed=self._clock.monotonic() - submission.started,
+            span=submission.span,
         )
 
     def map(

@@ -18,7 +18,7 @@ from ._errors import (
     ValidationError,
 )
 from ._result import HandleState, InferenceResult, InferenceStatus, WatchTarget
-from ._validation import parse_s3_uri, validate_field
+from ._validation import canonical_s3_uri, validate_field
 
 __all__ = ["AsyncInferenceHandle", "HandleState", "InferenceStatus", "dump_state", "load_state"]
 
@@ -56,10 +56,9 @@ def load_state(saved: HandleState | Mapping[str, Any]) -> tuple[WatchTarget, int
         raise ValidationError(
             "state", f"a {type(state).__name__} was given", "a dict from to_dict()"
         )
-    if state.get("version") != _STATE_VERSION:
-        raise ValidationError(
-            "state.version", f"{state.get('version')!r} is not supported", "version 1"
-        )
+    version = state.get("version")
+    if type(version) is not int or version != _STATE_VERSION:  # not True, not 1.0
+        raise ValidationError("state.version", f"{version!r} is not supported", "the int 1")
     values: dict[str, Any] = {}
     for key in ("inference_id", "endpoint_name", "output_location", "failure_location"):
         value = state.get(key)
@@ -71,10 +70,12 @@ def load_state(saved: HandleState | Mapping[str, Any]) -> tuple[WatchTarget, int
                 f"state.{key}", f"{value!r} is missing or empty", "a non-empty str"
             )
         values[key] = value
+    # As InvokeEndpointAsync takes them (the model's rules), and every location as s3://.
+    for key, api_field in (("inference_id", "InferenceId"), ("endpoint_name", "EndpointName")):
+        validate_field(api_field, values[key], label=f"state.{key}")
     for key in ("output_location", "failure_location"):
         if values[key] is not None:
-            parse_s3_uri(values[key], field=f"state.{key}")
-    validate_field("EndpointName", values["endpoint_name"])
+            values[key] = canonical_s3_uri(values[key], field=f"state.{key}")
     times: dict[str, float] = {}
     for key in ("submitted_at", "deadline"):
         try:

@@ -88,7 +88,9 @@ class HandleState(_SavedState, total=False):
     - ``version``: 1.
     - ``inference_id``, ``endpoint_name``: the inference and its endpoint.
     - ``output_location``: ``s3://`` URI of the result; ``failure_location``: of the failure
-      object, or None for an endpoint without S3FailurePath.
+      object, or None for an endpoint without S3FailurePath. :meth:`~AsyncInferenceClient.resume`
+      also takes S3's https URLs (``https://bucket.s3.region.amazonaws.com/key``, or path
+      style) and reads them as the ``s3://`` URIs they name.
     - ``submitted_at``, ``deadline``: ISO 8601 timestamps with a time zone (UTC).
     - ``submit_attempts``: how many InvokeEndpointAsync requests may have been accepted
       (always written; a state without it reads as 0, unknown).

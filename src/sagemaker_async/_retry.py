@@ -29,16 +29,20 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from ._backoff import backoff_delay
 from ._clock import Clock
 from ._config import RetryConfig
 from ._errors import InvocationError
 
 __all__ = [
+    "NOT_THE_SERVICE",
+    "REQUEST_ID_HEADERS",
     "AttemptTimeout",
-    "backoff",
+    "BadAnswer",
     "bounded",
     "call_with_retry",
     "error_code",
+    "from_the_service",
     "is_connection_error",
     "is_transient",
     "may_have_reached",
@@ -120,12 +124,47 @@ _TRANSIENT = _THROTTLING | {
 }
 
 
+#: Headers that name the request in every answer of the services (S3, MinIO: the first; the
+#: JSON and query services, and moto for all: the second).
+REQUEST_ID_HEADERS = ("x-amz-request-id", "x-amzn-requestid")
+
+#: The code of an answer that is not the service's (see :func:`from_the_service`).
+NOT_THE_SERVICE = "NotTheService"
+
+
+def from_the_service(response: Mapping[str, Any]) -> bool:
+    """True when a botocore response (or a ClientError's) names its request.
+
+    Every answer of the service does; an error page of a proxy, captive portal or firewall
+    does not.
+    botocore fills ``RequestId`` from the header, except for some error answers (S3's HEAD),
+    so the headers are read too.
+    """
+    meta = response.get("ResponseMetadata") or {}
+    if meta.get("RequestId"):
+        return True
+    headers = meta.get("HTTPHeaders") or {}
+    return any(str(name).lower() in REQUEST_ID_HEADERS for name in headers)
+
+
+class BadAnswer(Exception):
+    """A successful HTTP answer that cannot be used.
+
+    It is not the service's (no request id), or lacks a field the API always returns.
+    Transient when not the service's.
+    """
+
+    def __init__(self, message: str, response: Mapping[str, Any]) -> None:
+        super().__init__(message)
+        self.response = response
+
+
 def error_code(exc: ClientError) -> str:
     """The AWS error code of a ClientError ("" when the response carried none)."""
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _status(exc: ClientError) -> int:
+def _status(exc: ClientError | BadAnswer) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
 
 
@@ -160,9 +199,19 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True when the same call may succeed if sent again: throttling, 5xx, connection errors."""
+    """True when the same call may succeed if sent again.
+
+    Throttling, 5xx, connection errors, and any answer that is not the service's (a proxy's
+    page, whatever its status).
+    """
+    if isinstance(exc, BadAnswer):
+        return not from_the_service(exc.response)
     if isinstance(exc, ClientError):
-        return error_code(exc) in _TRANSIENT or _status(exc) in (429, 500, 502, 503, 504)
+        return (
+            not from_the_service(exc.response)
+            or error_code(exc) in _TRANSIENT
+            or _status(exc) in (429, 500, 502, 503, 504)
+        )
     return is_connection_error(exc)
 
 
@@ -170,8 +219,8 @@ def may_have_reached(exc: BaseException) -> bool:
     """True when a failed call may still have reached the service (and had its effect).
 
     An error answer (4xx, throttling, 503) and a connection that never opened are refusals;
-    a dropped or timed-out connection after sending, a 500 or 502/504, or anything unknown,
-    may not be.
+    a dropped or timed-out connection after sending, a 500 or 502/504, a success without the
+    answer's fields, or anything unknown, may not be.
     """
     if isinstance(exc, ClientError):
         status = _status(exc)
@@ -186,17 +235,45 @@ def may_have_reached(exc: BaseException) -> bool:
 
 
 def to_invocation_error(
-    exc: BaseException, operation: str, *, note: str = "", **context: Any
+    exc: BaseException,
+    operation: str,
+    *,
+    note: str = "",
+    error_type: type[InvocationError] = InvocationError,
+    **context: Any,
 ) -> InvocationError:
     """Map a botocore/aiohttp error to the public :class:`InvocationError`.
 
-    ``note`` is appended to the message; ``context`` goes to the error as it is
-    (``inference_id=``, ``possibly_submitted=``).
+    ``note`` is appended to the message; ``error_type`` is the class made (a subclass of
+    :class:`InvocationError`); ``context`` goes to the error as it is
+    (``inference_id=``, ``possibly_submitted=``). An answer that is not the service's gets
+    the code ``NotTheService``.
     """
+    if isinstance(exc, (ClientError, BadAnswer)) and not from_the_service(exc.response):
+        status = _status(exc)
+        return error_type(
+            f"the HTTP {status} answer is not the service's: it has no request id header "
+            f"({', '.join(REQUEST_ID_HEADERS)}); a proxy, captive portal or firewall in "
+            "between?" + note,
+            code=NOT_THE_SERVICE,
+            status_code=status or None,
+            operation=operation,
+            **context,
+        )
+    if isinstance(exc, BadAnswer):
+        meta = exc.response.get("ResponseMetadata", {})
+        return error_type(
+            str(exc) + note,
+            code="InvalidAnswer",
+            request_id=meta.get("RequestId") or None,
+            status_code=_status(exc) or None,
+            operation=operation,
+            **context,
+        )
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         meta = exc.response.get("ResponseMetadata", {})
-        return InvocationError(
+        return error_type(
             str(err.get("Message") or err.get("message") or exc) + note,
             code=error_code(exc) or "Unknown",
             request_id=meta.get("RequestId"),
@@ -213,24 +290,18 @@ def to_invocation_error(
             " (no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
             "AWS_PROFILE, or run 'aws configure')"
         )
-    return InvocationError(message, code=code, operation=operation, **context)
-
-
-def backoff(
-    initial: float, maximum: float, multiplier: float, jitter: float
-) -> tenacity.wait.wait_base:
-    """Capped exponential backoff plus up to ``jitter`` random seconds (tenacity policies)."""
-    return tenacity.wait_exponential(
-        multiplier=initial, exp_base=multiplier, max=maximum
-    ) + tenacity.wait_random(0, jitter)
+    return error_type(message, code=code, operation=operation, **context)
 
 
 def retry_delay(config: RetryConfig, attempt: int) -> float:
-    """The wait before retry ``attempt`` (1-based), as :func:`retrying` would wait it."""
-    state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-    state.attempt_number = attempt
-    base = backoff(config.initial_delay, config.max_delay, config.multiplier, config.jitter)
-    return float(base(state))
+    """The wait before retry ``attempt`` (1-based) of ``config``'s policy."""
+    return backoff_delay(
+        attempt,
+        initial=config.initial_delay,
+        maximum=config.max_delay,
+        multiplier=config.multiplier,
+        jitter=config.jitter,
+    )
 
 
 def retrying(
@@ -254,10 +325,9 @@ def retrying(
     then called (the client's counts).
     """
     operation = what.split(" ", 1)[0]
-    base = backoff(config.initial_delay, config.max_delay, config.multiplier, config.jitter)
 
     def wait(state: tenacity.RetryCallState) -> float:
-        delay = float(base(state))
+        delay = retry_delay(config, state.attempt_number)
         if deadline is not None:
             delay = max(0.0, min(delay, deadline - clock.monotonic()))
         return delay

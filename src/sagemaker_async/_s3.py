@@ -22,10 +22,13 @@ from ._config import RetryConfig
 from ._errors import ClientClosedError, InvocationError
 from ._observe import Observer
 from ._retry import (
+    NOT_THE_SERVICE,
     AttemptTimeout,
+    BadAnswer,
     bounded,
     call_with_retry,
     error_code,
+    from_the_service,
     is_transient,
     retrying,
     to_invocation_error,
@@ -50,10 +53,6 @@ class Absent(enum.Enum):
 
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
-
-
-# Headers that name the request in S3's answers (S3, MinIO: the first; moto: the second).
-_REQUEST_ID_HEADERS = ("x-amz-request-id", "x-amzn-requestid")
 
 
 class Unavailable(InvocationError):
@@ -126,23 +125,23 @@ class ObjectStore:
             raise self.trouble from None
 
     def _failed(self, exc: Exception, operation: str) -> InvocationError:
-        """Map an error of one attempt: :class:`Unavailable` when it may pass."""
+        """Map an error of one attempt (the one place for S3's errors).
+
+        :class:`Unavailable` when it may pass, such as an answer that is not S3's (a proxy's
+        page, whatever its status).
+        """
         if isinstance(exc, ClientError) and (
             error_code(exc) == "SlowDown"
             or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 503
         ):
             self._budget.slow_down()
-        error = to_invocation_error(exc, operation)
-        if is_transient(exc):
-            self.trouble = Unavailable(
-                str(exc) or type(exc).__name__,
-                code=error.code,
-                request_id=error.request_id,
-                status_code=error.status_code,
-                operation=operation,
-            )
-            return self.trouble
-        return error
+        if not is_transient(exc):
+            return to_invocation_error(exc, operation)
+        self.trouble = to_invocation_error(exc, operation, error_type=Unavailable)
+        if self.trouble.code == NOT_THE_SERVICE and not self._warned_not_s3:
+            self._warned_not_s3 = True
+            logger.warning("%s; reading again later", self.trouble)
+        return self.trouble
 
     async def read(self, uri: str, *, limit: float | None = None) -> S3Object | Absent:
         """One GET of ``uri``, abandoned after ``limit`` seconds (``attempt_timeout``).
@@ -172,7 +171,7 @@ class ObjectStore:
         except Unavailable:
             raise
         except ClientError as exc:
-            code = error_code(exc)
+            code = error_code(exc) if from_the_service(exc.response) else NOT_THE_SERVICE
             if code in _NOT_FOUND | _FORBIDDEN:
                 self.trouble = None  # S3 answered
             if code in _NOT_FOUND:
@@ -182,30 +181,18 @@ class ObjectStore:
             raise self._failed(exc, "GetObject") from exc
         except Exception as exc:
             raise self._failed(exc, "GetObject") from exc
-        self._check_genuine(response, f"GetObject {uri}")
+        self._check_genuine(response, "GetObject")
         self.trouble = None
         return S3Object(body=body, content_type=response.get("ContentType"))
 
-    def _check_genuine(self, response: Any, what: str) -> None:
+    def _check_genuine(self, response: Any, operation: str) -> None:
         """Raise :class:`Unavailable` for a 200 that is not S3's (a proxy's or portal's page).
 
-        Every answer of S3 (and of S3-compatible stores: MinIO, moto) names its request in a
-        header; an error page of a proxy, captive portal or firewall in between does not, and
-        must be neither a result nor a failure object.
+        It must be neither a result nor a failure object, nor an empty listing.
         """
-        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-        if not any(name in headers for name in _REQUEST_ID_HEADERS):
-            self.trouble = Unavailable(
-                f"{what}: the answer is not S3's (it has no x-amz-request-id header; a proxy "
-                "or captive portal in between?); reading again later",
-                code="NotS3",
-                status_code=response.get("ResponseMetadata", {}).get("HTTPStatusCode"),
-                operation=what.split()[0],
-            )
-            if not self._warned_not_s3:
-                self._warned_not_s3 = True
-                logger.warning("%s", self.trouble)
-            raise self.trouble
+        if not from_the_service(response):
+            exc = BadAnswer("not S3's", response)
+            raise self._failed(exc, operation) from exc
 
     async def _forbidden_or_denied(self, uri: str, bucket: str, key: str) -> Absent:
         # A 403 is "not yet" without s3:ListBucket, but also "there, and you may not read it"
@@ -213,7 +200,7 @@ class ObjectStore:
         # right nor the key: if it finds the object, waiting would never end.
         self._budget.take()
         try:
-            await self._bounded(
+            response = await self._bounded(
                 self._client.head_object(Bucket=bucket, Key=key),
                 self._retry.first_byte_timeout,
                 f"HeadObject {uri}",
@@ -222,11 +209,12 @@ class ObjectStore:
         except Unavailable:
             raise
         except ClientError as exc:
-            if error_code(exc) in _NOT_FOUND | _FORBIDDEN:
+            if from_the_service(exc.response) and error_code(exc) in _NOT_FOUND | _FORBIDDEN:
                 return Absent.FORBIDDEN
             raise self._failed(exc, "HeadObject") from exc
         except Exception as exc:
             raise self._failed(exc, "HeadObject") from exc
+        self._check_genuine(response, "HeadObject")
         raise InvocationError(
             f"{uri} exists but GetObject is denied: grant s3:GetObject on it (and "
             "kms:Decrypt on its KMS key if the bucket encrypts with SSE-KMS)",
@@ -253,7 +241,7 @@ class ObjectStore:
             raise
         except Exception as exc:
             raise self._failed(exc, "ListObjectsV2") from exc
-        self._check_genuine(response, f"ListObjectsV2 s3://{bucket}/{prefix}")
+        self._check_genuine(response, "ListObjectsV2")
         self.trouble = None
         keys = [item["Key"] for item in response.get("Contents", ())]
         token = response.get("NextContinuationToken") if response.get("IsTruncated") else None

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import botocore.session
 
@@ -23,6 +24,7 @@ __all__ = [
     "DEVIATIONS",
     "MAX_INLINE_BODY",
     "PARAMETER_NAMES",
+    "canonical_s3_uri",
     "java_pattern",
     "parse_s3_uri",
     "validate_field",
@@ -152,12 +154,17 @@ def _label(field: str, python_names: bool) -> str:
     return f"{PARAMETER_NAMES[field]} ({field})" if python_names else field
 
 
-def validate_field(field: str, value: Any, *, python_names: bool = False) -> None:
-    """Check one API field against the service model; ``None`` means "not given" and passes."""
+def validate_field(
+    field: str, value: Any, *, python_names: bool = False, label: str | None = None
+) -> None:
+    """Check one API field against the service model; ``None`` means "not given" and passes.
+
+    The error names ``label`` when given (``"state.inference_id"``), else the field.
+    """
     if value is None:
         return
     rule = _rules()[field]
-    label = _label(field, python_names)
+    label = label or _label(field, python_names)
     shown = None if rule.sensitive else value
     if rule.kind == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -238,18 +245,51 @@ def validate_invoke_request(fields: Mapping[str, Any], *, python_names: bool = F
         raise ValidationError(f"{body} / {loc}", problem, "give exactly one of them")
 
 
-def parse_s3_uri(uri: str, *, field: str = "S3 URI") -> tuple[str, str]:
-    """Split ``s3://bucket/key`` (or an ``https://`` S3 URL) into ``(bucket, key)``."""
-    match = re.fullmatch(r"s3://([^/]+)/?(.*)", uri)
-    if match is None:
-        # https://bucket.s3.region.amazonaws.com/key or https://host/bucket/key (path style)
-        https = re.fullmatch(r"https://([^/]+)/(.*)", uri)
+def parse_s3_uri(uri: str, *, field: str = "S3 URI", key: bool = True) -> tuple[str, str]:
+    """Split an S3 location into ``(bucket, key)``: the one parser of the package.
+
+    Takes ``s3://bucket/key`` and S3's https URLs, virtual-hosted
+    (``https://bucket.s3.region.amazonaws.com/key``, ``https://bucket.s3.amazonaws.com/key``)
+    or path style (``https://s3.region.amazonaws.com/bucket/key``; any other host is read
+    as path style too). An https URL's key is percent-decoded; an ``s3://`` key is taken as
+    it is. With ``key=False`` the key may be empty (a bucket, or a prefix).
+
+    Raises:
+        ValidationError: naming ``field``: not an S3 location, no bucket, or no key.
+    """
+    rule = "s3://bucket/key" if key else "s3://bucket/prefix"
+    if not isinstance(uri, str):
+        raise ValidationError(field, f"a {type(uri).__name__} is not a str", rule)
+    match = re.fullmatch(r"s3://([^/]*)/?(.*)", uri, re.DOTALL)
+    if match is not None:
+        bucket, name = match.groups()
+    else:
+        https = re.fullmatch(r"https://([^/?#]+)/([^?#]*)", uri, re.DOTALL)
         if https is None:
-            raise ValidationError(field, f"{uri!r} is not an S3 URI", "s3://bucket/key")
-        host, rest = https.groups()
+            raise ValidationError(field, f"{_shown(uri)} is not an S3 location", rule)
+        host, path = https.groups()
+        path = unquote(path)
         if ".s3." in host or host.endswith(".s3.amazonaws.com"):
-            return host.split(".s3.", 1)[0], rest
-        bucket, _, key = rest.partition("/")
-        return bucket, key
-    bucket, key = match.groups()
-    return bucket, key
+            bucket, name = host.rsplit(".s3.", 1)[0], path
+        else:
+            bucket, _, name = path.partition("/")
+    if not bucket:
+        raise ValidationError(field, f"{_shown(uri)} has no bucket", rule)
+    if key and not name:
+        raise ValidationError(field, f"{_shown(uri)} has no key", rule)
+    return bucket, name
+
+
+def canonical_s3_uri(uri: str, *, field: str = "S3 URI") -> str:
+    """The ``s3://bucket/key`` form of an S3 location (see :func:`parse_s3_uri`).
+
+    Raises:
+        ValidationError: naming ``field``, as :func:`parse_s3_uri`.
+    """
+    bucket, key = parse_s3_uri(uri, field=field)
+    return f"s3://{bucket}/{key}"
+
+
+def _shown(value: str) -> str:
+    """``value`` for a message: cut short when long."""
+    return repr(value if len(value) <= 200 else value[:200] + "...")

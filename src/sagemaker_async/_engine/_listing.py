@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from .._backoff import backoff_delay
 from .._clock import Clock
 from .._errors import InvocationError
 from .._s3 import ObjectStore, Unavailable
@@ -36,6 +37,7 @@ class _Sweep:
 
     __slots__ = (
         "directory",
+        "empty",
         "failing_since",
         "found",
         "interval",
@@ -51,6 +53,7 @@ class _Sweep:
         self.directory = directory
         self.live = True  # False once the directory left this source
         self.interval = directory.min_delay
+        self.empty = 0  # sweeps in a row that found nothing (or failed)
         self.token: str | None = None  # where the sweep in progress goes on
         self.pages_read = 0
         self.found = False
@@ -160,7 +163,19 @@ class ListingSource:
             if not sweep.live:
                 return
         self._scheduler.at(now + min(sweep.interval, directory.max_delay / 4), sweep)
-        sweep.interval = min(directory.max_delay, sweep.interval * directory.multiplier)
+        sweep.empty += 1
+        sweep.interval = self._interval(sweep, directory.max_delay)
+
+    @staticmethod
+    def _interval(sweep: _Sweep, cap: float) -> float:
+        """The wait between sweeps: ``min_delay``, growing with each empty sweep, up to ``cap``."""
+        directory = sweep.directory
+        return backoff_delay(
+            sweep.empty + 1,
+            initial=directory.min_delay,
+            maximum=cap,
+            multiplier=directory.multiplier,
+        )
 
     def _next_sweep(self, sweep: _Sweep, *, found: bool) -> None:
         directory = sweep.directory
@@ -171,10 +186,8 @@ class ListingSource:
             directory.min_delay,
             directory.max_delay,
         )
-        if found:
-            sweep.interval = directory.min_delay
-        else:
-            sweep.interval = min(cap, sweep.interval * directory.multiplier)
+        sweep.empty = 0 if found else sweep.empty + 1
+        sweep.interval = self._interval(sweep, cap)
         factor = 1 if directory.outputs else 2  # failure objects only: half as often
         when = max(self._clock.monotonic(), sweep.started + sweep.interval * factor)
         self._scheduler.at(when, sweep)

@@ -487,6 +487,7 @@ class NotificationSource:
             raise
         except Exception as exc:
             self._trouble(exc, operation, 1)
-            raise to_invocation_error(exc, operation) from exc
+            assert self.trouble is not None
+            raise self.trouble from exc
         for failed in answer.get("Failed", []):
             logger.debug("notifications: %s entry failed: %s", operation, failed.get("Code"))

@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from .._backoff import backoff_delay
 from .._clock import Clock
 from .._errors import InvocationError
 from .._s3 import Absent, ObjectStore, S3Object, Unavailable
@@ -107,9 +108,15 @@ class PollingSource:
     def delay(self, poll: _Poll) -> float:
         """The wait before ``poll``'s next read; advances its backoff."""
         polling = poll.key.watch.polling
-        growth = min(polling.max_delay, polling.initial_delay * polling.multiplier**poll.step)
         poll.step += 1
-        delay = growth * (1.0 - polling.jitter * self._rng.random())
+        delay = backoff_delay(
+            poll.step,
+            initial=polling.initial_delay,
+            maximum=polling.max_delay,
+            multiplier=polling.multiplier,
+            jitter_ratio=polling.jitter,
+            rng=self._rng,
+        )
         return delay * (2 if poll.key.kind is Kind.FAILURE else 1)
 
     def _job(self, poll: _Poll) -> Coroutine[Any, Any, None] | None:

@@ -170,7 +170,7 @@ class EmulatedEndpoint:
         paths = [self.output_path] + (
             [self.failure_path] if self.config.has_s3_failure_path else []
         )
-        buckets = {parse_s3_uri(path)[0] for path in paths}
+        buckets = {parse_s3_uri(path, key=False)[0] for path in paths}
         for bucket in sorted(buckets):
             if bucket == self._bucket:
                 await self._ensure_bucket(bucket)
