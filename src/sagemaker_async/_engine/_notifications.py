@@ -168,8 +168,9 @@ class NotificationSource:
         self._busy = False  # the last receive brought messages
         self._close_grace = close_grace
         self._closing = False
-        self._pending_ids: dict[str, float] = {}  # ours, no outcome yet: id -> wall deadline
-        self._settled_ids: dict[str, float] = {}  # ours, resolved: id -> wall deadline
+        # Ours, no outcome yet / resolved: id -> until when (the monotonic clock's time).
+        self._pending_ids: dict[str, float] = {}
+        self._settled_ids: dict[str, float] = {}
         self._by_id: dict[str, Watch] = {}  # watches now under way
         self._claimed: dict[Watch, Notice] = {}  # the notice that reported each watch
         self._shared_ids: set[str] = set()  # ids this client submitted more than once
@@ -223,7 +224,10 @@ class NotificationSource:
         """``inference_id`` is this client's (submitted now, or resumed) until wall ``deadline``."""
         if inference_id in self._pending_ids:
             self._shared_ids.add(inference_id)
-        self._pending_ids[inference_id] = max(deadline, self._pending_ids.get(inference_id, 0))
+        # Read once against the wall clock, then kept on the monotonic one (a step of the wall
+        # clock must not make a pending inference foreign).
+        until = self._clock.monotonic() + (deadline - self._clock.wall())
+        self._pending_ids[inference_id] = max(until, self._pending_ids.get(inference_id, until))
 
     def forget(self, inference_id: str) -> None:
         """The invoke of ``inference_id`` failed for sure: it is nobody's."""
@@ -261,7 +265,7 @@ class NotificationSource:
             return
         self._pending_ids.pop(target.inference_id, None)
         self._settled_ids[target.inference_id] = min(
-            target.deadline, self._clock.wall() + _REMEMBER_SETTLED
+            watch.deadline, self._clock.monotonic() + _REMEMBER_SETTLED
         )
         for done in (
             notice,
@@ -367,7 +371,7 @@ class NotificationSource:
 
     def _prune(self) -> None:
         """Forget ids past their deadline; delete held messages that nobody can claim now."""
-        now = self._clock.wall()
+        now = self._clock.monotonic()
         for ids in (self._pending_ids, self._settled_ids):
             for inference_id in [i for i, deadline in ids.items() if deadline < now]:
                 del ids[inference_id]
