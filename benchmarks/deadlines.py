@@ -5,8 +5,9 @@
 
 Method. For each fault mix, a fault S3 server (aiohttp on 127.0.0.1, a free port) runs in a
 process of its own (this script with ``--serve``), so the client's CPU is its own. It answers
-every request badly, in one way per mix, and counts the requests by kind (GET, HEAD and LIST of
-objects, anything else as OTHER), and those the client hung up on before the answer ended:
+every request badly, in one way per mix, and counts the requests: by kind (GET and HEAD of an
+object, LIST, anything else as OTHER), how many came before the handles' deadline, and how many
+the client hung up on before the answer ended:
 
 - ``stall``: accepts every request and never answers;
 - ``slowdown``: 503 ``SlowDown`` (S3's XML error, with an ``x-amz-request-id``) to everything;
@@ -27,6 +28,9 @@ deadline (both on the monotonic clock, taken just before the states are made); t
 at most +2 s for every handle. A ticker sleeping 50 ms records the event loop's lag (its
 oversleep) while the handles wait (the time to resume them and add the callbacks is reported
 apart). A handle that has not ended ``--grace-s`` after its deadline counts as never ended.
+Each timeout's ``__cause__`` (the last S3 error of its watch) is tallied too: "no S3 error"
+means that no read for that handle itself ever ended (its directory was listed, and the last
+look at the deadline had no time left for it).
 
 Writes benchmarks/results/deadlines-<date>[-tag].json and .md and prints the Markdown table;
 exits 1 (after naming them) if any handle ended later than its deadline + 2 s, or never.
@@ -105,6 +109,7 @@ class FaultS3:
     def __init__(self, fault: str, n: int) -> None:
         self.fault = fault
         self.counts: Counter[str] = Counter()
+        self.arrivals: list[float] = []  # when each request came (wall clock)
         self.statuses: Counter[str] = Counter()
         self.pages = 0  # html: error pages served (502 and 404 in turn)
         self.open = 0  # requests under way (stalled, trickling)
@@ -142,6 +147,7 @@ class FaultS3:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         kind = self.kind(request)
         self.counts[kind] += 1
+        self.arrivals.append(time.time())
         self.open += 1
         self.most_open = max(self.most_open, self.open)
         try:
@@ -269,11 +275,14 @@ class FaultS3:
 
     # -- admin --------------------------------------------------------------------------------
     async def stats(self, request: web.Request) -> web.Response:
+        """Counts, CPU, loop lag; ``?split=T``: also the requests that came before wall time T."""
         lag = sorted(self.lag)
+        split = float(request.query.get("split", "inf"))
         return web.json_response(
             {
                 "fault": self.fault,
                 "counts": dict(self.counts),
+                "before_split": bisect.bisect_left(self.arrivals, split),
                 "statuses": dict(self.statuses),
                 "open": self.open,
                 "most_open": self.most_open,
@@ -342,11 +351,11 @@ class ServerProcess:
             raise RuntimeError(f"the fault server did not start: {line!r}\n{self.log_tail()}")
         self.url = json.loads(line[len("READY ") :])["url"]
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self, split: float) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=30)
         async with (
             aiohttp.ClientSession(timeout=timeout) as http,
-            http.get(self.url + "/__admin/stats") as r,
+            http.get(self.url + "/__admin/stats", params={"split": repr(split)}) as r,
         ):
             r.raise_for_status()
             stats: dict[str, Any] = await r.json()
@@ -494,6 +503,7 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "wait_s": round(wait_s, 2),
         "loop_lag_ms": probe.stats(),
         "client_stats": stats,
+        "deadline_wall": wall + deadline_s,
     }
 
 
@@ -506,7 +516,7 @@ async def run_mix(fault: str, args: argparse.Namespace) -> dict[str, Any]:
             row = await measure(server.url, args)
             row["client_cpu_s"] = round(_cpu() - cpu0, 2)
             await asyncio.sleep(0.3)  # hang-ups reach the server
-            row["server"] = await server.stats()
+            row["server"] = await server.stats(split=row.pop("deadline_wall"))
         except BaseException:
             print(server.log_tail(), file=sys.stderr)
             raise
@@ -519,7 +529,7 @@ async def run_mix(fault: str, args: argparse.Namespace) -> dict[str, Any]:
 def requests_cell(server: dict[str, Any]) -> str:
     counts = server["counts"]
     kinds = " / ".join(fmt(counts.get(k, 0)) for k in ("GET", "HEAD", "LIST", "OTHER"))
-    return f"{kinds}; {fmt(counts.get('abandoned', 0))}"
+    return f"{kinds} ({fmt(server['before_split'])}); {fmt(counts.get('abandoned', 0))}"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -531,7 +541,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "errors (timeouts' last S3 error)",
         "lateness p50 / p95 / max (s)",
         f"late > {MARGIN_S:g} s",
-        "S3 requests at the server: GET / HEAD / LIST / other; abandoned",
+        "S3 requests at the server: GET / HEAD / LIST / other (all before the deadline); abandoned",
         "req/s",
         "client loop lag p99 / max (ms)",
         "resume + callbacks (ms)",
