@@ -512,12 +512,15 @@ class CompletionEngine:
                 "caller lacks s3:ListBucket: grant s3:ListBucket (and s3:GetObject) on both "
                 "buckets to tell a missing object from a forbidden one"
             )
-        if watch.last_error is not None:
-            message += f"; last S3 error: {watch.last_error}"
+        # Its own reads' last error, else the client's S3 trouble (the reads that would have
+        # found it failed, listings included): the user learns why, not only that.
+        cause = watch.last_error or self._store.trouble
+        if cause is not None:
+            message += f"; last S3 error: {cause}"
         error = InferenceTimeoutError(
             message, inference_id=target.inference_id, deadline_exceeded=True
         )
-        error.__cause__ = watch.last_error
+        error.__cause__ = cause
         self.stats["timed_out"] += 1
         return error
 
