@@ -137,11 +137,13 @@ class FaultProxy:
         if fault == "internal_after":
             return self._error(500, "InternalError" if self.kind == "s3" else "InternalFailure")
         if fault == "reset_after":
-            request.transport.close()
+            if request.transport is not None:  # (None: the client already hung up)
+                request.transport.close()
             return web.Response()
         if fault == "stall_after":
             await asyncio.sleep(self.stall_seconds)
-            request.transport.close()
+            if request.transport is not None:
+                request.transport.close()
             return web.Response()
         if fault == "truncate" and request.method == "GET" and len(body) > 1 and status == 200:
             response = web.StreamResponse(status=status, headers=headers)
