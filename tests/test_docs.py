@@ -8,6 +8,10 @@ The convention (also in docs/index.md, "Every example runs"):
   ``my-endpoint`` notifies through SNS topics whose ARNs are in ``SUCCESS_TOPIC_ARN`` and
   ``ERROR_TOPIC_ARN``), ``sentiment``, ``slow`` (``sleep:1``) and ``fail``. It must exit with
   status 0, and print no "never awaited" or "Unclosed" warning.
+  - A page that starts the emulator itself, in a shell block (``sagemaker-async emulate ... >
+    FILE &``, then ``. ./FILE``), is a reader's whole setup: that block runs as written, in
+    bash (with ``sagemaker-async`` on the PATH), and the page's Python blocks run in the
+    environment it leaves, against the endpoints that exact command serves, and no other.
   - A block with a top-level ``await`` / ``async with`` / ``async for`` runs inside an event
     loop, as ``python -m asyncio`` would run it.
   - A block that defines a top-level ``test_...`` function is a test file: it runs with pytest
@@ -17,9 +21,9 @@ The convention (also in docs/index.md, "Every example runs"):
     lifespan run: started and stopped once.
 - A ```` ```toml ```` or ```` ```json ```` block must parse.
 - A shell block (```` ```bash ````, ```` ```console ````, ```` ```sh ````) is not run as a
-  whole (they install, build, serve or benchmark). Every ``sagemaker-async COMMAND --option``
-  in it is checked against ``sagemaker-async COMMAND --help``, and every ``nox -s SESSION``
-  against noxfile.py.
+  whole (they install, build, serve or benchmark), but for a page's emulator setup (above).
+  Every ``sagemaker-async COMMAND --option`` in it is checked against
+  ``sagemaker-async COMMAND --help``, and every ``nox -s SESSION`` against noxfile.py.
 - A block that is deliberately not runnable on its own is preceded by an HTML comment giving
   the reason, on the line before the fence: ``<!-- not-run: a fragment of an endpoint
   configuration -->``. It is skipped, and the reason shows in the test's id. Keep these few
@@ -35,10 +39,13 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from asyncio.subprocess import PIPE
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -177,8 +184,15 @@ async def docs_env(local_async_endpoint_factory: Any, moto_url: str) -> dict[str
             EndpointConfig("fail", model="fail"),
         ]
     )
-    env = {k: v for k, v in os.environ.items() if k not in emu.UNSET_ENV}
+    env = {k: v for k, v in this_checkout(os.environ).items() if k not in emu.UNSET_ENV}
     return {**env, **emu.env, "SUCCESS_TOPIC_ARN": success, "ERROR_TOPIC_ARN": error}
+
+
+def this_checkout(env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """``env`` with its PYTHONPATH made absolute: blocks run in other folders, and must import
+    the package these tests import."""
+    paths = [str(Path(p).resolve()) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**env, "PYTHONPATH": os.pathsep.join(paths)} if paths else dict(env)
 
 
 async def run(command: list[str], *, env: dict[str, str], cwd: Path) -> tuple[int, str]:
@@ -195,8 +209,94 @@ async def run(command: list[str], *, env: dict[str, str], cwd: Path) -> tuple[in
     return process.returncode or 0, f"--- stdout\n{out.decode()}\n--- stderr\n{err.decode()}"
 
 
-@pytest.mark.parametrize("block", params({"python", "py"}))
+# A shell block that starts the emulator in the background, its output going to a file.
+SETUP = re.compile(r"sagemaker-async emulate\b[^\n]*>\s*\S+\s*&")
+
+
+@cache
+def setup_block(page: Path) -> Block | None:
+    """The shell block that starts a page's own emulator, if the page has one."""
+    for block in blocks_of(page):
+        if block.language in SHELL and SETUP.search(re.sub(r"\\\n", " ", block.source)):
+            return block
+    return None
+
+
+def python_params(*, own_setup: bool) -> list[Any]:
+    return [
+        p
+        for p in params({"python", "py"})
+        if (setup_block(p.values[0].page) is not None) == own_setup
+    ]
+
+
+@pytest.fixture(scope="session")
+def page_env(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[Path], dict[str, str]]]:
+    """The environment a page's setup block leaves, that block run as written (once a page)."""
+    made: dict[Path, dict[str, str]] = {}
+    pids: list[int] = []
+
+    def setup(page: Path) -> dict[str, str]:
+        block = setup_block(page)
+        assert block is not None
+        folder = tmp_path_factory.mktemp("page-setup")
+        tools = folder / "bin"
+        tools.mkdir()
+        command = tools / "sagemaker-async"  # the command of this checkout, as installed
+        command.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m sagemaker_async "$@"\n')
+        command.chmod(0o755)
+        script = folder / "setup.sh"
+        script.write_text(f"set -e\n{block.source}\necho $! > emulate.pid\nenv -0 > environment\n")
+        env = {**this_checkout(os.environ), "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"}
+        with (folder / "setup.log").open("wb") as log:  # not a pipe: the emulator keeps it
+            done = subprocess.run(
+                ["bash", str(script)], cwd=folder, env=env, stdout=log, stderr=log, timeout=120
+            )
+        if (folder / "emulate.pid").exists():
+            pids.append(int((folder / "emulate.pid").read_text()))
+        output = (folder / "setup.log").read_text()
+        assert done.returncode == 0, f"{block.id} failed:\n{output}"
+        lines = (folder / "environment").read_bytes().split(b"\0")
+        return dict(line.decode().split("=", 1) for line in lines if b"=" in line)
+
+    def env_of(page: Path) -> dict[str, str]:
+        if page not in made:
+            made[page] = setup(page)
+        return made[page]
+
+    yield env_of
+    for pid in pids:  # not our child (bash started it): stop it, then watch it go
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(300):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("block", python_params(own_setup=False))
 async def test_python_block_runs(block: Block, docs_env: dict[str, str], tmp_path: Path) -> None:
+    await check_python_block(block, docs_env, tmp_path)
+
+
+@pytest.mark.parametrize("block", python_params(own_setup=True))
+async def test_python_block_runs_against_its_pages_own_setup(
+    block: Block, page_env: Callable[[Path], dict[str, str]], tmp_path: Path
+) -> None:
+    await check_python_block(block, page_env(block.page), tmp_path)
+
+
+def test_the_quickstart_sets_up_its_own_emulator() -> None:
+    # Its blocks run against what its own command serves (they ran against the docs' set).
+    assert setup_block(ROOT / "docs" / "quickstart.md") is not None
+
+
+async def check_python_block(block: Block, env: dict[str, str], tmp_path: Path) -> None:
     if is_test_file(block.source):
         (tmp_path / "test_doc_block.py").write_text(block.source)
         (tmp_path / "pyproject.toml").write_text(PYPROJECT)
@@ -205,7 +305,7 @@ async def test_python_block_runs(block: Block, docs_env: dict[str, str], tmp_pat
     else:
         (tmp_path / "doc_block.py").write_text(block.source)
         command = [sys.executable, "-c", RUNNER, str(tmp_path / "doc_block.py")]
-    status, output = await run(command, env=docs_env, cwd=tmp_path)
+    status, output = await run(command, env=env, cwd=tmp_path)
     assert status == 0, f"{block.id} failed:\n{output}"
     for problem in ("never awaited", "Unclosed", "Task was destroyed"):
         assert problem not in output, f"{block.id}: {problem}\n{output}"
