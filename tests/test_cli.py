@@ -514,6 +514,8 @@ async def test_ctrl_c_prints_the_summary_and_how_to_resume(
     report = json.loads(stdout.decode())
     assert report["succeeded"] >= 1 and report["interrupted"] is True
     assert "rerun the same command to resume" in stderr.decode()
+    buckets = ("succeeded", "failed", "skipped", "not_submitted", "unfinished")
+    assert sum(report[b] for b in buckets) == report["total"] == 30, report  # each item once
 
 
 @pytest.fixture
