@@ -680,3 +680,21 @@ async def test_emulate_start_errors_are_one_clear_line(args: list[str], words: s
     assert code == 2, err
     assert "Traceback" not in err and words in err, err
     assert len([line for line in err.splitlines() if "error:" in line]) == 1, err
+
+
+@pytest.mark.parametrize("command", [["emulate", "--endpoint", "a=echo"], ["demo", "--count", "1"]])
+async def test_a_missing_extra_is_named_in_one_line(command: list[str]) -> None:
+    # As with only the fastapi extra installed: moto cannot be imported.
+    blocked = (
+        "import sys; sys.modules['moto'] = None; from sagemaker_async._cli import main; "
+        f"sys.exit(main({command!r}))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", blocked,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err_bytes = await asyncio.wait_for(proc.communicate(), 60)
+    err = err_bytes.decode()
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "moto" in err and 'pip install "sagemaker-async[emulator]"' in err, err

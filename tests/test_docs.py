@@ -388,6 +388,67 @@ def test_shell_block_names_real_commands_and_options(block: Block) -> None:
                 assert name in nox_sessions(), f"{block.id}: no nox session {name!r}"
 
 
+# --- What a page installs -------------------------------------------------------------------
+
+INSTALL = re.compile(r"pip install (?P<args>[^\n`&|;#]+)")
+RUNS_EMULATOR = re.compile(r"sagemaker-async (?:emulate|demo)\b")
+RUNS_UVICORN = re.compile(r"^(?:\$ )?uvicorn ", re.M)
+
+
+def installs(text: str) -> tuple[set[str], set[str]]:
+    """The extras of this package and the other packages a page's ``pip install`` lines add."""
+    extras: set[str] = set()
+    packages: set[str] = set()
+    for match in INSTALL.finditer(text):
+        for word in match["args"].split():
+            word = word.strip("\"'")
+            if not word or word.startswith("-"):
+                continue
+            ours = re.fullmatch(r"(?:\.|sagemaker-async)(?:\[(?P<extras>[\w,-]+)\])?", word)
+            if ours:
+                extras.update((ours["extras"] or "").split(",") if ours["extras"] else [])
+            else:
+                packages.add(re.split(r"[\[<>=!~ ]", word, maxsplit=1)[0].lower())
+    return extras, packages
+
+
+@cache
+def extras_with(package: str) -> frozenset[str]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    return frozenset(
+        name for name, needs in extras.items() if any(n.startswith(package) for n in needs)
+    )
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_a_page_that_installs_installs_what_its_commands_need(page: Path) -> None:
+    """A reader who follows a page's own ``pip install`` can run the commands it gives."""
+    text = page.read_text()
+    extras, packages = installs(text)
+    if not extras and not packages - {"nox"}:
+        return  # the page installs nothing of ours: the quick start's install is assumed
+    shell = "\n".join(b.source for b in blocks_of(page) if b.language in SHELL)
+    if RUNS_UVICORN.search(shell):
+        assert "uvicorn" in packages, f"{page.name} runs uvicorn but never installs it"
+    if RUNS_EMULATOR.search(text):
+        assert extras & extras_with("moto"), (
+            f"{page.name} runs the emulator (moto) but installs only {sorted(extras)}"
+        )
+
+
+def test_the_install_checker_reads_what_the_pages_write() -> None:
+    text = (
+        'python3 -m pip install ".[fastapi,emulator]" uvicorn\n'
+        "pip install 'sagemaker-async[otel]' && nox -s docs\n"
+        ".venv/bin/pip install nox\n"
+    )
+    assert installs(text) == ({"fastapi", "emulator", "otel"}, {"uvicorn", "nox"})
+    assert extras_with("moto") >= {"emulator", "pytest"}
+
+
 # --- The convention itself -----------------------------------------------------------------
 
 

@@ -557,6 +557,22 @@ async def _emulate(args: argparse.Namespace) -> int:
     return 0
 
 
+# Modules that only an extra installs: a command that needs one says which extra, in a line.
+_EXTRAS = {"moto": "emulator", "werkzeug": "emulator", "flask": "emulator"}
+
+
+def _missing_extra(command: str, exc: ModuleNotFoundError) -> str | None:
+    """The one-line error for a module an extra installs; None for any other module."""
+    module = (exc.name or "").partition(".")[0]
+    extra = _EXTRAS.get(module)
+    if extra is None:
+        return None
+    return (
+        f"sagemaker-async {command} needs {module}, from the {extra} extra: "
+        f'pip install "sagemaker-async[{extra}]" (from a clone: pip install ".[{extra}]")'
+    )
+
+
 _COMMANDS = {
     "emulate": _emulate,
     "invoke": _invoke,
@@ -581,6 +597,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_COMMANDS[args.command](args))
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
+    except ModuleNotFoundError as exc:
+        message = _missing_extra(args.command, exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except InferenceFailedError as exc:
         print(f"inference failed: {exc.message}", file=sys.stderr)
         return 1
