@@ -698,3 +698,32 @@ async def test_a_missing_extra_is_named_in_one_line(command: list[str]) -> None:
     assert proc.returncode == 2, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "moto" in err and 'pip install "sagemaker-async[emulator]"' in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["batch", "echo", "{jsonl}", "--out", "{file}"], ["--out", "{file}", "is a file"]),
+        (["batch", "echo", "{jsonl}", "--out", "{file}/sub"], ["--out", "{file}/sub"]),
+        (["demo", "--count", "1", "--out", "{file}"], ["--out", "{file}", "is a file"]),
+        (["wait", "{tmp}/nothere.json"], ["handle", "nothere.json", "cannot be read"]),
+        (["wait", "{tmp}"], ["handle", "cannot be read"]),  # a folder
+        (["invoke", "echo", "--body-file", "{tmp}/nothere"], ["--body-file", "cannot be read"]),
+    ],
+)
+async def test_file_errors_name_the_argument_and_the_rule(
+    tmp_path: Path, args: list[str], words: list[str]
+) -> None:
+    """No raw errno text ("[Errno 17] File exists"): the argument, the problem, the rule."""
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"a": 1}\n')
+    afile = tmp_path / "afile.txt"
+    afile.write_text("not a folder")
+    names = {"jsonl": str(jsonl), "file": str(afile), "tmp": str(tmp_path)}
+    code, _, err = await run_cli(*(a.format(**names) for a in args), timeout=60)
+    assert code == 2, err
+    assert "Errno" not in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and "(rule: " in err, err
+    for word in words:
+        assert word.format(**names) in err, err
+    assert afile.read_text() == "not a folder"
