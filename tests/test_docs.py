@@ -485,3 +485,49 @@ def test_the_cli_checker_reads_what_the_pages_write() -> None:
         ("batch", ["--max-in-flight", "--out"]),
         ("demo", []),
     ]
+
+
+# --- The site, opened from the file system ---------------------------------------------------
+
+
+def load_docs_hooks() -> Any:
+    """docs_hooks.py (mkdocs' hooks), whose link check needs no mkdocs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs_hooks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pages_that_say_open_site_index_html_get_a_site_that_works_from_files() -> None:
+    # Folder-style links (quickstart/) open a folder listing under file://, not the page.
+    saying = [p.name for p in PAGES if "site/index.html" in p.read_text()]
+    assert saying, "no page says how to open the site"
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert re.search(r"^use_directory_urls:\s*false\s*$", config, re.M), saying
+
+
+def test_the_build_refuses_a_link_that_only_a_web_server_follows(tmp_path: Path) -> None:
+    hooks = load_docs_hooks()
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "style.css").write_text("")
+    (tmp_path / "quickstart").mkdir()
+    (tmp_path / "quickstart.html").write_text('<a href="index.html#top">home</a>')
+    (tmp_path / "index.html").write_text(
+        '<link href="assets/style.css"><a href="quickstart.html">q</a>'
+        '<a href="https://example.invalid/x/">out</a><a href="#here">in</a>'
+        '<a href="mailto:x@example.invalid">m</a>'
+    )
+    assert hooks.links_that_need_a_server(tmp_path) == []
+    (tmp_path / "404.html").write_text('<a href="/">only a server shows this page</a>')
+    assert hooks.links_that_need_a_server(tmp_path) == []
+    (tmp_path / "index.html").write_text(
+        '<a href="quickstart/">q</a><a href=".">home</a><a href="quickstart">q</a>'
+    )
+    assert hooks.links_that_need_a_server(tmp_path) == [
+        "index.html: quickstart/",
+        "index.html: .",
+        "index.html: quickstart",
+    ]
