@@ -727,3 +727,46 @@ async def test_file_errors_name_the_argument_and_the_rule(
     for word in words:
         assert word.format(**names) in err, err
     assert afile.read_text() == "not a folder"
+
+
+async def refuses(url: str) -> bool:
+    host, _, port = url.removeprefix("http://").partition(":")
+    try:
+        _, writer = await asyncio.open_connection(host, int(port))
+    except (ConnectionRefusedError, ConnectionResetError):  # reset: closing as we connect
+        return True
+    writer.close()
+    await writer.wait_closed()
+    return False
+
+
+@pytest.mark.parametrize("signals", [["SIGTERM"], ["SIGINT", "SIGTERM"]])
+async def test_emulate_says_stopped_once_its_servers_are_closed(signals: list[str]) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "-v", "emulate", "--endpoint", "a=echo",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    env, _ = await read_exports(proc)
+    s3, emulator = env["AWS_ENDPOINT_URL_S3"], env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"]
+    first, *more = signals
+    proc.send_signal(getattr(signal, first))
+    if more:  # a second stop (another Ctrl-C, a supervisor's SIGTERM) while it closes
+        for _ in range(10_000):
+            if await refuses(emulator):  # the close has begun
+                break
+        else:
+            raise AssertionError("the emulator kept listening after the first signal")
+        proc.send_signal(getattr(signal, more[0]))
+    said: list[str] = []
+    while not any(line.startswith("# sagemaker-async emulator stopped") for line in said):
+        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        assert line, f"no 'stopped' line:\n{''.join(said)}"
+        said.append(line)
+    # When it says so, nothing listens any more, and its close went all the way.
+    assert await refuses(s3) and await refuses(emulator)
+    assert any(
+        "SageMaker async emulator on" in line and line.rstrip().endswith("stopped") for line in said
+    ), "".join(said)
+    rest = await asyncio.wait_for(proc.stderr.read(), 30)
+    assert rest == b"" and await asyncio.wait_for(proc.wait(), 30) == 0, rest

@@ -572,14 +572,25 @@ async def _emulate(args: argparse.Namespace) -> int:
     if args.s3_endpoint_url:
         options["s3_endpoint_url"] = args.s3_endpoint_url
     # Stop cleanly on SIGTERM and SIGINT, even where SIGINT was ignored by whoever started us.
-    loop, main_task = asyncio.get_running_loop(), asyncio.current_task()
-    assert main_task is not None
+    # The first one stops the servers; the close then runs to its end, whatever comes next
+    # (a second Ctrl-C, a supervisor's SIGTERM), and main() says "stopped" once it is over.
+    loop = asyncio.get_running_loop()
+    serving = asyncio.create_task(serve(endpoints, **options), name="sagemaker-async emulate")
+    stop_asked = False
+
+    def stop() -> None:
+        nonlocal stop_asked
+        if not stop_asked:
+            stop_asked = True
+            serving.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, main_task.cancel)
+        loop.add_signal_handler(sig, stop)
     try:
-        await serve(endpoints, **options)
+        await serving
     except asyncio.CancelledError:
-        print("# sagemaker-async emulator stopped", file=sys.stderr)
+        if not stop_asked:
+            raise
     except (BotoCoreError, ClientError) as exc:
         url = options.get("s3_endpoint_url", "the embedded S3")
         raise ValidationError(
@@ -634,7 +645,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers=[handler],
     )
     try:
-        return asyncio.run(_COMMANDS[args.command](args))
+        status = asyncio.run(_COMMANDS[args.command](args))
+        if args.command == "emulate":  # only now is it true: servers, loop and threads are done
+            print("# sagemaker-async emulator stopped", file=sys.stderr, flush=True)
+        return status
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
     except ModuleNotFoundError as exc:
