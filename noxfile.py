@@ -17,7 +17,7 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (starts its own moto and emulator servers on 127.0.0.1).
 
     Four pytest-xdist workers, each with servers of its own (most tests wait on servers and
-    subprocesses, so four beat two on two cores: about 4 minutes instead of 11). Arguments
+    subprocesses, so four beat two on two cores: 3 to 7 minutes instead of about 11). Arguments
     after ``--`` replace that (``nox -s tests -- -k notified``).
     """
     session.install("-e", ".[test]")

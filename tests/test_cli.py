@@ -514,6 +514,8 @@ async def test_ctrl_c_prints_the_summary_and_how_to_resume(
     report = json.loads(stdout.decode())
     assert report["succeeded"] >= 1 and report["interrupted"] is True
     assert "rerun the same command to resume" in stderr.decode()
+    buckets = ("succeeded", "failed", "skipped", "not_submitted", "unfinished")
+    assert sum(report[b] for b in buckets) == report["total"] == 30, report  # each item once
 
 
 @pytest.fixture
@@ -678,3 +680,93 @@ async def test_emulate_start_errors_are_one_clear_line(args: list[str], words: s
     assert code == 2, err
     assert "Traceback" not in err and words in err, err
     assert len([line for line in err.splitlines() if "error:" in line]) == 1, err
+
+
+@pytest.mark.parametrize("command", [["emulate", "--endpoint", "a=echo"], ["demo", "--count", "1"]])
+async def test_a_missing_extra_is_named_in_one_line(command: list[str]) -> None:
+    # As with only the fastapi extra installed: moto cannot be imported.
+    blocked = (
+        "import sys; sys.modules['moto'] = None; from sagemaker_async._cli import main; "
+        f"sys.exit(main({command!r}))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", blocked,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err_bytes = await asyncio.wait_for(proc.communicate(), 60)
+    err = err_bytes.decode()
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "moto" in err and 'pip install "sagemaker-async[emulator]"' in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["batch", "echo", "{jsonl}", "--out", "{file}"], ["--out", "{file}", "is a file"]),
+        (["batch", "echo", "{jsonl}", "--out", "{file}/sub"], ["--out", "{file}/sub"]),
+        (["demo", "--count", "1", "--out", "{file}"], ["--out", "{file}", "is a file"]),
+        (["wait", "{tmp}/nothere.json"], ["handle", "nothere.json", "cannot be read"]),
+        (["wait", "{tmp}"], ["handle", "cannot be read"]),  # a folder
+        (["invoke", "echo", "--body-file", "{tmp}/nothere"], ["--body-file", "cannot be read"]),
+    ],
+)
+async def test_file_errors_name_the_argument_and_the_rule(
+    tmp_path: Path, args: list[str], words: list[str]
+) -> None:
+    """No raw errno text ("[Errno 17] File exists"): the argument, the problem, the rule."""
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"a": 1}\n')
+    afile = tmp_path / "afile.txt"
+    afile.write_text("not a folder")
+    names = {"jsonl": str(jsonl), "file": str(afile), "tmp": str(tmp_path)}
+    code, _, err = await run_cli(*(a.format(**names) for a in args), timeout=60)
+    assert code == 2, err
+    assert "Errno" not in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and "(rule: " in err, err
+    for word in words:
+        assert word.format(**names) in err, err
+    assert afile.read_text() == "not a folder"
+
+
+async def refuses(url: str) -> bool:
+    host, _, port = url.removeprefix("http://").partition(":")
+    try:
+        _, writer = await asyncio.open_connection(host, int(port))
+    except (ConnectionRefusedError, ConnectionResetError):  # reset: closing as we connect
+        return True
+    writer.close()
+    await writer.wait_closed()
+    return False
+
+
+@pytest.mark.parametrize("signals", [["SIGTERM"], ["SIGINT", "SIGTERM"]])
+async def test_emulate_says_stopped_once_its_servers_are_closed(signals: list[str]) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "-v", "emulate", "--endpoint", "a=echo",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    env, _ = await read_exports(proc)
+    s3, emulator = env["AWS_ENDPOINT_URL_S3"], env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"]
+    first, *more = signals
+    proc.send_signal(getattr(signal, first))
+    if more:  # a second stop (another Ctrl-C, a supervisor's SIGTERM) while it closes
+        for _ in range(10_000):
+            if await refuses(emulator):  # the close has begun
+                break
+        else:
+            raise AssertionError("the emulator kept listening after the first signal")
+        proc.send_signal(getattr(signal, more[0]))
+    said: list[str] = []
+    while not any(line.startswith("# sagemaker-async emulator stopped") for line in said):
+        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        assert line, f"no 'stopped' line:\n{''.join(said)}"
+        said.append(line)
+    # When it says so, nothing listens any more, and its close went all the way.
+    assert await refuses(s3) and await refuses(emulator)
+    assert any(
+        "SageMaker async emulator on" in line and line.rstrip().endswith("stopped") for line in said
+    ), "".join(said)
+    rest = await asyncio.wait_for(proc.stderr.read(), 30)
+    assert rest == b"" and await asyncio.wait_for(proc.wait(), 30) == 0, rest

@@ -8,6 +8,10 @@ The convention (also in docs/index.md, "Every example runs"):
   ``my-endpoint`` notifies through SNS topics whose ARNs are in ``SUCCESS_TOPIC_ARN`` and
   ``ERROR_TOPIC_ARN``), ``sentiment``, ``slow`` (``sleep:1``) and ``fail``. It must exit with
   status 0, and print no "never awaited" or "Unclosed" warning.
+  - A page that starts the emulator itself, in a shell block (``sagemaker-async emulate ... >
+    FILE &``, then ``. ./FILE``), is a reader's whole setup: that block runs as written, in
+    bash (with ``sagemaker-async`` on the PATH), and the page's Python blocks run in the
+    environment it leaves, against the endpoints that exact command serves, and no other.
   - A block with a top-level ``await`` / ``async with`` / ``async for`` runs inside an event
     loop, as ``python -m asyncio`` would run it.
   - A block that defines a top-level ``test_...`` function is a test file: it runs with pytest
@@ -17,9 +21,9 @@ The convention (also in docs/index.md, "Every example runs"):
     lifespan run: started and stopped once.
 - A ```` ```toml ```` or ```` ```json ```` block must parse.
 - A shell block (```` ```bash ````, ```` ```console ````, ```` ```sh ````) is not run as a
-  whole (they install, build, serve or benchmark). Every ``sagemaker-async COMMAND --option``
-  in it is checked against ``sagemaker-async COMMAND --help``, and every ``nox -s SESSION``
-  against noxfile.py.
+  whole (they install, build, serve or benchmark), but for a page's emulator setup (above).
+  Every ``sagemaker-async COMMAND --option`` in it is checked against
+  ``sagemaker-async COMMAND --help``, and every ``nox -s SESSION`` against noxfile.py.
 - A block that is deliberately not runnable on its own is preceded by an HTML comment giving
   the reason, on the line before the fence: ``<!-- not-run: a fragment of an endpoint
   configuration -->``. It is skipped, and the reason shows in the test's id. Keep these few
@@ -35,10 +39,13 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from asyncio.subprocess import PIPE
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -177,8 +184,15 @@ async def docs_env(local_async_endpoint_factory: Any, moto_url: str) -> dict[str
             EndpointConfig("fail", model="fail"),
         ]
     )
-    env = {k: v for k, v in os.environ.items() if k not in emu.UNSET_ENV}
+    env = {k: v for k, v in this_checkout(os.environ).items() if k not in emu.UNSET_ENV}
     return {**env, **emu.env, "SUCCESS_TOPIC_ARN": success, "ERROR_TOPIC_ARN": error}
+
+
+def this_checkout(env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """``env`` with its PYTHONPATH made absolute: blocks run in other folders, and must import
+    the package these tests import."""
+    paths = [str(Path(p).resolve()) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**env, "PYTHONPATH": os.pathsep.join(paths)} if paths else dict(env)
 
 
 async def run(command: list[str], *, env: dict[str, str], cwd: Path) -> tuple[int, str]:
@@ -195,8 +209,94 @@ async def run(command: list[str], *, env: dict[str, str], cwd: Path) -> tuple[in
     return process.returncode or 0, f"--- stdout\n{out.decode()}\n--- stderr\n{err.decode()}"
 
 
-@pytest.mark.parametrize("block", params({"python", "py"}))
+# A shell block that starts the emulator in the background, its output going to a file.
+SETUP = re.compile(r"sagemaker-async emulate\b[^\n]*>\s*\S+\s*&")
+
+
+@cache
+def setup_block(page: Path) -> Block | None:
+    """The shell block that starts a page's own emulator, if the page has one."""
+    for block in blocks_of(page):
+        if block.language in SHELL and SETUP.search(re.sub(r"\\\n", " ", block.source)):
+            return block
+    return None
+
+
+def python_params(*, own_setup: bool) -> list[Any]:
+    return [
+        p
+        for p in params({"python", "py"})
+        if (setup_block(p.values[0].page) is not None) == own_setup
+    ]
+
+
+@pytest.fixture(scope="session")
+def page_env(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[Path], dict[str, str]]]:
+    """The environment a page's setup block leaves, that block run as written (once a page)."""
+    made: dict[Path, dict[str, str]] = {}
+    pids: list[int] = []
+
+    def setup(page: Path) -> dict[str, str]:
+        block = setup_block(page)
+        assert block is not None
+        folder = tmp_path_factory.mktemp("page-setup")
+        tools = folder / "bin"
+        tools.mkdir()
+        command = tools / "sagemaker-async"  # the command of this checkout, as installed
+        command.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m sagemaker_async "$@"\n')
+        command.chmod(0o755)
+        script = folder / "setup.sh"
+        script.write_text(f"set -e\n{block.source}\necho $! > emulate.pid\nenv -0 > environment\n")
+        env = {**this_checkout(os.environ), "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"}
+        with (folder / "setup.log").open("wb") as log:  # not a pipe: the emulator keeps it
+            done = subprocess.run(
+                ["bash", str(script)], cwd=folder, env=env, stdout=log, stderr=log, timeout=120
+            )
+        if (folder / "emulate.pid").exists():
+            pids.append(int((folder / "emulate.pid").read_text()))
+        output = (folder / "setup.log").read_text()
+        assert done.returncode == 0, f"{block.id} failed:\n{output}"
+        lines = (folder / "environment").read_bytes().split(b"\0")
+        return dict(line.decode().split("=", 1) for line in lines if b"=" in line)
+
+    def env_of(page: Path) -> dict[str, str]:
+        if page not in made:
+            made[page] = setup(page)
+        return made[page]
+
+    yield env_of
+    for pid in pids:  # not our child (bash started it): stop it, then watch it go
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(300):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("block", python_params(own_setup=False))
 async def test_python_block_runs(block: Block, docs_env: dict[str, str], tmp_path: Path) -> None:
+    await check_python_block(block, docs_env, tmp_path)
+
+
+@pytest.mark.parametrize("block", python_params(own_setup=True))
+async def test_python_block_runs_against_its_pages_own_setup(
+    block: Block, page_env: Callable[[Path], dict[str, str]], tmp_path: Path
+) -> None:
+    await check_python_block(block, page_env(block.page), tmp_path)
+
+
+def test_the_quickstart_sets_up_its_own_emulator() -> None:
+    # Its blocks run against what its own command serves (they ran against the docs' set).
+    assert setup_block(ROOT / "docs" / "quickstart.md") is not None
+
+
+async def check_python_block(block: Block, env: dict[str, str], tmp_path: Path) -> None:
     if is_test_file(block.source):
         (tmp_path / "test_doc_block.py").write_text(block.source)
         (tmp_path / "pyproject.toml").write_text(PYPROJECT)
@@ -205,7 +305,7 @@ async def test_python_block_runs(block: Block, docs_env: dict[str, str], tmp_pat
     else:
         (tmp_path / "doc_block.py").write_text(block.source)
         command = [sys.executable, "-c", RUNNER, str(tmp_path / "doc_block.py")]
-    status, output = await run(command, env=docs_env, cwd=tmp_path)
+    status, output = await run(command, env=env, cwd=tmp_path)
     assert status == 0, f"{block.id} failed:\n{output}"
     for problem in ("never awaited", "Unclosed", "Task was destroyed"):
         assert problem not in output, f"{block.id}: {problem}\n{output}"
@@ -288,6 +388,67 @@ def test_shell_block_names_real_commands_and_options(block: Block) -> None:
                 assert name in nox_sessions(), f"{block.id}: no nox session {name!r}"
 
 
+# --- What a page installs -------------------------------------------------------------------
+
+INSTALL = re.compile(r"pip install (?P<args>[^\n`&|;#]+)")
+RUNS_EMULATOR = re.compile(r"sagemaker-async (?:emulate|demo)\b")
+RUNS_UVICORN = re.compile(r"^(?:\$ )?uvicorn ", re.M)
+
+
+def installs(text: str) -> tuple[set[str], set[str]]:
+    """The extras of this package and the other packages a page's ``pip install`` lines add."""
+    extras: set[str] = set()
+    packages: set[str] = set()
+    for match in INSTALL.finditer(text):
+        for word in match["args"].split():
+            word = word.strip("\"'")
+            if not word or word.startswith("-"):
+                continue
+            ours = re.fullmatch(r"(?:\.|sagemaker-async)(?:\[(?P<extras>[\w,-]+)\])?", word)
+            if ours:
+                extras.update((ours["extras"] or "").split(",") if ours["extras"] else [])
+            else:
+                packages.add(re.split(r"[\[<>=!~ ]", word, maxsplit=1)[0].lower())
+    return extras, packages
+
+
+@cache
+def extras_with(package: str) -> frozenset[str]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    return frozenset(
+        name for name, needs in extras.items() if any(n.startswith(package) for n in needs)
+    )
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_a_page_that_installs_installs_what_its_commands_need(page: Path) -> None:
+    """A reader who follows a page's own ``pip install`` can run the commands it gives."""
+    text = page.read_text()
+    extras, packages = installs(text)
+    if not extras and not packages - {"nox"}:
+        return  # the page installs nothing of ours: the quick start's install is assumed
+    shell = "\n".join(b.source for b in blocks_of(page) if b.language in SHELL)
+    if RUNS_UVICORN.search(shell):
+        assert "uvicorn" in packages, f"{page.name} runs uvicorn but never installs it"
+    if RUNS_EMULATOR.search(text):
+        assert extras & extras_with("moto"), (
+            f"{page.name} runs the emulator (moto) but installs only {sorted(extras)}"
+        )
+
+
+def test_the_install_checker_reads_what_the_pages_write() -> None:
+    text = (
+        'python3 -m pip install ".[fastapi,emulator]" uvicorn\n'
+        "pip install 'sagemaker-async[otel]' && nox -s docs\n"
+        ".venv/bin/pip install nox\n"
+    )
+    assert installs(text) == ({"fastapi", "emulator", "otel"}, {"uvicorn", "nox"})
+    assert extras_with("moto") >= {"emulator", "pytest"}
+
+
 # --- The convention itself -----------------------------------------------------------------
 
 
@@ -323,4 +484,50 @@ def test_the_cli_checker_reads_what_the_pages_write() -> None:
         ("wait", ["--timeout"]),
         ("batch", ["--max-in-flight", "--out"]),
         ("demo", []),
+    ]
+
+
+# --- The site, opened from the file system ---------------------------------------------------
+
+
+def load_docs_hooks() -> Any:
+    """docs_hooks.py (mkdocs' hooks), whose link check needs no mkdocs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs_hooks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pages_that_say_open_site_index_html_get_a_site_that_works_from_files() -> None:
+    # Folder-style links (quickstart/) open a folder listing under file://, not the page.
+    saying = [p.name for p in PAGES if "site/index.html" in p.read_text()]
+    assert saying, "no page says how to open the site"
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert re.search(r"^use_directory_urls:\s*false\s*$", config, re.M), saying
+
+
+def test_the_build_refuses_a_link_that_only_a_web_server_follows(tmp_path: Path) -> None:
+    hooks = load_docs_hooks()
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "style.css").write_text("")
+    (tmp_path / "quickstart").mkdir()
+    (tmp_path / "quickstart.html").write_text('<a href="index.html#top">home</a>')
+    (tmp_path / "index.html").write_text(
+        '<link href="assets/style.css"><a href="quickstart.html">q</a>'
+        '<a href="https://example.invalid/x/">out</a><a href="#here">in</a>'
+        '<a href="mailto:x@example.invalid">m</a>'
+    )
+    assert hooks.links_that_need_a_server(tmp_path) == []
+    (tmp_path / "404.html").write_text('<a href="/">only a server shows this page</a>')
+    assert hooks.links_that_need_a_server(tmp_path) == []
+    (tmp_path / "index.html").write_text(
+        '<a href="quickstart/">q</a><a href=".">home</a><a href="quickstart">q</a>'
+    )
+    assert hooks.links_that_need_a_server(tmp_path) == [
+        "index.html: quickstart/",
+        "index.html: .",
+        "index.html: quickstart",
     ]

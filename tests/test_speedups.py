@@ -1,15 +1,43 @@
-"""The speed-ups of our own aiobotocore clients give what botocore gives, against moto."""
+"""The speed-ups of our own aiobotocore clients give what botocore gives, against moto; one
+whose botocore internals changed is switched off, and costs speed, never a result."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import json
+import logging
+import sys
+import types
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import aiobotocore.session
+import aiohttp
+import botocore
 import pytest
+from botocore.awsrequest import HeadersDict
 
-from sagemaker_async._speedups import _tree_listing, fast_timestamp, lean_listing, tune
+from sagemaker_async import (
+    AsyncInferenceClient,
+    CompletionConfig,
+    InferenceFailedError,
+    InferenceResult,
+    PollingConfig,
+    RetryConfig,
+)
+from sagemaker_async._speedups import (
+    FAST_PATHS,
+    _tree_listing,
+    fast_paths,
+    fast_timestamp,
+    lean_listing,
+    reset_checks,
+    tune,
+)
+from support import set_moto_results
 
 KEYS = [
     "dir/plain.out",
@@ -31,7 +59,7 @@ async def test_lean_listing_reads_what_botocore_reads(moto_url: str, page_size: 
         session.create_client("s3", **options) as plain,
         session.create_client("s3", **options) as lean,
     ):
-        tune(lean)
+        await tune(lean)
         factory = lean._endpoint._response_parser_factory  # type: ignore[attr-defined]
         assert type(factory).__name__ == "_ParserFactory"  # the lean parser is in use
         await plain.create_bucket(Bucket=bucket)
@@ -139,7 +167,7 @@ async def test_a_tuned_client_reads_and_signs_as_botocore_does(moto_url: str) ->
         aiobotocore.session.get_session().create_client("s3", **options) as plain,
         aiobotocore.session.get_session().create_client("s3", **options) as tuned,
     ):
-        tune(tuned)
+        await tune(tuned)
         agents: dict[str, list[str]] = {"plain": [], "tuned": []}
         for name, client in (("plain", plain), ("tuned", tuned)):
             client.meta.events.register(
@@ -192,7 +220,7 @@ async def test_an_s3_error_sent_with_status_200_is_still_found(moto_url: str) ->
         aiobotocore.session.get_session().create_client("s3", **options) as plain,
         aiobotocore.session.get_session().create_client("s3", **options) as tuned,
     ):
-        tune(tuned)
+        await tune(tuned)
         operation = tuned.meta.service_model.operation_model("ListObjectsV2")
         status: dict[str, dict[str, int]] = {"plain": {}, "tuned": {}}
         for name, client in (("plain", plain), ("tuned", tuned)):
@@ -208,3 +236,223 @@ async def test_an_s3_error_sent_with_status_200_is_still_found(moto_url: str) ->
     assert status["plain"] == {"error": 500, "cut off": 500, "whole": 200, "malformed inside": 500}
     # the tuned client did not parse the whole page to find that out
     assert status["tuned"] == {**status["plain"], "malformed inside": 200}
+
+
+# --- A speed-up can cost speed, never a result ----------------------------------------------
+#
+# Each fast path leans on botocore's private names. These tests break one at a time (as a
+# botocore release that renamed or changed it would: botocore's own code still works, the
+# fast path's use of it fails) and check that every inference still resolves as it should,
+# against moto, and that only the fast paths that used it are off, each with one WARNING naming
+# the botocore version.
+
+SPEEDUPS = "sagemaker_async._speedups"
+MISSING = object()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_checks() -> Iterator[None]:
+    """Each test starts with no verdict, and leaves none behind."""
+    reset_checks()
+    yield
+    reset_checks()
+
+
+def hide_from_speedups(
+    monkeypatch: pytest.MonkeyPatch, owner: type, name: str, *, changed: object = MISSING
+) -> None:
+    """``owner.name`` as the fast paths would see it after a botocore change: gone (or
+    ``changed``) for code in _speedups; botocore's own code still finds it as it was."""
+    original = owner.__dict__.get(name)  # a method, or None for an instance attribute
+
+    def get(self: Any) -> Any:
+        if sys._getframe(1).f_globals.get("__name__") == SPEEDUPS:
+            if changed is MISSING:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            return changed
+        if original is not None:
+            return original.__get__(self, type(self))
+        try:
+            return self.__dict__[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def put(self: Any, value: Any) -> None:
+        self.__dict__[name] = value
+
+    monkeypatch.setattr(owner, name, property(get, put), raising=False)
+
+
+def without_get_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A botocore whose botocore.context has no get_context (botocore's own modules keep
+    theirs, imported by name)."""
+    real = importlib.import_module("botocore.context")
+    stripped = types.ModuleType(real.__name__)
+    stripped.__dict__.update({k: v for k, v in vars(real).items() if k != "get_context"})
+    monkeypatch.setitem(sys.modules, real.__name__, stripped)
+
+
+def break_name(monkeypatch: pytest.MonkeyPatch, broken: str) -> None:
+    from aiobotocore.client import AioBaseClient
+    from aiobotocore.endpoint import AioEndpoint
+    from botocore import handlers
+    from botocore.model import OperationModel
+    from botocore.parsers import BaseRestParser, ResponseParser
+    from botocore.useragent import UserAgentString
+
+    owners: dict[str, type] = {
+        "_populate_response_metadata": BaseRestParser,
+        "_do_parse": BaseRestParser,
+        "_parse_non_payload_attrs": BaseRestParser,
+        "_parse_shape": ResponseParser,
+        "_response_parser_factory": AioEndpoint,
+        "_user_agent_creator": AioBaseClient,
+        "to_string": UserAgentString,
+        "_client_features": UserAgentString,
+        "OperationModel.name": OperationModel,
+    }
+    if broken == "_handle_200_error":
+        monkeypatch.delattr(handlers, "_handle_200_error")
+    elif broken == "get_context":
+        without_get_context(monkeypatch)
+    elif broken == "_client_features=5":  # not a set of feature ids any more
+        hide_from_speedups(monkeypatch, UserAgentString, "_client_features", changed=5)
+    else:
+        hide_from_speedups(monkeypatch, owners[broken], broken.rpartition(".")[2])
+
+
+def speedup_warnings(caplog: pytest.LogCaptureFixture) -> dict[str, str]:
+    """The WARNING of each fast path switched off, by name (each must be logged once)."""
+    found: dict[str, str] = {}
+    for record in caplog.records:
+        message = record.getMessage()
+        if record.name == "sagemaker_async" and message.startswith("speed-up "):
+            assert record.levelno == logging.WARNING
+            name = message.split("'")[1]
+            assert name not in found, f"a second WARNING for {name}: {message}"
+            found[name] = message
+    return found
+
+
+async def inferences_resolve(
+    client: AsyncInferenceClient, admin: aiohttp.ClientSession, strategy: str
+) -> None:
+    """Two results and a failure, each read as it was written."""
+    tag = uuid.uuid4().hex
+    await set_moto_results(
+        admin,
+        (json.dumps({"n": 1, "tag": tag}), False),
+        (json.dumps({"n": 2, "tag": tag}), False),
+        (f"ModelError: {tag}", True),
+    )
+    handles = [
+        await client.invoke_endpoint_async(
+            "my-endpoint", input_location=f"s3://inputs/{strategy}/{uuid.uuid4()}"
+        )
+        for _ in range(3)
+    ]
+    first, second, failed = await asyncio.gather(*handles, return_exceptions=True)
+    assert isinstance(first, InferenceResult) and first.json() == {"n": 1, "tag": tag}
+    assert isinstance(second, InferenceResult) and second.json() == {"n": 2, "tag": tag}
+    assert first.content_type is not None
+    assert isinstance(failed, InferenceFailedError) and failed.message == f"ModelError: {tag}"
+
+
+def moto_client(moto_url: str, strategy: str) -> AsyncInferenceClient:
+    return AsyncInferenceClient(
+        region_name="us-east-1",
+        endpoint_url=moto_url,
+        s3_endpoint_url=moto_url,
+        polling=PollingConfig(initial_delay=0.02, max_delay=0.1, jitter=0.01),
+        retry=RetryConfig(initial_delay=0.01, max_delay=0.05, jitter=0.0),
+        completion=CompletionConfig(strategy=strategy),  # type: ignore[arg-type]
+    )
+
+
+ALL_ON = dict.fromkeys(FAST_PATHS, True)
+
+
+@pytest.mark.parametrize(
+    ("broken", "off"),
+    [
+        ("_populate_response_metadata", {"listing"}),
+        ("_parse_shape", {"headers"}),
+        ("_parse_non_payload_attrs", {"headers"}),
+        ("_do_parse", {"listing"}),
+        ("_response_parser_factory", {"timestamps", "listing", "headers"}),
+        ("_user_agent_creator", {"user-agent"}),
+        ("to_string", {"user-agent"}),
+        ("_client_features", {"user-agent"}),  # a stale User-Agent: the check sees it differ
+        ("get_context", {"user-agent"}),
+        ("_handle_200_error", {"error-in-200"}),
+    ],
+)
+async def test_a_fast_path_whose_botocore_name_broke_is_off_from_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    moto_url: str,
+    moto_admin: aiohttp.ClientSession,
+    broken: str,
+    off: set[str],
+) -> None:
+    break_name(monkeypatch, broken)
+    with caplog.at_level(logging.WARNING, "sagemaker_async"):
+        for strategy in ("poll", "list"):
+            async with moto_client(moto_url, strategy) as client:
+                await inferences_resolve(client, moto_admin, strategy)
+    assert fast_paths() == {**ALL_ON, **dict.fromkeys(off, False)}
+    warnings = speedup_warnings(caplog)
+    assert set(warnings) == off
+    for message in warnings.values():
+        assert f"botocore {botocore.__version__}" in message, message
+
+
+@pytest.mark.parametrize(
+    ("broken", "off", "strategy"),
+    [
+        ("_populate_response_metadata", {"listing"}, "list"),
+        ("_parse_shape", {"headers"}, "poll"),
+        ("_client_features=5", {"user-agent"}, "poll"),
+        ("OperationModel.name", {"error-in-200"}, "list"),
+    ],
+)
+async def test_a_fast_path_that_raises_at_run_time_falls_back_to_botocore_and_goes_off(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    moto_url: str,
+    moto_admin: aiohttp.ClientSession,
+    broken: str,
+    off: set[str],
+    strategy: str,
+) -> None:
+    with caplog.at_level(logging.WARNING, "sagemaker_async"):
+        async with moto_client(moto_url, strategy) as client:
+            assert fast_paths() == ALL_ON  # checked at the first use, and on
+            break_name(monkeypatch, broken)  # botocore changes under the running client
+            await inferences_resolve(client, moto_admin, strategy)
+            await inferences_resolve(client, moto_admin, strategy)  # and once it is off
+    assert fast_paths() == {**ALL_ON, **dict.fromkeys(off, False)}
+    warnings = speedup_warnings(caplog)
+    assert set(warnings) == off
+    for message in warnings.values():
+        assert "at run time" in message and f"botocore {botocore.__version__}" in message
+
+
+async def test_an_answer_that_botocore_refuses_too_does_not_switch_a_fast_path_off(
+    moto_url: str,
+) -> None:
+    # A bad answer is the answer's fault: botocore's error is raised, the fast path stays on.
+    options: dict[str, Any] = {"endpoint_url": moto_url, "region_name": "us-east-1"}
+    async with aiobotocore.session.get_session().create_client("s3", **options) as s3:
+        await tune(s3)
+        factory = s3._endpoint._response_parser_factory  # type: ignore[attr-defined]
+        shape = s3.meta.service_model.operation_model("HeadObject").output_shape
+        answer = {
+            "status_code": 200,
+            "headers": HeadersDict({"last-modified": "not a date", "x-amz-request-id": "r"}),
+            "body": b"",
+            "context": {},
+        }
+        with pytest.raises(ValueError):
+            await factory.create_parser("rest-xml").parse(answer, shape)
+    assert fast_paths() == ALL_ON

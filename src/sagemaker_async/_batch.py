@@ -1,13 +1,14 @@
 """Batch runs: submit many payloads, save every result, resume after an interruption.
 
 A batch keeps an append-only manifest (``manifest.jsonl``) in its output folder. Each item
-passes through ``submitting`` (the InferenceId is chosen and written *before* the call),
-``submitted`` (with the handle's ``to_dict()``), then ``succeeded`` or ``failed``. Every record
-carries ``request``: a SHA-256 of the endpoint, the options and the payload. A new run over the
-same folder skips finished items, resumes the wait of submitted ones, and submits the rest;
-an item whose request changed (another endpoint, other options, an edited payload, a line
-that moved) is a new request: its old answer is never reused. Only an item whose run was
-killed between writing ``submitting`` and ``submitted`` is sent again, with the same
+passes through ``submitting`` (the InferenceId, written as its call starts, *before* anything
+is sent), then ``submitted`` (with the handle's ``to_dict()``) or ``rejected`` (refused for
+sure), then ``succeeded`` or ``failed``. Every record carries ``request``: a SHA-256 of the
+endpoint, the options and the payload. A new run over the same folder skips finished items,
+resumes the wait of submitted ones, and submits the rest; an item whose request changed
+(another endpoint, other options, an edited payload, a line that moved) is a new request: its
+old answer is never reused. Only an item left ``submitting`` (its call was cut short by a
+kill, or its answer left unclear whether SageMaker took it) is sent again with the same
 InferenceId (SageMaker has no lookup by id), and is reported. One run at a time holds the
 output folder (a lock file, ``.lock``); a second one refuses to start.
 """
@@ -35,6 +36,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from ._client import AsyncInferenceClient
+from ._clock import SystemClock
 from ._errors import (
     ClientClosedError,
     InferenceFailedError,
@@ -43,7 +45,7 @@ from ._errors import (
 )
 from ._errors import ValidationError as _ValidationError
 from ._handle import AsyncInferenceHandle
-from ._map import as_completed
+from ._map import as_completed, map_inferences
 
 __all__ = ["BatchItem", "BatchSummary", "ProgressBar", "read_items", "run_batch"]
 
@@ -62,7 +64,13 @@ class BatchItem:
 
 @dataclass
 class BatchSummary:
-    """What a batch run did."""
+    """What a batch run did.
+
+    Every item is counted in one of ``succeeded``, ``failed``, ``skipped``, ``not_submitted``
+    and ``unfinished``, however the run ended (stopped, timed out or cancelled): an item with a
+    handle and no outcome yet, or one the run never came to, is ``unfinished`` (a rerun
+    resumes it); after a stop, an item that was never sent is ``not_submitted``.
+    """
 
     total: int = 0
     succeeded: int = 0
@@ -215,6 +223,10 @@ _FATAL_CODES = frozenset(
 )
 
 
+class _NotSent(Exception):
+    """The run stopped before this item's call: nothing was sent, nothing recorded."""
+
+
 def _fatal(exc: BaseException) -> bool:
     """True for an error that every item of the batch would meet (no endpoint, no access)."""
     if isinstance(exc, ClientClosedError):
@@ -248,14 +260,19 @@ async def run_batch(
     as ``unfinished`` and a rerun resumes them. While S3 reads keep failing, the progress
     callback gets ``summary.problem`` (and a WARNING is logged once per new reason). When the
     first submissions fail in a way every item would (unknown endpoint, no credentials), the
-    run stops: ``summary.stopped`` says why. ``summary`` (filled in as the run goes) is
-    returned, and stays readable if the run is cancelled.
+    run stops: nothing more is sent, the calls under way end (each refused one is recorded
+    ``rejected``), and ``summary.stopped`` says why. ``summary`` (filled in as the run goes)
+    is returned, and stays readable if the run is cancelled; it counts every item, however
+    the run ended.
     """
     manifest = _Manifest(out_dir)
     summary = summary if summary is not None else BatchSummary()
     summary.total = len(items)
     started = time.monotonic()
     options = json.dumps([endpoint_name, content_type, accept]).encode()
+    settled: set[str] = set()  # items counted in the summary
+    handled: set[str] = set()  # items with a handle: submitted in this run, or resumed
+    stopping = False  # the run stopped early: nothing more is sent
 
     def report() -> None:
         if progress is not None:
@@ -287,6 +304,7 @@ async def run_batch(
         return str(path.relative_to(out_dir))
 
     def record_failure(item: BatchItem, request: str, exc: BaseException) -> None:
+        settled.add(item.key)
         record: dict[str, Any] = {"error": type(exc).__name__}
         try:
             record["file"] = write(item, "errors", ".txt", str(exc).encode())
@@ -303,6 +321,7 @@ async def run_batch(
         ):
             # Submitted, not resolved (S3 refused, the run's timeout, shutting down): the next
             # run resumes the wait from the manifest.
+            settled.add(item.key)
             summary.unfinished += 1
             logger.error("item %s: waiting stopped, rerun to resume: %s", item.key, outcome)
         elif isinstance(outcome, (InferenceFailedError, InferenceTimeoutError)):
@@ -323,6 +342,7 @@ async def run_batch(
                     content_type=outcome.content_type,
                     request=request,
                 )
+                settled.add(item.key)
                 summary.succeeded += 1
             summary.latencies.append(time.time() - handle.submitted_at.timestamp())
         report()
@@ -337,47 +357,73 @@ async def run_batch(
         if record.get("request") != request:
             record = {}  # another request under this name: its old answer is not this one's
         if record.get("event") in ("succeeded", "failed"):
+            settled.add(item.key)
             summary.skipped += 1
         elif record.get("event") == "submitted":
             resumed.append((item, client.resume(record["handle"])))
+            handled.add(item.key)
             summary.resumed += 1
         else:
             fresh.append(item)
     report()
 
+    # Read lazily by map (up to max_in_flight ahead of the calls): the InferenceId each item
+    # is sent with, written to the manifest by submit() as its call starts.
+    reading: dict[str, BatchItem] = {}
+
     def to_submit() -> Iterator[dict[str, Any]]:
-        """Taken lazily by map, just before each submission: the InferenceId goes first."""
         for item in fresh:
-            request = requests[item.key]
+            if stopping:
+                return
             record = manifest.state.get(item.key, {})
             inference_id = record.get("inference_id")
-            if record.get("request") == request and record.get("event") == "submitting":
-                summary.resubmitted += 1
-                logger.warning(
-                    "item %s: resubmitting with its InferenceId %s (the last run was "
-                    "interrupted after choosing it; SageMaker may hold both)",
-                    item.key,
-                    inference_id,
-                )
-            else:
-                inference_id = str(uuid.uuid4())
-                manifest.write(
-                    key=item.key, event="submitting", inference_id=inference_id, request=request
-                )
+            if not (
+                record.get("request") == requests[item.key]
+                and record.get("event") == "submitting"
+                and inference_id
+            ):
+                inference_id = str(uuid.uuid4())  # reused only by a call that may have reached
+            reading[inference_id] = item
             yield {"body": item.body, "inference_id": inference_id}
+
+    async def submit(endpoint: str, **kwargs: Any) -> AsyncInferenceHandle:
+        """The call of one item: ``submitting`` first (the InferenceId), then the invoke."""
+        if stopping:
+            raise _NotSent()
+        inference_id = kwargs["inference_id"]
+        item = reading[inference_id]
+        request = requests[item.key]
+        record = manifest.state.get(item.key, {})
+        if record.get("request") == request and record.get("event") == "submitting":
+            summary.resubmitted += 1
+            logger.warning(
+                "item %s: resubmitting with its InferenceId %s (an earlier run's call may "
+                "have reached SageMaker: it may run twice)",
+                item.key,
+                inference_id,
+            )
+        else:
+            manifest.write(
+                key=item.key, event="submitting", inference_id=inference_id, request=request
+            )
+        return await client.invoke_endpoint_async(endpoint, **kwargs)
 
     def submitted(index: int, handle: AsyncInferenceHandle) -> None:
         item = fresh[index]
+        handled.add(item.key)
         manifest.write(
             key=item.key, event="submitted", handle=handle.to_dict(), request=requests[item.key]
         )
 
     async def run_fresh() -> None:
-        outcomes = client.map(
+        nonlocal stopping
+        outcomes = map_inferences(
+            submit,
             endpoint_name,
             to_submit(),
             max_in_flight=max_in_flight,
             on_submit=submitted,
+            clock=SystemClock(),  # no submit_rate: map reads no time
             content_type=content_type,
             accept=accept,
         )
@@ -391,19 +437,22 @@ async def run_batch(
                     continue
                 error = outcome.error
                 assert error is not None
+                settled.add(item.key)
                 summary.not_submitted += 1
+                if isinstance(error, _NotSent):  # the run stopped before its call
+                    report()
+                    continue
                 if isinstance(error, InvocationError) and error.possibly_submitted:
                     logger.error("item %s may have been submitted: %s", item.key, error)
                 else:  # refused for sure: a rerun submits it afresh, without a warning
                     manifest.write(key=item.key, event="rejected", request=requests[item.key])
-                    logger.error("item %s was not submitted: %s", item.key, error)
+                    if not stopping:  # after the stop, its reason is said once
+                        logger.error("item %s was not submitted: %s", item.key, error)
                 report()
-                if _fatal(error) and summary.succeeded + summary.failed == 0:
+                if not stopping and _fatal(error) and summary.succeeded + summary.failed == 0:
+                    # Nothing more is sent; the calls under way end, and are recorded.
+                    stopping = True
                     summary.stopped = f"every item would fail: {error}"
-                    summary.not_submitted = len(fresh) - (
-                        summary.succeeded + summary.failed + summary.unfinished
-                    )
-                    return
 
     async def run_resumed() -> None:
         if not resumed:
@@ -429,18 +478,23 @@ async def run_batch(
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await work
-            summary.unfinished = summary.total - (
-                summary.succeeded + summary.failed + summary.skipped + summary.not_submitted
-            )
-            logger.error(
-                "%d item(s) still pending at the timeout, rerun to resume", summary.unfinished
-            )
+            pending = len(items) - len(settled)
+            logger.error("%d item(s) still pending at the timeout, rerun to resume", pending)
         else:
             work.result()
     finally:
         work.cancel()
         watcher.cancel()
         manifest.close()
+        # However the run ended, each item is counted once: one not counted yet has a handle
+        # and no outcome, or was never reached (after a stop: never sent).
+        for item in items:
+            if item.key not in settled:
+                settled.add(item.key)
+                if summary.stopped is not None and item.key not in handled:
+                    summary.not_submitted += 1
+                else:
+                    summary.unfinished += 1
         summary.wall_seconds = time.monotonic() - started
     return summary
 

@@ -70,6 +70,29 @@ def _add_aws_options(parser: argparse.ArgumentParser, *, submits: bool = True) -
         )
 
 
+def _read_file(option: str, path: Path, rule: str) -> bytes:
+    """``path``'s bytes; an error naming ``option`` and ``rule`` if it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValidationError(
+            option, f"{path} cannot be read ({exc.strerror or exc})", rule
+        ) from None
+
+
+def _output_folder(option: str, path: Path) -> None:
+    """Make the folder ``path`` (an earlier run's may be there); an error naming ``option``."""
+    rule = "a folder: a new one, or an earlier run's"
+    if path.exists() and not path.is_dir():
+        raise ValidationError(option, f"{path} is a file", rule)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValidationError(
+            option, f"{path} cannot be made ({exc.strerror or exc})", rule
+        ) from None
+
+
 def _client(args: argparse.Namespace) -> AsyncInferenceClient:
     return AsyncInferenceClient(
         region_name=args.region,
@@ -263,7 +286,7 @@ def _parser() -> argparse.ArgumentParser:
 async def _invoke(args: argparse.Namespace) -> int:
     payload: bytes | str | None = args.body
     if args.body_file is not None:
-        payload = args.body_file.read_bytes()
+        payload = _read_file("--body-file", args.body_file, "a file holding the payload")
     if payload is not None and len(payload) > MAX_INLINE_BODY and args.input_prefix is None:
         raise ValidationError(
             "--body-file" if args.body_file is not None else "--body",
@@ -290,9 +313,15 @@ async def _invoke(args: argparse.Namespace) -> int:
 
 
 async def _wait(args: argparse.Namespace) -> int:
-    source = sys.stdin if args.handle == "-" else open(args.handle)  # noqa: ASYNC230, SIM115
-    with source:
-        text = source.read()
+    if args.handle == "-":
+        text = sys.stdin.read()
+    else:
+        rule = "a file holding a handle that invoke printed, or - for stdin"
+        text = _read_file("handle", Path(args.handle), rule).decode(errors="replace")
+    if args.output is not None and not args.output.parent.is_dir():
+        raise ValidationError(
+            "--output", f"{args.output.parent} is not a folder", "a file in an existing folder"
+        )
     try:
         state = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -315,7 +344,15 @@ async def _wait(args: argparse.Namespace) -> int:
         finally:
             reporter.cancel()
     if args.output is not None:
-        args.output.write_bytes(result.body)
+        try:
+            args.output.write_bytes(result.body)
+        except OSError as exc:
+            raise ValidationError(
+                "--output",
+                f"{args.output} cannot be written ({exc.strerror or exc}); the handle is still "
+                "valid: wait again with another --output",
+                "a file in an existing folder",
+            ) from None
         print(f"saved {len(result.body)} bytes to {args.output}", file=sys.stderr)
     else:
         sys.stdout.buffer.write(result.body)
@@ -357,6 +394,7 @@ async def _batch(args: argparse.Namespace) -> int:
             f"{len(large)} item(s) are over {MAX_INLINE_BODY} bytes (first: {large[0]})",
             "pass --input-prefix s3://bucket/prefix/ to upload them first",
         )
+    _output_folder("--out", args.out)
     if skipped:
         print(
             f"skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of "
@@ -429,6 +467,8 @@ async def _demo(args: argparse.Namespace) -> int:
             "lived in that run's in-memory S3, gone now",
             "another --out, or none (a new temporary folder)",
         )
+    if args.out is not None:
+        _output_folder("--out", args.out)
 
     await run_demo(
         count=args.count, out_dir=args.out, stdout=sys.stdout, progress=not args.no_progress
@@ -532,14 +572,25 @@ async def _emulate(args: argparse.Namespace) -> int:
     if args.s3_endpoint_url:
         options["s3_endpoint_url"] = args.s3_endpoint_url
     # Stop cleanly on SIGTERM and SIGINT, even where SIGINT was ignored by whoever started us.
-    loop, main_task = asyncio.get_running_loop(), asyncio.current_task()
-    assert main_task is not None
+    # The first one stops the servers; the close then runs to its end, whatever comes next
+    # (a second Ctrl-C, a supervisor's SIGTERM), and main() says "stopped" once it is over.
+    loop = asyncio.get_running_loop()
+    serving = asyncio.create_task(serve(endpoints, **options), name="sagemaker-async emulate")
+    stop_asked = False
+
+    def stop() -> None:
+        nonlocal stop_asked
+        if not stop_asked:
+            stop_asked = True
+            serving.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, main_task.cancel)
+        loop.add_signal_handler(sig, stop)
     try:
-        await serve(endpoints, **options)
+        await serving
     except asyncio.CancelledError:
-        print("# sagemaker-async emulator stopped", file=sys.stderr)
+        if not stop_asked:
+            raise
     except (BotoCoreError, ClientError) as exc:
         url = options.get("s3_endpoint_url", "the embedded S3")
         raise ValidationError(
@@ -555,6 +606,22 @@ async def _emulate(args: argparse.Namespace) -> int:
             "an address of this machine, such as 127.0.0.1",
         ) from None
     return 0
+
+
+# Modules that only an extra installs: a command that needs one says which extra, in a line.
+_EXTRAS = {"moto": "emulator", "werkzeug": "emulator", "flask": "emulator"}
+
+
+def _missing_extra(command: str, exc: ModuleNotFoundError) -> str | None:
+    """The one-line error for a module an extra installs; None for any other module."""
+    module = (exc.name or "").partition(".")[0]
+    extra = _EXTRAS.get(module)
+    if extra is None:
+        return None
+    return (
+        f"sagemaker-async {command} needs {module}, from the {extra} extra: "
+        f'pip install "sagemaker-async[{extra}]" (from a clone: pip install ".[{extra}]")'
+    )
 
 
 _COMMANDS = {
@@ -578,9 +645,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers=[handler],
     )
     try:
-        return asyncio.run(_COMMANDS[args.command](args))
+        status = asyncio.run(_COMMANDS[args.command](args))
+        if args.command == "emulate":  # only now is it true: servers, loop and threads are done
+            print("# sagemaker-async emulator stopped", file=sys.stderr, flush=True)
+        return status
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
+    except ModuleNotFoundError as exc:
+        message = _missing_extra(args.command, exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except InferenceFailedError as exc:
         print(f"inference failed: {exc.message}", file=sys.stderr)
         return 1

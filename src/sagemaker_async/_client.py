@@ -443,7 +443,7 @@ class AsyncInferenceClient:
                     service, region_name=self.region_name, endpoint_url=endpoint_url, config=config
                 )
             )
-            tune(client)
+            await tune(client)
         self._observer.instrument(client)
         return client
 

@@ -268,12 +268,19 @@ class EmbeddedS3:
         if self._server is not None:
             return self
         # Heavy imports stay here so that importing the emulator package is cheap.
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
-        from werkzeug.serving import make_server
+        try:
+            from moto.moto_server.werkzeug_app import (
+                DomainDispatcherApplication,
+                MotoRequestHandler,
+                create_backend_app,
+            )
+            from werkzeug.serving import make_server
+        except ModuleNotFoundError as exc:  # the emulator extra is not installed
+            raise ModuleNotFoundError(
+                f"the embedded S3 needs {exc.name or 'moto'}, from the emulator extra: "
+                f'pip install "sagemaker-async[emulator]"',
+                name=exc.name,
+            ) from exc
 
         class _Handler(MotoRequestHandler):
             # moto sets its own Server header; http.server would add a second one, which strict
