@@ -132,7 +132,11 @@ class FaultProxy:
             await asyncio.sleep(self.stall_seconds)
             request.transport.close()
             return web.Response()
-        status, headers, body = await self._forward(request)
+        try:
+            status, headers, body = await self._forward(request)
+        except ConnectionError:  # the client hung up before its request could be forwarded
+            self.counts["hung_up"] += 1
+            return web.Response()
         self.counts["forwarded"] += 1
         if fault == "internal_after":
             return self._error(500, "InternalError" if self.kind == "s3" else "InternalFailure")

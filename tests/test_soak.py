@@ -24,7 +24,7 @@ from sagemaker_async import AsyncInferenceClient, PollingConfig, RetryConfig
 from sagemaker_async.emulator import EndpointConfig
 
 INFERENCES = int(os.environ.get("SOAK_INFERENCES", "100"))
-STALL = 1.5  # seconds: longer than the client's read timeout below
+STALL = 4.0  # seconds: longer than the client's read timeout below
 
 MIXES: dict[str, tuple[FaultMix, FaultMix]] = {
     # (S3 faults, runtime faults)
@@ -90,7 +90,7 @@ async def test_soak(mix: str, local_async_endpoint_factory: Any) -> None:
             max_connections=250,
             retry=RetryConfig(
                 max_attempts=10, initial_delay=0.02, max_delay=0.5, jitter=0.05,
-                connect_timeout=1.0, read_timeout=1.0, attempt_timeout=2.0,
+                connect_timeout=1.0, read_timeout=3.0, attempt_timeout=5.0,
             ),
         ) as client:  # fmt: skip
             outcomes = client.map(
@@ -136,7 +136,9 @@ async def test_soak(mix: str, local_async_endpoint_factory: Any) -> None:
     # refusals the client cannot tell from drops (a reset before forwarding), it reports
     # every duplicate that may have run: never fewer than the emulator counted.
     if mix == "runtime-after-acceptance":
-        assert reported == counted, report
+        # (Less the attempts the client gave up on before the proxy could forward them: on a
+        # loaded machine an attempt can time out before its request is even read.)
+        assert counted <= reported <= counted + runtime.counts["hung_up"], report
     else:
         assert reported >= counted, report
     assert sum(report["s3_faults"].values()) + sum(report["runtime_faults"].values()) > 0
