@@ -109,6 +109,20 @@ class InferenceSource(CompletionSource, Protocol):
         """How S3 is watched while this source is the main one (a slower safety net)."""
 
 
+def _split(uri: str) -> tuple[str, str, str]:
+    """``s3://bucket/dir/name`` -> ``(bucket, "dir/", "dir/name")``: its directory and key."""
+    bucket, key = parse_s3_uri(uri)
+    return bucket, key[: key.rfind("/") + 1], key
+
+
+def _locations(target: WatchTarget) -> list[tuple[Kind, str]]:
+    """The inference's output location, and its failure location when the endpoint has one."""
+    locations = [(Kind.OUTPUT, target.output_location)]
+    if target.failure_location is not None:
+        locations.append((Kind.FAILURE, target.failure_location))
+    return locations
+
+
 class CompletionEngine:
     """Finds the outcome of every watched inference of one client."""
 
@@ -289,14 +303,9 @@ class CompletionEngine:
 
     def _file(self, watch: Watch) -> None:
         """File ``watch``'s locations with the sources of their directories."""
-        target = watch.target
-        locations = [(Kind.OUTPUT, target.output_location)]
-        if target.failure_location is not None:
-            locations.append((Kind.FAILURE, target.failure_location))
         keys = []
-        for kind, uri in locations:
-            bucket, name = parse_s3_uri(uri)
-            prefix = name[: name.rfind("/") + 1]
+        for kind, uri in _locations(watch.target):
+            bucket, prefix, name = _split(uri)
             directory = self._dirs.get((bucket, prefix))
             if directory is None:
                 directory = self._dirs[bucket, prefix] = Directory(bucket, prefix, watch.polling)
@@ -416,8 +425,8 @@ class CompletionEngine:
         stop covering the watch meanwhile). Reports of locations nobody watches (any more, or
         while the engine reads them) are ignored.
         """
-        bucket, name = parse_s3_uri(completion.location)
-        directory = self._dirs.get((bucket, name[: name.rfind("/") + 1]))
+        bucket, prefix, name = _split(completion.location)
+        directory = self._dirs.get((bucket, prefix))
         key = directory.keys.get(name) if directory is not None else None
         if key is None or key.watch.done:
             return
@@ -464,9 +473,7 @@ class CompletionEngine:
         self.scheduler.cancel_owned(watch)  # a read under way for it: the lane reads now
         target = watch.target
         limit = watch.deadline + _LAST_LOOK_LIMIT - self._clock.monotonic()
-        locations = [(Kind.OUTPUT, target.output_location)]
-        if target.failure_location is not None:
-            locations.append((Kind.FAILURE, target.failure_location))
+        locations = _locations(target)
         if limit > 0:  # else the lane is late (a crowd of deadlines): no time to look
             looks = await asyncio.gather(
                 *(self._store.read(uri, limit=limit) for _, uri in locations),
