@@ -914,7 +914,7 @@ class AsyncInferenceClient:
         In flight, outcomes, retries, duplicate submissions, the sources that found each
         outcome, and the AWS requests sent, by service and kind. See docs/observability.md.
         """
-        return self._observer.snapshot(self._engine.watching)
+        return self._observer.snapshot(self._engine.watching, self._engine.notification_counts())
 
     # -- internals ---------------------------------------------------------------------------
     def _handle(

@@ -108,6 +108,9 @@ class InferenceSource(CompletionSource, Protocol):
     def safety_polling(self, polling: PollingConfig) -> PollingConfig:
         """How S3 is watched while this source is the main one (a slower safety net)."""
 
+    def counts(self) -> dict[str, int]:
+        """Its messages by how they were sorted (``ClientStats.notifications``)."""
+
 
 def _split(uri: str) -> tuple[str, str, str]:
     """``s3://bucket/dir/name`` -> ``(bucket, "dir/", "dir/name")``: its directory and key."""
@@ -206,6 +209,13 @@ class CompletionEngine:
     def watching(self) -> int:
         """How many inferences are being watched."""
         return len(self._watches)
+
+    def notification_counts(self) -> dict[str, int]:
+        """The notification sources' messages by how they were sorted (see ``ClientStats``)."""
+        counts: Counter[str] = Counter()
+        for source in self._heard:
+            counts.update(source.counts())
+        return dict(counts)
 
     def modes(self) -> dict[str, str]:
         """Each watched directory (``s3://bucket/prefix``) and how it is watched now."""
