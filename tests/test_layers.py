@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"_engine._strategy"},
     {"_engine._scheduler"},
     {"_engine._polling", "_engine._listing", "_engine._notifications", "_engine._client_queue"},
+    {"_engine._discovery"},
     {"_engine._engine"},
     {"_handle"},
     {"_map"},

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from .._clock import Clock, Timer
 from .._config import NotificationConfig, PollingConfig, RetryConfig
 from .._errors import InvocationError, ValidationError
+from .._result import WatchTarget
 from .._retry import is_transient, retry_delay, to_invocation_error
 from .._tasks import cancel_all
 from .._validation import canonical_s3_uri
@@ -186,6 +187,8 @@ class NotificationSource:
         linger: float = 0.1,
         delete_linger: float = 1.0,
         close_grace: float = _CLOSE_GRACE,
+        covers: Callable[[str], bool] | None = None,
+        unannounced: Callable[[WatchTarget], None] | None = None,
     ) -> None:
         self._sqs = sqs
         self.queue_url = queue_url
@@ -195,6 +198,8 @@ class NotificationSource:
         self._find = find  # output location -> the watch of it
         self._report = report
         self._report_failure = report_failure
+        self._covers = covers  # endpoint name -> do its notifications come here (None: all)
+        self._on_unannounced = unannounced
         self._linger = linger
         # A claimed message must be deleted well before ``hold`` makes it visible again.
         self._delete_linger = min(delete_linger, config.hold / 4)
@@ -269,8 +274,10 @@ class NotificationSource:
         """The invoke of ``inference_id`` failed for sure: it is nobody's."""
         self._pending_ids.pop(inference_id, None)
 
-    def safety_polling(self, polling: PollingConfig) -> PollingConfig:
+    def safety_polling(self, target: WatchTarget, polling: PollingConfig) -> PollingConfig:
         """S3 is the safety net while notifications come: watched at its slower pace."""
+        if self._covers is not None and not self._covers(target.endpoint_name):
+            return polling  # its endpoint does not notify this queue
         return self._config.safety_polling(polling)
 
     def counts(self) -> dict[str, int]:
@@ -392,6 +399,9 @@ class NotificationSource:
         self._release(notice)
 
     def _unannounced_result(self, watch: Watch) -> None:
+        if self._on_unannounced is not None:  # the endpoints' topics are found, not given
+            self._on_unannounced(watch.target)
+            return
         if self._unannounced:
             return
         self._unannounced = True
