@@ -29,7 +29,13 @@ LAYERS: list[set[str]] = [
     {"_client"},
     {"_batch", "_default", "fastapi"},
     # The emulator uses the library's rules and errors only (it imports nothing of the client).
-    {"emulator._sigv4", "emulator._models", "emulator._notifications", "emulator._s3"},
+    {
+        "emulator._sigv4",
+        "emulator._models",
+        "emulator._notifications",
+        "emulator._s3",
+        "emulator._shapes",
+    },
     {"emulator._config"},
     {"emulator._endpoint"},
     {"emulator._metrics", "emulator._control"},

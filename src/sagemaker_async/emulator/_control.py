@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import botocore.session
-from botocore.validate import ParamValidator
 
-from .._validation import java_pattern
 from ._config import EndpointConfig
 from ._endpoint import EmulatedEndpoint
 from ._models import ContainerModel, ContainerUnavailableError, Model, resolve_model
+from ._shapes import ShapeTypeError, constraint_errors, validation_message
 
 __all__ = ["SERVED_ACTIONS", "ApiError", "ControlPlane"]
 
@@ -59,34 +58,14 @@ def _service_model() -> Any:
 
 
 def _check_input(action: str, params: Mapping[str, Any]) -> None:
-    """Required members and types by botocore's model; then the name patterns and lengths."""
+    """The whole request against botocore's model: types first, then every constraint."""
     shape = _service_model().operation_model(action).input_shape
-    report = ParamValidator().validate(dict(params), shape)
-    if report.has_errors():
-        raise ApiError("ValidationException", report.generate_report())
-    for member, value in params.items():
-        if not isinstance(value, str) or member not in shape.members:
-            continue
-        meta = shape.members[member].metadata
-        pattern, limit = meta.get("pattern"), meta.get("max")
-        if limit is not None and len(value) > limit:
-            raise ApiError(
-                "ValidationException",
-                f"1 validation error detected: Value '{value}' at '{_lower_first(member)}' "
-                f"failed to satisfy constraint: Member must have length less than or equal "
-                f"to {limit}",
-            )
-        if pattern and not re.fullmatch(java_pattern(pattern), value):
-            raise ApiError(
-                "ValidationException",
-                f"1 validation error detected: Value '{value}' at '{_lower_first(member)}' "
-                f"failed to satisfy constraint: Member must satisfy regular expression "
-                f"pattern: {pattern}",
-            )
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:]
+    try:
+        errors = constraint_errors(shape, params)
+    except ShapeTypeError as exc:
+        raise ApiError("SerializationException", str(exc)) from None
+    if errors:
+        raise ApiError("ValidationException", validation_message(errors))
 
 
 @dataclass(eq=False)

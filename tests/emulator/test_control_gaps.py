@@ -1,0 +1,99 @@
+"""Gaps of the control plane found by running unmodified clients (issue 23, part 3)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from emulator.test_control_plane import call, sagemaker, variant
+from sagemaker_async.emulator import LocalAsyncEndpoint
+
+
+def error_of(function: Any, **kwargs: Any) -> dict[str, Any]:
+    try:
+        function(**kwargs)
+    except ClientError as exc:
+        return dict(exc.response["Error"]) | {
+            "status": exc.response["ResponseMetadata"]["HTTPStatusCode"]
+        }
+    raise AssertionError("no error")
+
+
+async def test_create_endpoint_config_is_checked_against_the_whole_model(
+    local_async_endpoint: LocalAsyncEndpoint,
+) -> None:
+    sm = sagemaker(local_async_endpoint)
+    await call(sm.create_model, ModelName="checked", PrimaryContainer={"Image": "echo"})
+    error = await asyncio.to_thread(
+        error_of,
+        sm.create_endpoint_config,
+        EndpointConfigName="checked",
+        ProductionVariants=variant("checked", InstanceType="m5.large"),
+        KmsKeyId="not a key",
+        AsyncInferenceConfig={
+            "OutputConfig": {
+                "S3OutputPath": "http://bucket/out",
+                "NotificationConfig": {
+                    "SuccessTopic": "arn:aws:sqs:us-east-1:123456789012:a-queue",
+                },
+            }
+        },
+    )
+    assert error["Code"] == "ValidationException"
+    message = error["Message"]
+    assert message.startswith("4 validation errors detected: ")
+    assert (
+        "Value 'm5.large' at 'productionVariants.1.member.instanceType' failed to satisfy "
+        "constraint: Member must satisfy enum value set: [ml." in message
+    )
+    assert (
+        "Value 'not a key' at 'kmsKeyId' failed to satisfy constraint: Member must satisfy "
+        "regular expression pattern: " in message
+    )
+    assert "at 'asyncInferenceConfig.outputConfig.s3OutputPath' failed" in message
+    assert "at 'asyncInferenceConfig.outputConfig.notificationConfig.successTopic' failed" in (
+        message
+    )
+    # Nothing was stored.
+    assert (
+        await asyncio.to_thread(error_of, sm.describe_endpoint_config, EndpointConfigName="checked")
+    )["Code"] == "ValidationException"
+
+    # What botocore itself does not check (with its own validation off): lengths, ranges,
+    # required members at depth, and types (SerializationException, as the service answers).
+    raw = boto3.client(
+        "sagemaker",
+        endpoint_url=local_async_endpoint.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(parameter_validation=False),
+    )
+    one = await asyncio.to_thread(
+        error_of,
+        raw.create_endpoint_config,
+        EndpointConfigName="checked",
+        ProductionVariants=[{"ModelName": "checked", "InitialInstanceCount": 0}],
+    )
+    assert one["Code"] == "ValidationException"
+    assert one["Message"] == (
+        "2 validation errors detected: Value null at 'productionVariants.1.member.variantName' "
+        "failed to satisfy constraint: Member must not be null; Value '0' at "
+        "'productionVariants.1.member.initialInstanceCount' failed to satisfy constraint: "
+        "Member must have value greater than or equal to 1"
+    )
+    typed = await asyncio.to_thread(
+        error_of,
+        raw.create_endpoint_config,
+        EndpointConfigName="checked",
+        ProductionVariants=[{"VariantName": 5, "ModelName": "checked"}],
+    )
+    assert typed["Code"] == "SerializationException"
+    long_name = await asyncio.to_thread(error_of, raw.describe_endpoint, EndpointName="e" * 64)
+    assert "Member must have length less than or equal to 63" in long_name["Message"]
+    raw.close()
+    sm.close()
