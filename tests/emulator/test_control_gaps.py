@@ -97,3 +97,66 @@ async def test_create_endpoint_config_is_checked_against_the_whole_model(
     assert "Member must have length less than or equal to 63" in long_name["Message"]
     raw.close()
     sm.close()
+
+
+async def test_tags_on_the_emulators_resources(local_async_endpoint_factory: Any) -> None:
+    emu = await local_async_endpoint_factory([], deployment_seconds=0.05)
+    sm = sagemaker(emu)
+    model_arn = (
+        await call(
+            sm.create_model,
+            ModelName="tagged",
+            PrimaryContainer={"Image": "echo"},
+            Tags=[{"Key": "team", "Value": "ml"}],
+        )
+    )["ModelArn"]
+    config_arn = (
+        await call(
+            sm.create_endpoint_config,
+            EndpointConfigName="tagged",
+            ProductionVariants=variant("tagged"),
+            AsyncInferenceConfig={"OutputConfig": {}},
+            Tags=[{"Key": "cost", "Value": "1"}],
+        )
+    )["EndpointConfigArn"]
+    endpoint_arn = (
+        await call(
+            sm.create_endpoint,
+            EndpointName="tagged",
+            EndpointConfigName="tagged",
+            Tags=[{"Key": "env", "Value": "test"}],
+        )
+    )["EndpointArn"]
+    assert (await call(sm.list_tags, ResourceArn=model_arn))["Tags"] == [
+        {"Key": "team", "Value": "ml"}
+    ]
+    assert (await call(sm.list_tags, ResourceArn=config_arn))["Tags"] == [
+        {"Key": "cost", "Value": "1"}
+    ]
+    added = await call(
+        sm.add_tags,
+        ResourceArn=endpoint_arn,
+        Tags=[{"Key": "owner", "Value": "me"}, {"Key": "env", "Value": "prod"}],
+    )
+    assert added["Tags"] == [{"Key": "env", "Value": "prod"}, {"Key": "owner", "Value": "me"}]
+    await call(sm.delete_tags, ResourceArn=endpoint_arn, TagKeys=["env"])
+    assert (await call(sm.list_tags, ResourceArn=endpoint_arn))["Tags"] == [
+        {"Key": "owner", "Value": "me"}
+    ]
+    # Pages of MaxResults.
+    many = [{"Key": f"k{i:02}", "Value": str(i)} for i in range(50)]
+    await call(sm.add_tags, ResourceArn=model_arn, Tags=many)
+    first = await call(sm.list_tags, ResourceArn=model_arn, MaxResults=50)
+    assert len(first["Tags"]) == 50
+    second = await call(sm.list_tags, ResourceArn=model_arn, NextToken=first["NextToken"])
+    assert [t["Key"] for t in second["Tags"]] == ["k49"]
+    # A resource the emulator does not have: one clear error, no retried HTML 500.
+    missing = await asyncio.to_thread(
+        error_of, sm.list_tags, ResourceArn=endpoint_arn.replace("tagged", "nope")
+    )
+    assert (missing["Code"], missing["status"]) == ("ValidationException", 400)
+    # Deleting a resource deletes its tags.
+    await call(sm.delete_model, ModelName="tagged")
+    await call(sm.create_model, ModelName="tagged", PrimaryContainer={"Image": "echo"})
+    assert (await call(sm.list_tags, ResourceArn=model_arn))["Tags"] == []
+    sm.close()

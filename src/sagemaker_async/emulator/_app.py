@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .._errors import ValidationError
 from .._validation import MAX_INLINE_BODY, validate_invoke_request
-from ._control import SERVED_ACTIONS, ApiError, ControlPlane
+from ._control import SERVED_ACTIONS, ApiError, ControlPlane, NotOurs
 from ._endpoint import EmulatedEndpoint, Job
 from ._sigv4 import AuthError, check_authorization, verify_sigv4
 
@@ -265,6 +265,8 @@ async def _control_plane(request: web.Request) -> web.StreamResponse:
         answer = await request.app[_CONTROL_KEY].handle(action, params)
     except ApiError as exc:
         return _json_error(exc.status, exc.code, exc.message)
+    except NotOurs:
+        return await _forward(request, body, action)
     return web.Response(
         body=json.dumps(answer).encode(),
         content_type=_JSON_11,

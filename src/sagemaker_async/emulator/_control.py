@@ -28,7 +28,7 @@ from ._endpoint import EmulatedEndpoint
 from ._models import ContainerModel, ContainerUnavailableError, Model, resolve_model
 from ._shapes import ShapeTypeError, constraint_errors, validation_message
 
-__all__ = ["SERVED_ACTIONS", "ApiError", "ControlPlane"]
+__all__ = ["SERVED_ACTIONS", "ApiError", "ControlPlane", "NotOurs"]
 
 _log = logging.getLogger("sagemaker_async.emulator")
 
@@ -37,6 +37,8 @@ _log = logging.getLogger("sagemaker_async.emulator")
 _DEFAULT_CONCURRENCY = 4
 #: ListEndpoints and the other lists return this many items when MaxResults is not given.
 _DEFAULT_MAX_RESULTS = 10
+#: ListTags answers this many tags when MaxResults is not given (the model's minimum).
+_TAGS_PER_PAGE = 50
 #: How long a container may take to pass ``GET /ping`` when the variant sets no
 #: ContainerStartupHealthCheckTimeoutInSeconds (real seconds).
 _DEFAULT_PING_TIMEOUT = 30.0
@@ -50,6 +52,10 @@ class ApiError(Exception):
         self.message = message
         self.status = status
         super().__init__(f"{code}: {message}")
+
+
+class NotOurs(Exception):
+    """The action names a resource the emulator does not hold: pass it to moto."""
 
 
 @functools.cache
@@ -98,6 +104,9 @@ SERVED_ACTIONS = frozenset(
         "UpdateEndpoint",
         "DeleteEndpoint",
         "ListEndpoints",
+        "AddTags",
+        "ListTags",
+        "DeleteTags",
     }
 )
 
@@ -137,6 +146,7 @@ class ControlPlane:
         self._models: dict[str, dict[str, Any]] = {}
         self._configs: dict[str, dict[str, Any]] = {}
         self._endpoints: dict[str, _EndpointRecord] = {}
+        self._tags: dict[str, dict[str, str]] = {}  # resource ARN -> key -> value
         self._retired: set[EmulatedEndpoint] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -211,7 +221,7 @@ class ControlPlane:
             )
         arn = self._arn("model", name)
         self._models[name] = {**params, "ModelArn": arn, "CreationTime": time.time()}
-        self._models[name].pop("Tags", None)
+        self._tag(arn, self._models[name].pop("Tags", None))
         return {"ModelArn": arn}
 
     async def _describe_model(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -221,8 +231,10 @@ class ControlPlane:
         return self._models[name]
 
     async def _delete_model(self, params: dict[str, Any]) -> dict[str, Any]:
-        if self._models.pop(params["ModelName"], None) is None:
+        model = self._models.pop(params["ModelName"], None)
+        if model is None:
             raise self._not_found("model", "model", params["ModelName"])
+        self._tags.pop(model["ModelArn"], None)
         return {}
 
     async def _list_models(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -259,7 +271,7 @@ class ControlPlane:
             )
         arn = self._arn("endpoint-config", name)
         document = {**params, "EndpointConfigArn": arn, "CreationTime": time.time()}
-        document.pop("Tags", None)
+        self._tag(arn, document.pop("Tags", None))
         self._configs[name] = document
         return {"EndpointConfigArn": arn}
 
@@ -272,8 +284,10 @@ class ControlPlane:
     async def _delete_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
         # As on AWS, an endpoint using the config keeps running.
         name = params["EndpointConfigName"]
-        if self._configs.pop(name, None) is None:
+        document = self._configs.pop(name, None)
+        if document is None:
             raise self._not_found("endpoint-config", "endpoint configuration", name)
+        self._tags.pop(document["EndpointConfigArn"], None)
         return {}
 
     async def _list_endpoint_configs(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -315,6 +329,7 @@ class ControlPlane:
             modified=now,
         )
         self._endpoints[name] = record
+        self._tag(record.arn, params.get("Tags"))
         record.task = self._spawn(self._deploy(record, document, creating=True))
         _log.info("control plane: endpoint %s Creating", name)
         return {"EndpointArn": record.arn}
@@ -393,6 +408,48 @@ class ControlPlane:
             if status is None or r.status == status
         ]
         return _page(params, items, "Endpoints", "EndpointName", "CreationTime", "EndpointStatus")
+
+    # -- tags --------------------------------------------------------------------------------
+
+    def _tag(self, arn: str, tags: list[dict[str, str]] | None) -> None:
+        held = self._tags.setdefault(arn, {})
+        for tag in tags or ():
+            held[tag["Key"]] = tag.get("Value", "")
+
+    def _tagged(self, arn: str) -> dict[str, str]:
+        """The tags of one of the emulator's resources.
+
+        Raises:
+            NotOurs: the ARN names no model, endpoint configuration or endpoint kind (a
+                training job...): moto holds it.
+            ApiError: no such model, endpoint configuration or endpoint.
+        """
+        kind = arn.split(":", 5)[-1].partition("/")[0]
+        if kind not in ("model", "endpoint-config", "endpoint"):
+            raise NotOurs(arn)
+        held = {
+            *(m["ModelArn"] for m in self._models.values()),
+            *(c["EndpointConfigArn"] for c in self._configs.values()),
+            *(r.arn for r in self._endpoints.values()),
+        }
+        if arn not in held:
+            raise ApiError("ValidationException", f"Could not find resource {arn!r}.")
+        return self._tags.setdefault(arn, {})
+
+    async def _add_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+        tags = self._tagged(params["ResourceArn"])
+        self._tag(params["ResourceArn"], params["Tags"])
+        return {"Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+
+    async def _delete_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+        tags = self._tagged(params["ResourceArn"])
+        for key in params["TagKeys"]:
+            tags.pop(key, None)
+        return {}
+
+    async def _list_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+        items = [{"Key": k, "Value": v} for k, v in self._tagged(params["ResourceArn"]).items()]
+        return _slice(params, items, "Tags", _TAGS_PER_PAGE)
 
     # -- deployment --------------------------------------------------------------------------
 
@@ -530,6 +587,7 @@ class ControlPlane:
         finally:
             if self._endpoints.get(record.name) is record:
                 del self._endpoints[record.name]
+                self._tags.pop(record.arn, None)
         _log.info("control plane: endpoint %s deleted", record.name)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -619,13 +677,20 @@ def _page(
         key=lambda i: i[sort_key or time_key],
         reverse=params.get("SortOrder", "Descending") == "Descending",
     )
+    return _slice(params, items, key)
+
+
+def _slice(
+    params: Mapping[str, Any], items: list[dict[str, Any]], key: str, size: int | None = None
+) -> dict[str, Any]:
+    """One page of ``items`` (MaxResults, NextToken) under ``key``."""
     start = 0
     token = params.get("NextToken")
     if token:
         if not token.isdigit():
             raise ApiError("ValidationException", "Invalid pagination token.")
         start = int(token)
-    size = int(params.get("MaxResults", _DEFAULT_MAX_RESULTS))
+    size = int(params.get("MaxResults", size or _DEFAULT_MAX_RESULTS))
     answer: dict[str, Any] = {key: items[start : start + size]}
     if start + size < len(items):
         answer["NextToken"] = str(start + size)
