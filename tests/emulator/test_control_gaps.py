@@ -9,7 +9,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from emulator.test_control_plane import call, sagemaker, variant
+from emulator.test_control_plane import FAST, call, sagemaker, variant
 from sagemaker_async.emulator import LocalAsyncEndpoint
 
 
@@ -159,4 +159,50 @@ async def test_tags_on_the_emulators_resources(local_async_endpoint_factory: Any
     await call(sm.delete_model, ModelName="tagged")
     await call(sm.create_model, ModelName="tagged", PrimaryContainer={"Image": "echo"})
     assert (await call(sm.list_tags, ResourceArn=model_arn))["Tags"] == []
+    sm.close()
+
+
+async def test_actions_on_the_emulators_endpoints_are_served_or_refused(
+    local_async_endpoint: LocalAsyncEndpoint,
+) -> None:
+    emu = local_async_endpoint
+    sm = sagemaker(emu)
+    arn = (
+        await call(
+            sm.update_endpoint_weights_and_capacities,
+            EndpointName="echo",
+            DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 2}],
+        )
+    )["EndpointArn"]
+    assert arn.endswith(":endpoint/echo")
+    scaling = await call(sm.describe_endpoint, EndpointName="echo")
+    assert scaling["EndpointStatus"] == "Updating"
+    variant_ = scaling["ProductionVariants"][0]
+    assert (variant_["CurrentInstanceCount"], variant_["DesiredInstanceCount"]) == (1, 2)
+    await call(sm.get_waiter("endpoint_in_service").wait, EndpointName="echo", WaiterConfig=FAST)
+    scaled = (await call(sm.describe_endpoint, EndpointName="echo"))["ProductionVariants"][0]
+    assert (scaled["CurrentInstanceCount"], scaled["DesiredInstanceCount"]) == (2, 2)
+    assert emu.stats("echo").concurrency == 2 * 4
+
+    unknown_variant = await asyncio.to_thread(
+        error_of,
+        sm.update_endpoint_weights_and_capacities,
+        EndpointName="echo",
+        DesiredWeightsAndCapacities=[{"VariantName": "Other", "DesiredInstanceCount": 1}],
+    )
+    assert unknown_variant["Code"] == "ValidationException"
+
+    # An action on an endpoint that the emulator does not serve: one clear refusal, never
+    # moto's "Could not find endpoint" about an endpoint that exists.
+    refused = await asyncio.to_thread(
+        error_of,
+        sm.create_inference_component,
+        InferenceComponentName="ic",
+        EndpointName="echo",
+        VariantName="AllTraffic",
+        Specification={"Container": {"Image": "echo"}},
+        RuntimeConfig={"CopyCount": 1},
+    )
+    assert (refused["Code"], refused["status"]) == ("UnknownOperationException", 400)
+    assert "is not emulated" in refused["Message"]
     sm.close()

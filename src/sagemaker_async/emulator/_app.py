@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .._errors import ValidationError
 from .._validation import MAX_INLINE_BODY, validate_invoke_request
-from ._control import SERVED_ACTIONS, ApiError, ControlPlane, NotOurs
+from ._control import SERVED_ACTIONS, ApiError, ControlPlane, NotOurs, not_emulated
 from ._endpoint import EmulatedEndpoint, Job
 from ._sigv4 import AuthError, check_authorization, verify_sigv4
 
@@ -253,6 +253,13 @@ async def _control_plane(request: web.Request) -> web.StreamResponse:
     prefix, _, action = target.partition(".")
     if prefix != "SageMaker" or not action:
         return _json_error(400, "UnknownOperationException", f"Unknown target {target!r}.")
+    if action in not_emulated():
+        return _json_error(
+            400,
+            "UnknownOperationException",
+            f"SageMaker.{action} is not emulated: it acts on endpoints, endpoint configurations "
+            "or models, which the emulator holds itself (see docs/emulator.md).",
+        )
     if action not in SERVED_ACTIONS:
         return await _forward(request, body, action)
     try:

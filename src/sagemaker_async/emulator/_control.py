@@ -23,12 +23,13 @@ from typing import Any
 
 import botocore.session
 
+from .._clock import Clock, SystemClock
 from ._config import EndpointConfig
 from ._endpoint import EmulatedEndpoint
 from ._models import ContainerModel, ContainerUnavailableError, Model, resolve_model
 from ._shapes import ShapeTypeError, constraint_errors, validation_message
 
-__all__ = ["SERVED_ACTIONS", "ApiError", "ControlPlane", "NotOurs"]
+__all__ = ["SERVED_ACTIONS", "ApiError", "ControlPlane", "NotOurs", "not_emulated"]
 
 _log = logging.getLogger("sagemaker_async.emulator")
 
@@ -86,6 +87,7 @@ class _EndpointRecord:
     deployed: dict[str, Any] | None = None  # the config document in service
     images: list[dict[str, Any]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    desired: int | None = None  # DesiredInstanceCount while a scaling runs
 
 
 #: The SageMaker actions the emulator answers itself; others go to the embedded moto.
@@ -107,8 +109,48 @@ SERVED_ACTIONS = frozenset(
         "AddTags",
         "ListTags",
         "DeleteTags",
+        "UpdateEndpointWeightsAndCapacities",
     }
 )
+
+#: Members that name what the emulator holds itself; moto, which answers the actions the
+#: emulator does not serve, cannot see those resources.
+_OWN_MEMBERS = frozenset({"EndpointName", "EndpointConfigName", "ModelName"})
+
+
+def _names_own_resource(shape: Any, seen: set[str]) -> bool:
+    if shape.name in seen:
+        return False
+    seen.add(shape.name)
+    if shape.type_name == "structure":
+        return any(
+            name in _OWN_MEMBERS or _names_own_resource(member, seen)
+            for name, member in shape.members.items()
+        )
+    if shape.type_name == "list":
+        return _names_own_resource(shape.member, seen)
+    if shape.type_name == "map":
+        return _names_own_resource(shape.value, seen)
+    return False
+
+
+@functools.cache
+def not_emulated() -> frozenset[str]:
+    """Actions refused with one clear error: they act on the emulator's endpoints or models.
+
+    Read from botocore's model: every action not served whose input names an endpoint, an
+    endpoint configuration or a model at any depth, except the List, Describe and Search
+    actions (moto answers those with nothing, which is true: none of it exists).
+    """
+    model = _service_model()
+    return frozenset(
+        name
+        for name in model.operation_names
+        if name not in SERVED_ACTIONS
+        and not name.startswith(("List", "Describe", "Search"))
+        and model.operation_model(name).input_shape is not None
+        and _names_own_resource(model.operation_model(name).input_shape, set())
+    )
 
 
 class ControlPlane:
@@ -123,6 +165,9 @@ class ControlPlane:
         images: container Image -> model (a callable or a :func:`resolve_model` spec); an
             Image not listed is resolved itself (``echo``, ``sleep:2``, ``http://...``).
         time_scale: multiplies ContainerStartupHealthCheckTimeoutInSeconds when given.
+        scale_out_seconds: how long adding instances takes (the endpoint is Updating).
+        scale_in_seconds: how long removing instances takes.
+        clock: the clock of the scaling delays (a test's fake clock).
     """
 
     def __init__(
@@ -135,6 +180,9 @@ class ControlPlane:
         deployment_seconds: float = 1.0,
         images: Mapping[str, Model | str] | None = None,
         time_scale: float = 1.0,
+        scale_out_seconds: float = 1.0,
+        scale_in_seconds: float = 1.0,
+        clock: Clock | None = None,
     ) -> None:
         self._running = endpoints
         self._make_endpoint = make_endpoint
@@ -143,6 +191,9 @@ class ControlPlane:
         self._delay = deployment_seconds
         self._images = dict(images or {})
         self._time_scale = time_scale
+        self._scale_out = scale_out_seconds
+        self._scale_in = scale_in_seconds
+        self._clock: Clock = clock or SystemClock()
         self._models: dict[str, dict[str, Any]] = {}
         self._configs: dict[str, dict[str, Any]] = {}
         self._endpoints: dict[str, _EndpointRecord] = {}
@@ -347,6 +398,62 @@ class ControlPlane:
         _log.info("control plane: endpoint %s Updating", record.name)
         return {"EndpointArn": record.arn}
 
+    async def _update_endpoint_weights_and_capacities(
+        self, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        record = self._record(params["EndpointName"])
+        variants = [v["VariantName"] for v in (record.deployed or {}).get("ProductionVariants", [])]
+        for wanted in params["DesiredWeightsAndCapacities"]:
+            if wanted["VariantName"] not in variants:
+                raise ApiError(
+                    "ValidationException",
+                    f"The variant name(s) [{wanted['VariantName']}] is/are not present in "
+                    f'endpoint "{record.arn}".',
+                )
+        for wanted in params["DesiredWeightsAndCapacities"]:
+            if "DesiredInstanceCount" in wanted:
+                self.scale(record.name, wanted["DesiredInstanceCount"])
+        return {"EndpointArn": record.arn}
+
+    def scale(self, name: str, count: int) -> None:
+        """Set endpoint ``name``'s DesiredInstanceCount; instances follow after a delay.
+
+        The endpoint is ``Updating`` for ``scale_out_seconds`` (or ``scale_in_seconds``), then
+        serves with ``count`` instances and is ``InService`` again.
+
+        Raises:
+            ApiError: no such endpoint, or it is not InService.
+        """
+        record = self._record(name)
+        endpoint = self._running.get(name)
+        if record.status != "InService" or endpoint is None:
+            raise ApiError(
+                "ValidationException", f'Cannot update in-progress endpoint "{record.arn}".'
+            )
+        if count == endpoint.instances:
+            return
+        delay = self._scale_out if count > endpoint.instances else self._scale_in
+        record.desired = count
+        record.status = "Updating"
+        record.modified = time.time()
+        record.task = self._spawn(self._rescale(record, endpoint, count, delay))
+        _log.info(
+            "control plane: endpoint %s Updating: %d -> %d instances",
+            name,
+            endpoint.instances,
+            count,
+        )
+
+    async def _rescale(
+        self, record: _EndpointRecord, endpoint: EmulatedEndpoint, count: int, delay: float
+    ) -> None:
+        await self._clock.sleep(delay)
+        endpoint.set_instances(count)
+        record.desired = None
+        record.status = "InService"
+        record.modified = time.time()
+        _log.info("control plane: endpoint %s InService with %d instances", record.name, count)
+
     async def _delete_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         record = self._record(params["EndpointName"])
         if record.status == "Deleting":
@@ -375,18 +482,21 @@ class ControlPlane:
         deployed = record.deployed
         if deployed is not None:
             running = self._running.get(record.name)
+            current = (
+                running.instances
+                if running is not None
+                else deployed["ProductionVariants"][0].get("InitialInstanceCount", 1)
+            )
             answer["ProductionVariants"] = [
                 {
                     "VariantName": variant["VariantName"],
                     "DeployedImages": record.images,
                     "CurrentWeight": variant.get("InitialVariantWeight", 1.0),
                     "DesiredWeight": variant.get("InitialVariantWeight", 1.0),
-                    "CurrentInstanceCount": (
-                        running.config.instance_count
-                        if running is not None
-                        else variant.get("InitialInstanceCount", 1)
+                    "CurrentInstanceCount": current,
+                    "DesiredInstanceCount": (
+                        record.desired if record.desired is not None else current
                     ),
-                    "DesiredInstanceCount": variant.get("InitialInstanceCount", 1),
                 }
                 for variant in deployed["ProductionVariants"]
             ]

@@ -28,7 +28,7 @@ def endpoint_metrics(endpoint: EmulatedEndpoint) -> list[dict[str, Any]]:
     HasBacklogWithoutCapacity is 1 when requests wait and the endpoint has no instance.
     """
     stats = endpoint.stats()
-    instances = endpoint.config.instance_count
+    instances = endpoint.instances
     backlog = stats.backlog + stats.in_flight
     dimensions = [{"Name": "EndpointName", "Value": endpoint.name}]
     values = [
