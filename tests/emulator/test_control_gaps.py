@@ -6,8 +6,9 @@ import asyncio
 from typing import Any
 
 import boto3
+import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, WaiterError
 
 from emulator.test_control_plane import FAST, call, sagemaker, variant
 from sagemaker_async.emulator import LocalAsyncEndpoint
@@ -205,4 +206,30 @@ async def test_actions_on_the_emulators_endpoints_are_served_or_refused(
     )
     assert (refused["Code"], refused["status"]) == ("UnknownOperationException", 400)
     assert "is not emulated" in refused["Message"]
+    sm.close()
+
+
+async def test_update_endpoint_on_a_failed_endpoint_says_it_failed(
+    local_async_endpoint_factory: Any,
+) -> None:
+    emu = await local_async_endpoint_factory([], deployment_seconds=0.05)
+    sm = sagemaker(emu)
+    await call(sm.create_model, ModelName="cannot-run", PrimaryContainer={"Image": "no-such"})
+    await call(
+        sm.create_endpoint_config,
+        EndpointConfigName="cannot-run",
+        ProductionVariants=variant("cannot-run"),
+        AsyncInferenceConfig={"OutputConfig": {}},
+    )
+    await call(sm.create_endpoint, EndpointName="failed", EndpointConfigName="cannot-run")
+    with pytest.raises(WaiterError):  # the waiter stops at Failed
+        await call(
+            sm.get_waiter("endpoint_in_service").wait, EndpointName="failed", WaiterConfig=FAST
+        )
+    error = await asyncio.to_thread(
+        error_of, sm.update_endpoint, EndpointName="failed", EndpointConfigName="cannot-run"
+    )
+    assert error["Code"] == "ValidationException"
+    assert "in-progress" not in error["Message"]
+    assert "failed endpoint" in error["Message"]
     sm.close()

@@ -387,6 +387,12 @@ class ControlPlane:
 
     async def _update_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         record = self._record(params["EndpointName"])
+        if record.status == "Failed":
+            # Our reading of the service: a failed endpoint is deleted and created again.
+            raise ApiError(
+                "ValidationException",
+                f'Cannot update failed endpoint "{record.arn}": delete it and create it again.',
+            )
         if record.status != "InService":
             raise ApiError(
                 "ValidationException", f'Cannot update in-progress endpoint "{record.arn}".'
