@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import boto3
+import botocore.session
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, WaiterError
@@ -232,4 +233,63 @@ async def test_update_endpoint_on_a_failed_endpoint_says_it_failed(
     assert error["Code"] == "ValidationException"
     assert "in-progress" not in error["Message"]
     assert "failed endpoint" in error["Message"]
+    sm.close()
+
+
+def describe_output_errors(answer: dict[str, Any]) -> list[str]:
+    """What in a DescribeEndpoint answer breaks the model's output shape (required members,
+    enums, types), checked with the emulator's own request checker."""
+    from sagemaker_async.emulator._shapes import constraint_errors
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    shape = model.operation_model("DescribeEndpoint").output_shape
+    plain = {k: v for k, v in answer.items() if k != "ResponseMetadata"}
+    for key in ("CreationTime", "LastModifiedTime"):
+        plain[key] = 0  # botocore parsed them into datetimes
+    return constraint_errors(shape, plain)
+
+
+async def test_describe_endpoint_has_the_summary_fields(
+    local_async_endpoint_factory: Any,
+) -> None:
+    emu = await local_async_endpoint_factory([], deployment_seconds=1.0)
+    sm = sagemaker(emu)
+    await call(sm.create_model, ModelName="summary", PrimaryContainer={"Image": "echo"})
+    for name, count in (("summary", 1), ("summary-2", 3)):
+        await call(
+            sm.create_endpoint_config,
+            EndpointConfigName=name,
+            ProductionVariants=variant("summary", InitialInstanceCount=count),
+            AsyncInferenceConfig={"OutputConfig": {}},
+        )
+    await call(sm.create_endpoint, EndpointName="summary", EndpointConfigName="summary")
+    await call(sm.get_waiter("endpoint_in_service").wait, EndpointName="summary", WaiterConfig=FAST)
+    described = await call(sm.describe_endpoint, EndpointName="summary")
+    (summary,) = described["ProductionVariants"]
+    assert summary["VariantStatus"] == []
+    assert summary["CurrentInstanceCount"] == summary["DesiredInstanceCount"] == 1
+    assert summary["CurrentWeight"] == summary["DesiredWeight"] == 1.0
+    assert describe_output_errors(described) == []
+
+    await call(sm.update_endpoint, EndpointName="summary", EndpointConfigName="summary-2")
+    updating = await call(sm.describe_endpoint, EndpointName="summary")
+    assert updating["EndpointStatus"] == "Updating"
+    pending = updating["PendingDeploymentSummary"]
+    assert pending["EndpointConfigName"] == "summary-2"
+    assert pending["ProductionVariants"][0]["DesiredInstanceCount"] == 3
+    assert pending["ProductionVariants"][0]["VariantStatus"][0]["Status"] == "Creating"
+    assert describe_output_errors(updating) == []
+    await call(sm.get_waiter("endpoint_in_service").wait, EndpointName="summary", WaiterConfig=FAST)
+    updated = await call(sm.describe_endpoint, EndpointName="summary")
+    assert "PendingDeploymentSummary" not in updated
+    assert updated["ProductionVariants"][0]["CurrentInstanceCount"] == 3
+
+    await call(
+        sm.update_endpoint_weights_and_capacities,
+        EndpointName="summary",
+        DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 1}],
+    )
+    scaling = (await call(sm.describe_endpoint, EndpointName="summary"))["ProductionVariants"][0]
+    assert scaling["VariantStatus"][0]["Status"] == "Updating"
+    assert (scaling["CurrentInstanceCount"], scaling["DesiredInstanceCount"]) == (3, 1)
     sm.close()

@@ -88,6 +88,7 @@ class _EndpointRecord:
     images: list[dict[str, Any]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     desired: int | None = None  # DesiredInstanceCount while a scaling runs
+    pending: dict[str, Any] | None = None  # the config an UpdateEndpoint deploys
 
 
 #: The SageMaker actions the emulator answers itself; others go to the embedded moto.
@@ -399,6 +400,7 @@ class ControlPlane:
             )
         document = self._config_for(params["EndpointConfigName"])
         record.status = "Updating"
+        record.pending = document
         record.modified = time.time()
         record.task = self._spawn(self._deploy(record, document, creating=False))
         _log.info("control plane: endpoint %s Updating", record.name)
@@ -488,26 +490,52 @@ class ControlPlane:
         deployed = record.deployed
         if deployed is not None:
             running = self._running.get(record.name)
-            current = (
-                running.instances
-                if running is not None
-                else deployed["ProductionVariants"][0].get("InitialInstanceCount", 1)
-            )
+            status: list[dict[str, Any]] = []
+            if record.desired is not None:
+                status = [{"Status": "Updating", "StartTime": record.modified}]
+            elif record.status == "Deleting":
+                status = [{"Status": "Deleting", "StartTime": record.modified}]
             answer["ProductionVariants"] = [
-                {
-                    "VariantName": variant["VariantName"],
-                    "DeployedImages": record.images,
-                    "CurrentWeight": variant.get("InitialVariantWeight", 1.0),
-                    "DesiredWeight": variant.get("InitialVariantWeight", 1.0),
-                    "CurrentInstanceCount": current,
-                    "DesiredInstanceCount": (
-                        record.desired if record.desired is not None else current
-                    ),
-                }
+                _variant_summary(
+                    variant,
+                    record.images,
+                    current=running.instances if running is not None else 0,
+                    desired=record.desired,
+                    status=status,
+                )
                 for variant in deployed["ProductionVariants"]
             ]
-            if "AsyncInferenceConfig" in deployed:
-                answer["AsyncInferenceConfig"] = deployed["AsyncInferenceConfig"]
+            for key in ("AsyncInferenceConfig", "ExplainerConfig", "MetricsConfig"):
+                if key in deployed:
+                    answer[key] = deployed[key]
+            capture = deployed.get("DataCaptureConfig")
+            if capture is not None:
+                answer["DataCaptureConfig"] = {
+                    "EnableCapture": capture.get("EnableCapture", True),
+                    "CaptureStatus": "Started" if capture.get("EnableCapture", True) else "Stopped",
+                    "CurrentSamplingPercentage": capture["InitialSamplingPercentage"],
+                    "DestinationS3Uri": capture["DestinationS3Uri"],
+                    **({"KmsKeyId": capture["KmsKeyId"]} if "KmsKeyId" in capture else {}),
+                }
+        if record.pending is not None:  # UpdateEndpoint deploying a new config
+            creating = [{"Status": "Creating", "StartTime": record.modified}]
+            answer["PendingDeploymentSummary"] = {
+                "EndpointConfigName": record.pending["EndpointConfigName"],
+                "ProductionVariants": [
+                    {
+                        **_variant_summary(
+                            variant,
+                            [],
+                            current=0,
+                            desired=variant.get("InitialInstanceCount"),
+                            status=creating,
+                        ),
+                        "InstanceType": variant.get("InstanceType"),
+                    }
+                    for variant in record.pending["ProductionVariants"]
+                ],
+                "StartTime": record.modified,
+            }
         return answer
 
     async def _list_endpoints(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -662,6 +690,7 @@ class ControlPlane:
                 )
             record.failure_reason = reason
             record.status = "Failed" if creating else "InService"  # an update rolls back
+            record.pending = None
             record.modified = time.time()
             _log.warning("control plane: endpoint %s %s: %s", record.name, record.status, reason)
             return
@@ -675,6 +704,7 @@ class ControlPlane:
             self._retire(old)
         now = time.time()
         record.deployed = document
+        record.pending = None
         record.config_name = document["EndpointConfigName"]
         record.images = [{"SpecifiedImage": image, "ResolvedImage": image, "ResolutionTime": now}]
         record.failure_reason = None
@@ -722,6 +752,31 @@ class ControlPlane:
         for endpoint in list(self._retired):
             await endpoint.aclose()
         self._retired.clear()
+
+
+def _variant_summary(
+    variant: Mapping[str, Any],
+    images: list[dict[str, Any]],
+    *,
+    current: int,
+    desired: int | None,
+    status: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A ProductionVariantSummary of DescribeEndpoint for one variant of a config."""
+    weight = variant.get("InitialVariantWeight", 1.0)
+    summary: dict[str, Any] = {
+        "VariantName": variant["VariantName"],
+        "DeployedImages": images,
+        "CurrentWeight": weight,
+        "DesiredWeight": weight,
+        "CurrentInstanceCount": current,
+        "DesiredInstanceCount": desired if desired is not None else current,
+        "VariantStatus": status,
+    }
+    for key in ("ManagedInstanceScaling", "RoutingConfig"):
+        if key in variant:
+            summary[key] = variant[key]
+    return summary
 
 
 def _callable_name(model: Any) -> str:
