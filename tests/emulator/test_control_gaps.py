@@ -293,3 +293,49 @@ async def test_describe_endpoint_has_the_summary_fields(
     assert scaling["VariantStatus"][0]["Status"] == "Updating"
     assert (scaling["CurrentInstanceCount"], scaling["DesiredInstanceCount"]) == (3, 1)
     sm.close()
+
+
+async def test_idle_and_unfinished_connections_are_closed(
+    local_async_endpoint_factory: Any,
+) -> None:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    emu = await local_async_endpoint_factory(["slowloris=echo"], connection_timeout=0.3)
+    host, port = emu.url.removeprefix("http://").split(":")
+    body = b"x" * 1000
+    signed = AWSRequest(
+        method="POST",
+        url=f"{emu.url}/endpoints/slowloris/async-invocations",
+        data=body,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    SigV4Auth(Credentials("testing", "testing"), "sagemaker", "us-east-1").add_auth(signed)
+    head = "".join(f"{name}: {value}\r\n" for name, value in signed.headers.items())
+    partial_body = (
+        f"POST /endpoints/slowloris/async-invocations HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Length: {len(body)}\r\n{head}\r\n"
+    ).encode() + body[:10]
+    sends = {
+        "nothing": b"",
+        "half the headers": b"POST /endpoints/slowloris/async-invocations HTTP/1.1\r\nHost: a",
+        "part of the body": partial_body,
+    }
+    answers: dict[str, bytes] = {}
+
+    async def hold(name: str, data: bytes) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(data)
+        await writer.drain()
+        # Only a guard against a hang: the emulator must close the connection itself.
+        answers[name] = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        await writer.wait_closed()
+
+    await asyncio.gather(*(hold(name, data) for name, data in sends.items()))
+    assert answers["nothing"] == b""
+    assert answers["half the headers"] == b""
+    assert answers["part of the body"].startswith(b"HTTP/1.1 408")
+    assert b"RequestTimeout" in answers["part of the body"]
+    assert emu.stats("slowloris").received == 0

@@ -70,6 +70,10 @@ class LocalAsyncEndpoint:
         list_bucket_allowed: False: the embedded S3 answers as S3 does to a caller without
             ``s3:ListBucket`` (403 AccessDenied for a missing key and for any listing); see
             :attr:`EmbeddedS3.list_bucket_allowed`. Only with the embedded S3.
+        connection_timeout: seconds a connection may stay idle (no request, or a request whose
+            headers or body stop coming) before the emulator closes it; a request whose body
+            is still incomplete then is answered 408 RequestTimeout. 60, as a load balancer's
+            idle timeout; make it longer than your clients keep idle connections pooled.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class LocalAsyncEndpoint:
         images: Mapping[str, Model | str] | None = None,
         metrics_interval: float | None = 60.0,
         list_bucket_allowed: bool = True,
+        connection_timeout: float = 60.0,
     ) -> None:
         configs = [parse_endpoint_spec(e) if isinstance(e, str) else e for e in endpoints]
         names = [config.name for config in configs]
@@ -131,6 +136,11 @@ class LocalAsyncEndpoint:
                 "True with s3_endpoint_url (set the permission on that S3 instead)",
             )
         self._list_bucket_allowed = list_bucket_allowed
+        if not connection_timeout > 0:
+            raise ValidationError(
+                "connection_timeout", f"{connection_timeout!r} is not positive", "> 0"
+            )
+        self._connection_timeout = connection_timeout
         self._metrics_task: asyncio.Task[None] | None = None
         self._control: ControlPlane | None = None
         self._s3: S3Client | None = None
@@ -214,8 +224,19 @@ class LocalAsyncEndpoint:
             region=self._region,
             control=self._control,
             forward_url=self._embedded.url if self._embedded else self._s3_url,
+            body_timeout=self._connection_timeout,
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # An idle connection, or one whose request headers never end, is closed after the
+        # timeout (aiohttp's keep-alive timer runs from the connection's start); an unfinished
+        # body is the handler's (body_timeout); what is left of it is read for at most the
+        # timeout too.
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self._connection_timeout,
+            lingering_time=min(10.0, self._connection_timeout),
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
