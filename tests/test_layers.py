@@ -36,7 +36,7 @@ LAYERS: list[set[str]] = [
         "emulator._s3",
         "emulator._shapes",
     },
-    {"emulator._config"},
+    {"emulator._config", "emulator._proxy"},
     {"emulator._endpoint"},
     {"emulator._metrics", "emulator._control"},
     {"emulator._app"},

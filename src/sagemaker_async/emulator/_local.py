@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -19,6 +20,7 @@ from ._control import ControlPlane
 from ._endpoint import EmulatedEndpoint
 from ._metrics import publish_metrics
 from ._models import Model, resolve_model
+from ._proxy import RefusingProxy
 from ._s3 import EmbeddedS3, connectable_host
 
 if TYPE_CHECKING:
@@ -142,6 +144,7 @@ class LocalAsyncEndpoint:
             )
         self._connection_timeout = connection_timeout
         self._metrics_task: asyncio.Task[None] | None = None
+        self._proxy: RefusingProxy | None = None
         self._control: ControlPlane | None = None
         self._s3: S3Client | None = None
         self._sns: SNSClient | None = None
@@ -230,6 +233,7 @@ class LocalAsyncEndpoint:
         # timeout (aiohttp's keep-alive timer runs from the connection's start); an unfinished
         # body is the handler's (body_timeout); what is left of it is read for at most the
         # timeout too.
+        self._proxy = await RefusingProxy(self._host).start()
         self._runner = web.AppRunner(
             app,
             access_log=None,
@@ -270,6 +274,9 @@ class LocalAsyncEndpoint:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._proxy is not None:
+            await self._proxy.aclose()
+            self._proxy = None
         if self._metrics_task is not None:
             self._metrics_task.cancel()
             await asyncio.gather(self._metrics_task, return_exceptions=True)
@@ -364,14 +371,39 @@ class LocalAsyncEndpoint:
         files are replaced by empty ones, and a configured
         ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` is turned off; also unset :attr:`UNSET_ENV`
         (the fixtures and ``emulate``'s exports do).
+
+        ``HTTP_PROXY`` and ``HTTPS_PROXY`` (both cases) point at a local proxy that refuses
+        every request, naming the emulator, and ``NO_PROXY`` keeps the loopback addresses and
+        the hosts of these URLs direct: a client that hard-codes an AWS host (the SageMaker
+        Python SDK's STS client) fails at once instead of leaving the machine.
         """
-        return {
+        urls = {
             "AWS_ENDPOINT_URL": self._embedded.url if self._embedded else self.s3_endpoint_url,
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.url,
             "AWS_ENDPOINT_URL_SAGEMAKER": self.url,
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint_url,
             "AWS_ENDPOINT_URL_SQS": self.sqs_endpoint_url,
             "AWS_ENDPOINT_URL_SNS": self.sns_endpoint_url,
+        }
+        direct = ["127.0.0.1", "localhost", "::1", "[::1]"]
+        for url in urls.values():
+            host = urlsplit(url).hostname or ""
+            for name in (host, f"[{host}]" if ":" in host else host):
+                if name and name not in direct:
+                    direct.append(name)
+        assert self._proxy is not None
+        proxies = {
+            name: value
+            for variable, value in (
+                ("HTTP_PROXY", self._proxy.url),
+                ("HTTPS_PROXY", self._proxy.url),
+                ("NO_PROXY", ",".join(direct)),
+            )
+            for name in (variable, variable.lower())  # the lower-case ones win in most tools
+        }
+        return {
+            **urls,
+            **proxies,
             "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "false",
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
@@ -379,6 +411,13 @@ class LocalAsyncEndpoint:
             "AWS_ACCESS_KEY_ID": self._credentials[0],
             "AWS_SECRET_ACCESS_KEY": self._credentials[1],
         }
+
+    @property
+    def refusing_proxy(self) -> RefusingProxy:
+        """The proxy of :attr:`env`; its ``refused`` lists what tried to leave the machine."""
+        self._require_started()
+        assert self._proxy is not None
+        return self._proxy
 
     @property
     def endpoints(self) -> Mapping[str, EmulatedEndpoint]:
