@@ -41,7 +41,7 @@ LAYERS: list[set[str]] = [
     {"emulator._metrics", "emulator._control"},
     {"emulator._app"},
     {"emulator._local"},
-    {"emulator._serve"},
+    {"emulator._serve", "emulator._sdk"},
     {"emulator.__init__"},
     {"emulator.pytest_plugin"},
     {"_demo"},

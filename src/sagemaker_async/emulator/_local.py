@@ -348,6 +348,11 @@ class LocalAsyncEndpoint:
         return self._embedded
 
     @property
+    def bucket(self) -> str:
+        """The emulator's own bucket (of the default output and failure paths; it exists)."""
+        return self._bucket
+
+    @property
     def region(self) -> str:
         """The region clients sign for."""
         return self._region
