@@ -39,6 +39,7 @@ LAYERS: list[set[str]] = [
     {"emulator._config", "emulator._proxy"},
     {"emulator._endpoint"},
     {"emulator._metrics", "emulator._control"},
+    {"emulator._scaling"},
     {"emulator._app"},
     {"emulator._local"},
     {"emulator._serve", "emulator._sdk"},

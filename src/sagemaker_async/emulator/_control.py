@@ -423,6 +423,15 @@ class ControlPlane:
                 self.scale(record.name, wanted["DesiredInstanceCount"])
         return {"EndpointArn": record.arn}
 
+    def capacity(self, name: str) -> tuple[str, int] | None:
+        """``(variant name, DesiredInstanceCount)`` of an InService endpoint, else None."""
+        record = self._endpoints.get(name)
+        running = self._running.get(name)
+        if record is None or running is None or record.status != "InService":
+            return None
+        assert record.deployed is not None
+        return record.deployed["ProductionVariants"][0]["VariantName"], running.instances
+
     def scale(self, name: str, count: int) -> None:
         """Set endpoint ``name``'s DesiredInstanceCount; instances follow after a delay.
 

@@ -188,6 +188,11 @@ class EmulatedEndpoint:
             oldest_request_age_seconds=round(oldest, 3),
         )
 
+    @property
+    def idle(self) -> bool:
+        """True when every accepted request has its output or failure object (and notice)."""
+        return self._idle.is_set()
+
     async def join(self) -> None:
         """Wait until every accepted request has its output or failure object (and notice)."""
         await self._idle.wait()

@@ -13,15 +13,16 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from .._clock import Clock, SystemClock
 from .._errors import ValidationError
 from ._app import ACCOUNT_ID, create_app
 from ._config import DEFAULT_BUCKET, EndpointConfig, EndpointStats, parse_endpoint_spec
 from ._control import ControlPlane
 from ._endpoint import EmulatedEndpoint
-from ._metrics import publish_metrics
 from ._models import Model, resolve_model
 from ._proxy import RefusingProxy
 from ._s3 import EmbeddedS3, connectable_host
+from ._scaling import Autoscaler
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -64,11 +65,14 @@ class LocalAsyncEndpoint:
             callable or a :func:`resolve_model` spec such as ``"http://127.0.0.1:8080"``).
             An Image not listed is itself a spec (``echo``, ``sleep:2``, ``http://...``);
             any other makes CreateEndpoint end ``Failed``.
-        metrics_interval: every so many seconds, put each endpoint's ApproximateBacklogSize,
-            ApproximateBacklogSizePerInstance, ApproximateAgeOfOldestRequest and
-            HasBacklogWithoutCapacity (namespace ``AWS/SageMaker``, dimension EndpointName)
-            to the CloudWatch of :attr:`env` (the embedded moto). The service publishes every
-            minute; ``None`` publishes nothing.
+        metrics_interval: every so many seconds, on the boundaries of that period, put each
+            endpoint's ApproximateBacklogSize, ApproximateBacklogSizePerInstance,
+            ApproximateAgeOfOldestRequest and HasBacklogWithoutCapacity (namespace
+            ``AWS/SageMaker``, dimension EndpointName) to the CloudWatch of :attr:`env` (the
+            embedded moto), then evaluate the CloudWatch alarms on them and the Application
+            Auto Scaling policies registered for ``endpoint/NAME/variant/V`` (see
+            docs/emulator.md). The service publishes every minute; ``None`` publishes
+            nothing and scales nothing.
         list_bucket_allowed: False: the embedded S3 answers as S3 does to a caller without
             ``s3:ListBucket`` (403 AccessDenied for a missing key and for any listing); see
             :attr:`EmbeddedS3.list_bucket_allowed`. Only with the embedded S3.
@@ -76,6 +80,11 @@ class LocalAsyncEndpoint:
             headers or body stop coming) before the emulator closes it; a request whose body
             is still incomplete then is answered 408 RequestTimeout. 60, as a load balancer's
             idle timeout; make it longer than your clients keep idle connections pooled.
+        scale_out_seconds: how long adding instances takes (the endpoint is ``Updating``
+            meanwhile; on AWS, minutes).
+        scale_in_seconds: how long removing instances takes.
+        clock: the clock of metric periods, alarms, cooldowns and the scaling delays (a
+            test's fake clock runs autoscaling in virtual time); default: the real one.
     """
 
     def __init__(
@@ -97,6 +106,9 @@ class LocalAsyncEndpoint:
         metrics_interval: float | None = 60.0,
         list_bucket_allowed: bool = True,
         connection_timeout: float = 60.0,
+        scale_out_seconds: float = 1.0,
+        scale_in_seconds: float = 1.0,
+        clock: Clock | None = None,
     ) -> None:
         configs = [parse_endpoint_spec(e) if isinstance(e, str) else e for e in endpoints]
         names = [config.name for config in configs]
@@ -143,6 +155,16 @@ class LocalAsyncEndpoint:
                 "connection_timeout", f"{connection_timeout!r} is not positive", "> 0"
             )
         self._connection_timeout = connection_timeout
+        for name, value in (
+            ("scale_out_seconds", scale_out_seconds),
+            ("scale_in_seconds", scale_in_seconds),
+        ):
+            if not value >= 0:
+                raise ValidationError(name, f"{value!r} is negative", ">= 0")
+        self._scale_out_seconds = scale_out_seconds
+        self._scale_in_seconds = scale_in_seconds
+        self._clock: Clock = clock or SystemClock()
+        self._autoscaler: Autoscaler | None = None
         self._metrics_task: asyncio.Task[None] | None = None
         self._proxy: RefusingProxy | None = None
         self._control: ControlPlane | None = None
@@ -194,18 +216,6 @@ class LocalAsyncEndpoint:
             session.create_client("sns", endpoint_url=self.sns_endpoint_url, **common)
         )
         self._s3, self._sns = s3, sns
-        if self._metrics_interval is not None:
-            cloudwatch = await self._stack.enter_async_context(
-                session.create_client(
-                    "cloudwatch",
-                    endpoint_url=self._embedded.url if self._embedded else self._s3_url,
-                    **common,
-                )
-            )
-            self._metrics_task = asyncio.create_task(
-                publish_metrics(cloudwatch, lambda: self._endpoints, self._metrics_interval),
-                name="emulator-metrics",
-            )
         self._control = ControlPlane(
             self._endpoints,
             self._make_endpoint,
@@ -214,7 +224,29 @@ class LocalAsyncEndpoint:
             deployment_seconds=self._deployment_seconds,
             images=self._images,
             time_scale=self._time_scale,
+            scale_out_seconds=self._scale_out_seconds,
+            scale_in_seconds=self._scale_in_seconds,
+            clock=self._clock,
         )
+        if self._metrics_interval is not None:
+            moto = self._embedded.url if self._embedded else self._s3_url
+            cloudwatch = await self._stack.enter_async_context(
+                session.create_client("cloudwatch", endpoint_url=moto, **common)
+            )
+            autoscaling = await self._stack.enter_async_context(
+                session.create_client("application-autoscaling", endpoint_url=moto, **common)
+            )
+            self._autoscaler = Autoscaler(
+                self._control,
+                lambda: self._endpoints,
+                cloudwatch=cloudwatch,
+                autoscaling=autoscaling,
+                interval=self._metrics_interval,
+                clock=self._clock,
+            )
+            self._metrics_task = asyncio.create_task(
+                self._autoscaler.run(), name="emulator-metrics"
+            )
         for config_ in self._configs:
             endpoint = self._make_endpoint(config_, resolve_model(config_.model))
             self._endpoints[config_.name] = endpoint
@@ -346,6 +378,15 @@ class LocalAsyncEndpoint:
     def embedded_s3(self) -> EmbeddedS3 | None:
         """The embedded moto server (with its request counts), when the emulator started one."""
         return self._embedded
+
+    @property
+    def autoscaler(self) -> Autoscaler | None:
+        """The loop of metrics, alarms and scaling (None without ``metrics_interval``).
+
+        Its ``busy`` says whether a period is being processed, and ``activities`` lists every
+        scaling decision.
+        """
+        return self._autoscaler
 
     @property
     def bucket(self) -> str:
