@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._app import ACCOUNT_ID
-
-if TYPE_CHECKING:
-    from ._local import LocalAsyncEndpoint
+from ._local import LocalAsyncEndpoint
 
 __all__ = ["sagemaker_session"]
 
