@@ -232,3 +232,62 @@ async def test_an_instance_that_leaves_finishes_its_inference_and_the_queue_wait
     endpoint.set_instances(1)
     await emu.join()
     assert emu.stats("leaving").completed == 2
+
+
+async def test_step_cooldowns_and_the_maximum_capacity(
+    local_async_endpoint_factory: Any, embedded_s3: Any
+) -> None:
+    """An alarm that stays in ALARM runs its step policy once per period, but the policy acts
+    only once per Cooldown, and never above MaxCapacity."""
+    name = f"cooling-{uuid.uuid4().hex[:8]}"
+    clock = FakeClock()
+    emu: LocalAsyncEndpoint = await local_async_endpoint_factory(
+        [EndpointConfig(name, instance_count=1)],
+        clock=clock,
+        metrics_interval=60,
+        scale_out_seconds=0,
+    )
+    settle = settler(emu)
+    aas = boto3.client("application-autoscaling", **client_kwargs(embedded_s3.url))
+    cw = boto3.client("cloudwatch", **client_kwargs(embedded_s3.url))
+    resource = f"endpoint/{name}/variant/AllTraffic"
+    dimension = "sagemaker:variant:DesiredInstanceCount"
+    await call(aas.register_scalable_target, ServiceNamespace="sagemaker", ResourceId=resource,
+               ScalableDimension=dimension, MinCapacity=1, MaxCapacity=3)  # fmt: skip
+    policy = await call(
+        aas.put_scaling_policy,
+        PolicyName="grow",
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension=dimension,
+        PolicyType="StepScaling",
+        StepScalingPolicyConfiguration={
+            "AdjustmentType": "ChangeInCapacity",
+            "Cooldown": 300,
+            "StepAdjustments": [{"MetricIntervalUpperBound": 0, "ScalingAdjustment": 1}],
+        },
+    )
+    # Breaching whenever the endpoint is idle: it stays in ALARM.
+    await call(
+        cw.put_metric_alarm,
+        AlarmName=f"{name}-idle",
+        MetricName="ApproximateBacklogSize",
+        Namespace="AWS/SageMaker",
+        Statistic="Maximum",
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="LessThanThreshold",
+        Dimensions=[{"Name": "EndpointName", "Value": name}],
+        Period=60,
+        AlarmActions=[policy["PolicyARN"]],
+    )
+    await clock.advance(20 * 60, settle)
+    assert emu.autoscaler is not None
+    steps = [(a.old, a.new, a.at) for a in emu.autoscaler.activities if a.endpoint == name]
+    assert [(old, new) for old, new, _ in steps] == [(1, 2), (2, 3)]
+    assert steps[1][2] - steps[0][2] == 300  # the Cooldown, in periods of 60 s
+    assert emu.endpoint(name).instances == 3  # MaxCapacity: no third step
+    alarm = (await call(cw.describe_alarms, AlarmNames=[f"{name}-idle"]))["MetricAlarms"][0]
+    assert alarm["StateValue"] == "ALARM"
+    aas.close()
+    cw.close()
