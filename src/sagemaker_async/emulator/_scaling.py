@@ -143,6 +143,8 @@ class Autoscaler:
                 await self.tick(boundary)
             except (ClientError, BotoCoreError) as exc:
                 self._warn("aws", f"CloudWatch or Application Auto Scaling refused a call: {exc}")
+            except Exception:  # one odd period must not stop metrics and scaling for good
+                _log.exception("metrics and autoscaling: the period ending at %s failed", boundary)
             finally:
                 self._busy = False
 
