@@ -6,12 +6,14 @@ Cheap checks only; building and installing the wheel and the sdist in a fresh ve
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import pickle
 import re
 import sys
 import traceback
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from types import FunctionType, ModuleType
 from typing import Any
@@ -214,10 +216,16 @@ def normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def distributions(module: str) -> set[str]:
+@functools.cache
+def distributions(module: str) -> frozenset[str]:
     """The installed distributions that give a top-level module; else the name itself."""
-    found = importlib.metadata.packages_distributions().get(module) or [module]
-    return {normalized(d) for d in found}
+    found = installed().get(module) or [module]
+    return frozenset(normalized(d) for d in found)
+
+
+@functools.cache
+def installed() -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()
 
 
 def undeclared(project: dict[str, Any]) -> list[str]:
