@@ -29,7 +29,8 @@ def tests(session: nox.Session) -> None:
 
     Four pytest-xdist workers, each with servers of its own (most tests wait on servers and
     subprocesses, so four beat two on two cores: 3 to 7 minutes instead of about 11). Arguments
-    after ``--`` replace that (``nox -s tests -- -k notified``).
+    after ``--`` replace that (``nox -s tests -- -k notified``). In CI (``CI=true``, no
+    arguments), the QUICK subset at the floors follows: ``nox -s floors -- --quick``.
     """
     session.install("-e", ".[test]")
     session.run("pytest", *(session.posargs or ["-n", "4"]))
