@@ -1,11 +1,21 @@
-"""Sessions: tests, lint, typecheck, wheel, docs, sdk, bench, soak. `nox` alone runs the first
-three."""
+"""Sessions: tests, lint, typecheck, floors, newest, wheel, docs, sdk, bench, soak.
+
+`nox` alone runs the first three.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import nox
+from packaging.requirements import Requirement
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # nox's own dependency on Python 3.10
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
@@ -19,10 +29,82 @@ def tests(session: nox.Session) -> None:
 
     Four pytest-xdist workers, each with servers of its own (most tests wait on servers and
     subprocesses, so four beat two on two cores: 3 to 7 minutes instead of about 11). Arguments
-    after ``--`` replace that (``nox -s tests -- -k notified``).
+    after ``--`` replace that (``nox -s tests -- -k notified``). In CI (``CI=true``, no
+    arguments), the QUICK subset at the floors follows: ``nox -s floors -- --quick``.
     """
     session.install("-e", ".[test]")
     session.run("pytest", *(session.posargs or ["-n", "4"]))
+    if os.environ.get("CI") == "true" and not session.posargs:
+        session.notify("floors", ["--quick"])
+
+
+# What CI runs at the floors after the suite: the tests that use the dependencies' APIs the
+# most (botocore's model and private parser, tenacity, aiohttp, aioresponses, moto, werkzeug,
+# FastAPI, OpenTelemetry) and the check that every import is declared.
+QUICK = [
+    "tests/test_packaging.py",
+    "tests/test_validation.py",
+    "tests/test_retries.py",
+    "tests/test_speedups.py",
+    "tests/test_observability.py",
+    "tests/test_fastapi.py",
+    "tests/emulator/test_wire.py",
+]
+EVERY_EXTRA = ".[test,docs]"
+
+
+def floors_of(pyproject: Path = Path("pyproject.toml")) -> list[str]:
+    """``name==floor`` for each requirement of the package and its extras with a ``>=`` floor."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    floors: dict[str, str] = {}
+    for group in [project["dependencies"], *project["optional-dependencies"].values()]:
+        for requirement in map(Requirement, group):
+            for spec in requirement.specifier:
+                if spec.operator == ">=":
+                    floors[requirement.name] = spec.version
+    return [f"{name}=={version}" for name, version in sorted(floors.items())]
+
+
+def _suite_at(session: nox.Session, *how: str) -> None:
+    """Install the package with every extra by uv ``how``, then run the suite and build the docs.
+
+    ``-- --quick`` runs the QUICK files only, without the docs; other arguments after ``--``
+    replace pytest's (and skip the docs).
+    """
+    session.install("uv")
+    python = str(Path(session.bin) / "python")
+    session.run("uv", "pip", "install", "--python", python, *how, "-e", EVERY_EXTRA)
+    session.run("uv", "pip", "freeze", "--python", python, "--exclude-editable")
+    if session.posargs == ["--quick"]:
+        session.run("pytest", "-n", "4", "-q", *QUICK)
+        return
+    session.run("pytest", *(session.posargs or ["-n", "4"]))
+    if not session.posargs:
+        site = Path(session.create_tmp()) / "site"
+        session.run(
+            "mkdocs", "build", "--strict", "--site-dir", str(site),
+            env={"NO_MKDOCS_2_WARNING": "1"},
+        )  # fmt: skip
+
+
+@nox.session(reuse_venv=False)  # a fresh venv: nothing of an earlier install stays
+def floors(session: nox.Session) -> None:
+    """The suite at the floors: each dependency at the lowest version pyproject.toml allows.
+
+    Every requirement of the package and of its extras that has a floor (``>=``) is pinned to
+    it (a constraints file), the rest resolves as uv's ``--resolution lowest-direct`` does;
+    floors that cannot be installed together fail here. Then the whole suite, and the docs
+    site is built. ``-- --quick`` runs the QUICK subset only (CI does, after ``tests``).
+    """
+    constraints = Path(session.create_tmp()) / "floors.txt"
+    constraints.write_text("\n".join(floors_of()) + "\n")
+    _suite_at(session, "--resolution", "lowest-direct", "--constraint", str(constraints))
+
+
+@nox.session(reuse_venv=False)
+def newest(session: nox.Session) -> None:
+    """The suite with the newest release of every dependency that pyproject.toml allows."""
+    _suite_at(session, "--resolution", "highest", "--upgrade")
 
 
 @nox.session

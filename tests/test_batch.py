@@ -4,6 +4,7 @@ summary say after a stop or an interruption, and what a rerun then does."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from sagemaker_async import AsyncInferenceClient, PollingConfig, RetryConfig
-from sagemaker_async._batch import MANIFEST, BatchItem, BatchSummary, run_batch
+from sagemaker_async._batch import MANIFEST, BatchItem, BatchSummary, ProgressBar, run_batch
 from sagemaker_async.emulator import EndpointConfig, LocalAsyncEndpoint
 
 
@@ -119,3 +120,26 @@ async def test_an_interrupted_batch_counts_every_item_and_a_rerun_finishes_them(
         rerun = await run_batch(client, "slow", batch, tmp_path, max_in_flight=12)
     assert rerun.skipped == summary.succeeded
     assert rerun.succeeded + rerun.skipped == 60 and counted(rerun) == 60
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_redraws_one_line_on_a_terminal_and_writes_deciles_elsewhere() -> None:
+    counts = [BatchSummary(total=4, succeeded=1), BatchSummary(total=4, succeeded=3, failed=1)]
+    terminal, log = Terminal(), io.StringIO()
+    for stream in (terminal, log):
+        bar = ProgressBar(stream)
+        for summary in counts:
+            bar(summary)
+    # Each drawn over the one before (older tqdm blanks the line in between).
+    drawings = [d for d in terminal.getvalue().split("\r") if d.strip()]
+    assert any("1/4" in d and "ok=1 failed=0" in d for d in drawings)
+    assert "4/4" in drawings[-1] and "ok=3 failed=1" in drawings[-1]
+    assert drawings[-1].endswith("\n")  # closed: the next output starts on a line of its own
+    lines = log.getvalue().splitlines()
+    assert (
+        len(lines) == 2 and "1/4" in lines[0] and "4/4" in lines[1] and "ok=3 failed=1" in lines[1]
+    )

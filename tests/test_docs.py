@@ -414,13 +414,11 @@ def installs(text: str) -> tuple[set[str], set[str]]:
 
 @cache
 def extras_with(package: str) -> frozenset[str]:
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"
-    ]
-    return frozenset(
-        name for name, needs in extras.items() if any(n.startswith(package) for n in needs)
-    )
+    """The extras that install ``package`` (itself, or through another extra of ours)."""
+    from test_packaging import pyproject, requirements
+
+    extras = pyproject()["project"]["optional-dependencies"]
+    return frozenset(name for name in extras if package in requirements(name))
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))

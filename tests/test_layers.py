@@ -8,7 +8,9 @@ package, from the lower modules of that package's own order).
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "sagemaker_async"
 
@@ -80,12 +82,41 @@ def resolve(importer: str, node: ast.ImportFrom) -> list[str]:
     return found
 
 
+def imports(path: Path) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool]]:
+    """Every import statement of a file, and whether it is for type checkers only.
+
+    Type checkers only: under ``if TYPE_CHECKING:`` (its ``else:`` runs).
+    """
+
+    def visit(nodes: Iterable[ast.AST], typing_only: bool) -> Iterator[tuple[Any, bool]]:
+        for node in nodes:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                yield node, typing_only
+            elif isinstance(node, ast.If) and ast.unparse(node.test) in TYPE_CHECKING_TESTS:
+                yield from visit(node.body, True)
+                yield from visit(node.orelse, typing_only)
+            else:
+                yield from visit(ast.iter_child_nodes(node), typing_only)
+
+    yield from visit([ast.parse(path.read_text())], False)
+
+
+TYPE_CHECKING_TESTS = {"TYPE_CHECKING", "typing.TYPE_CHECKING"}
+
+
+def absolute(node: ast.Import | ast.ImportFrom) -> list[str]:
+    """The modules an import statement names absolutely (``from .x import y`` names none)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    return [node.module] if node.level == 0 and node.module else []
+
+
 def graph() -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         importer = module_name(path)
         targets = edges.setdefault(importer, set())
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node, _ in imports(path):
             if isinstance(node, ast.ImportFrom):
                 targets.update(t for t in resolve(importer, node) if t != importer)
             elif isinstance(node, ast.Import):
@@ -142,3 +173,7 @@ def test_the_import_graph_has_no_cycle() -> None:
 def test_the_checker_sees_a_type_checking_import() -> None:
     """The rules can fail: _errors' TYPE_CHECKING import of _result is seen."""
     assert "_result" in graph()["_errors"]
+    typing_only = {
+        name for node, only in imports(PACKAGE / "_client.py") if only for name in absolute(node)
+    }
+    assert "types_aiobotocore_s3" in typing_only and "aiobotocore.client" not in typing_only

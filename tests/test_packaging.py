@@ -6,12 +6,14 @@ Cheap checks only; building and installing the wheel and the sdist in a fresh ve
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import pickle
 import re
 import sys
 import traceback
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from types import FunctionType, ModuleType
 from typing import Any
@@ -176,3 +178,94 @@ def test_classifiers_cover_the_supported_pythons() -> None:
     assert min(listed) == int(minimum.group(1))
     assert listed == set(range(min(listed), max(listed) + 1))
     assert set(project["urls"]) >= {"Homepage", "Documentation", "Changelog"}
+
+
+# -- every import is declared ---------------------------------------------------------------------
+# Which install brings a module's third-party imports: the dependencies, and the extra that the
+# module belongs to (the longest prefix of its name that is listed).
+MODULE_EXTRAS = {
+    "emulator": "emulator",
+    "emulator.pytest_plugin": "pytest",
+    "fastapi": "fastapi",
+    "_observe": "otel",  # imported only when a meter or tracer is asked for
+}
+
+
+def requirements(group: str, project: dict[str, Any] | None = None) -> dict[str, str]:
+    """Distribution name -> requirement, of the dependencies ("") or of an extra.
+
+    An extra that names another of this package's (``sagemaker-async[emulator]``) has its
+    requirements too.
+    """
+    project = project or pyproject()["project"]
+    listed = project["dependencies"] if group == "" else project["optional-dependencies"][group]
+    found: dict[str, str] = {}
+    for requirement in listed:
+        match = re.match(r"([A-Za-z0-9._-]+)\s*(?:\[([^\]]*)\])?", requirement)
+        assert match, requirement
+        name = normalized(match[1])
+        if name == "sagemaker-async":
+            for extra in (match[2] or "").split(","):
+                found.update(requirements(extra.strip(), project))
+        else:
+            found[name] = requirement
+    return found
+
+
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.cache
+def distributions(module: str) -> frozenset[str]:
+    """The installed distributions that give a top-level module; else the name itself."""
+    found = installed().get(module) or [module]
+    return frozenset(normalized(d) for d in found)
+
+
+@functools.cache
+def installed() -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def undeclared(project: dict[str, Any]) -> list[str]:
+    """``module: import (group)`` for each third-party import its group does not declare.
+
+    Each run-time import of src/sagemaker_async and of docs_hooks.py (the docs extra); an
+    import under ``if TYPE_CHECKING:`` is for mypy, which the typecheck session installs.
+    """
+    from test_layers import PACKAGE, absolute, imports, module_name
+
+    files = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+    files["docs_hooks"] = ROOT / "docs_hooks.py"
+    missing = []
+    for module, path in files.items():
+        prefixes = [p for p in MODULE_EXTRAS if module == p or module.startswith(p + ".")]
+        extra = "docs" if module == "docs_hooks" else MODULE_EXTRAS.get(max(prefixes, default=""))
+        declared = set(requirements("", project)) | set(
+            requirements(extra, project) if extra else ()
+        )
+        for node, typing_only in imports(path):
+            for name in absolute(node):
+                top = name.split(".")[0]
+                if typing_only or top in sys.stdlib_module_names or top == "sagemaker_async":
+                    continue
+                if not distributions(top) & declared:
+                    missing.append(f"{module}: {top} ({extra or 'dependencies'})")
+    return sorted(set(missing))
+
+
+def test_every_third_party_import_is_declared() -> None:
+    assert undeclared(pyproject()["project"]) == []
+
+
+def test_an_undeclared_import_is_found() -> None:
+    project = pyproject()["project"]
+    core = [r for r in project["dependencies"] if not r.startswith("botocore")]
+    extras = {**project["optional-dependencies"], "fastapi": ["fastapi>=0.100"]}
+    missing = undeclared({**project, "dependencies": core, "optional-dependencies": extras})
+    assert "_validation: botocore (dependencies)" in missing
+    assert "emulator._control: botocore (emulator)" in missing
+    assert "fastapi: starlette (fastapi)" in missing
+    assert not [m for m in missing if "typing" in m or "types_" in m]
+    assert requirements("pytest")["moto"].startswith("moto[server]>=")  # through [emulator]
