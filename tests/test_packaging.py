@@ -185,6 +185,7 @@ def test_classifiers_cover_the_supported_pythons() -> None:
 # module belongs to (the longest prefix of its name that is listed).
 MODULE_EXTRAS = {
     "emulator": "emulator",
+    "emulator._sdk": "sdk",
     "emulator.pytest_plugin": "pytest",
     "fastapi": "fastapi",
     "_observe": "otel",  # imported only when a meter or tracer is asked for
