@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import sys
+import types
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+from ._clock import Timer
 from ._config import PollingConfig
-from ._engine._engine import NO_CONTEXT
-from ._engine._records import Watch
+from ._engine._records import Listener, Watch
 from ._errors import (
     ClientClosedError,
     InferenceFailedError,
@@ -93,7 +96,8 @@ def load_state(saved: HandleState | Mapping[str, Any]) -> tuple[WatchTarget, int
             "state.submit_attempts", f"{attempts!r} is not a count", "an int >= 0"
         )
     target = WatchTarget(
-        endpoint_name=values["endpoint_name"],
+        # One string for every handle of an endpoint (a million resumed states, one name).
+        endpoint_name=sys.intern(values["endpoint_name"]),
         inference_id=values["inference_id"],
         output_location=values["output_location"],
         failure_location=values["failure_location"],
@@ -107,18 +111,58 @@ class Completions(Protocol):
     """What a handle needs from its client's completion engine."""
 
     def watch(
-        self, target: WatchTarget, polling: PollingConfig, *, submitted: float, deadline: float
+        self,
+        listener: Listener,
+        target: WatchTarget,
+        polling: PollingConfig,
+        *,
+        submitted: float,
+        deadline: float,
     ) -> Watch:
         """Start watching (or join the watch of) ``target`` (times of the monotonic clock)."""
 
-    def release(self, watch: Watch) -> None:
-        """Stop watching, unless another handle still waits on it."""
+    def release(self, watch: Watch, listener: Listener) -> None:
+        """``listener`` stopped waiting: stop watching, unless another handle still waits."""
 
-    async def wait(self, watch: Watch, timeout: float | None) -> bool:
-        """Wait for the outcome, at most ``timeout`` seconds; True if there is one."""
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> Timer:
+        """A timer of the client's clock."""
 
     def cancelled(self, target: WatchTarget) -> None:
         """A handle of ``target`` was cancelled (counted as its outcome)."""
+
+
+# A handle keeps its done callbacks, and its waiters, as nothing, one, or a list: nearly every
+# pending handle has one (a million handles, a million lists saved).
+_Some = Any  # None | T | list[T]
+
+
+def _added(held: _Some, item: object) -> _Some:
+    if held is None:
+        return item
+    if isinstance(held, list):
+        held.append(item)
+        return held
+    return [held, item]
+
+
+def _without(held: _Some, item: object) -> tuple[_Some, int]:
+    """``held`` without every ``item`` (by equality); how many were removed."""
+    if held is None:
+        return None, 0
+    if not isinstance(held, list):
+        return (None, 1) if held == item else (held, 0)
+    kept = [x for x in held if x != item]
+    removed = len(held) - len(kept)
+    return (kept[0] if len(kept) == 1 else kept or None), removed
+
+
+def _each(held: _Some) -> list[Any]:
+    return [] if held is None else list(held) if isinstance(held, list) else [held]
+
+
+def _time_out(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)  # False: woken by its timeout
 
 
 class AsyncInferenceHandle:
@@ -140,15 +184,15 @@ class AsyncInferenceHandle:
 
     __slots__ = (
         "_callbacks",
-        "_clock_times",
         "_completions",
-        "_exception",
+        "_deadline",
         "_opener",
         "_opening",
+        "_outcome",
         "_polling",
-        "_result",
         "_status",
         "_submit_attempts",
+        "_submitted",
         "_target",
         "_waiters",
         "_watch",
@@ -167,18 +211,19 @@ class AsyncInferenceHandle:
         self._target = target
         # (submitted, deadline) on the client's monotonic clock: a step of the wall clock
         # neither times the handle out nor delays it (the wall times are for to_dict()).
-        self._clock_times = clock_times
+        self._submitted, self._deadline = clock_times
         self._submit_attempts = submit_attempts
         self._polling = polling
         self._completions = completions
         self._opener = opener  # opens the client; None once it is open
         self._opening: asyncio.Task[None] | None = None
         self._status = InferenceStatus.PENDING
-        self._result: InferenceResult | None = None
-        self._exception: BaseException | None = None
+        self._outcome: InferenceResult | BaseException | None = None
         self._watch: Watch | None = None
-        self._waiters = 0
-        self._callbacks: list[Callable[[AsyncInferenceHandle], object]] = []
+        # Done callbacks; waiters: futures of result() calls (woken on the outcome or the
+        # client's close) and as_completed's callables. Each: None, one, or a list.
+        self._callbacks: _Some = None
+        self._waiters: _Some = None
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -256,7 +301,7 @@ class AsyncInferenceHandle:
         """
         if self.done():
             return False
-        self._finish(InferenceStatus.CANCELLED, exception=asyncio.CancelledError())
+        self._finish(InferenceStatus.CANCELLED, asyncio.CancelledError())
         self._completions.cancelled(self._target)
         return True
 
@@ -271,7 +316,7 @@ class AsyncInferenceHandle:
             raise asyncio.InvalidStateError("the inference is still pending")
         if self.cancelled():
             raise asyncio.CancelledError()
-        return self._exception
+        return self._outcome if isinstance(self._outcome, BaseException) else None
 
     def add_done_callback(self, fn: Callable[[AsyncInferenceHandle], object]) -> None:
         """Call ``fn(handle)`` once the handle is done; starts watching if needed.
@@ -283,22 +328,18 @@ class AsyncInferenceHandle:
             asyncio.get_running_loop().call_soon(fn, self)
             return
         self._ensure_watching()
-        self._callbacks.append(fn)
-        opening = self._opener()
-        if opening is not None and self._opening is None:  # resumed, client not open yet
-            self._opening = asyncio.get_running_loop().create_task(self._open_quietly(opening))
+        self._callbacks = _added(self._callbacks, fn)
+        self._open_soon()
 
     def remove_done_callback(self, fn: Callable[[AsyncInferenceHandle], object]) -> int:
         """Remove every registration of ``fn``; returns how many were removed."""
-        before = len(self._callbacks)
-        self._callbacks = [cb for cb in self._callbacks if cb != fn]
-        removed = before - len(self._callbacks)
-        if removed and not self._callbacks and self._waiters == 0 and not self.done():
-            self._stop_watching()
+        self._callbacks, removed = _without(self._callbacks, fn)
+        if removed:
+            self._maybe_stop_watching()
         return removed
 
     def __await__(self) -> Generator[Any, None, InferenceResult]:
-        return self.result().__await__()
+        return self._wait(None)
 
     async def result(self, timeout: float | None = None) -> InferenceResult:
         """Wait for the result.
@@ -314,37 +355,78 @@ class AsyncInferenceHandle:
             ClientClosedError: the client was closed while waiting.
             asyncio.CancelledError: :meth:`cancel` was called.
         """
+        return await self._awaitable(timeout)
+
+    def _wait(self, timeout: float | None) -> Generator[Any, None, InferenceResult]:
+        """The wait itself.
+
+        A small generator, so that ``await handle`` costs one small frame and one future per
+        waiter: a million waiting tasks, a million of each and nothing more (the rest is in
+        the helpers it calls).
+        """
         if not self.done():
             opening = self._opener()
             if opening is not None:
-                await opening
-            watch = self._ensure_watching()
-            self._waiters += 1
+                yield from opening.__await__()
+            waiter = self._add_waiter(timeout)
             try:
-                finished = await self._completions.wait(watch, timeout)
+                # What ``yield from waiter`` does, without its iterator object (one per waiter).
+                waiter._asyncio_future_blocking = True
+                yield waiter
             finally:
-                self._waiters -= 1
-                if watch.outcome.done():
-                    self._on_outcome(watch.outcome)
-                if self._waiters == 0 and not self._callbacks and not self.done():
-                    self._stop_watching()
+                self._remove_waiter(waiter)
             if not self.done():
-                if not finished:
-                    raise InferenceTimeoutError(
-                        f"inference {self.inference_id} still pending after timeout={timeout}s; "
-                        "the handle keeps its state and can be awaited again",
-                        inference_id=self.inference_id,
-                        deadline_exceeded=False,
-                        handle_state=self.to_dict(),
-                    )
-                raise ClientClosedError(
-                    f"the client was closed while waiting for inference {self.inference_id}; "
-                    "resume the wait with AsyncInferenceClient.resume(handle.to_dict())"
-                )
-        if self._exception is not None:
-            raise self._exception
-        assert self._result is not None
-        return self._result
+                raise self._not_done(waiter.result(), timeout)
+        outcome = self._outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert outcome is not None
+        return outcome
+
+    def _add_waiter(self, timeout: float | None) -> asyncio.Future[bool]:
+        """A waiter's future.
+
+        It is woken with True when the handle is done or the client closed, with False by
+        ``timeout``.
+        """
+        self._ensure_watching()
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters = _added(self._waiters, waiter)
+        if timeout is not None:
+            timer = self._completions.call_later(timeout, functools.partial(_time_out, waiter))
+            waiter.add_done_callback(lambda _: timer.cancel())
+        return waiter
+
+    def _remove_waiter(self, waiter: asyncio.Future[bool]) -> None:
+        if not waiter.done():
+            waiter.cancel()  # (its timer with it)
+        self._waiters, _ = _without(self._waiters, waiter)
+        self._maybe_stop_watching()
+
+    def _not_done(self, woken: bool, timeout: float | None) -> BaseException:
+        """Why a waiter woke while the handle is still pending."""
+        if not woken:
+            return InferenceTimeoutError(
+                f"inference {self.inference_id} still pending after timeout={timeout}s; "
+                "the handle keeps its state and can be awaited again",
+                inference_id=self.inference_id,
+                deadline_exceeded=False,
+                handle_state=self.to_dict(),
+            )
+        return ClientClosedError(
+            f"the client was closed while waiting for inference {self.inference_id}; "
+            "resume the wait with AsyncInferenceClient.resume(handle.to_dict())"
+        )
+
+    def _waiting(self, timeout: float | None) -> Generator[Any, None, InferenceResult]:
+        return (yield from self._wait(timeout))
+
+    # What ``result()`` awaits: the same wait, as a generator-based coroutine (``_wait``
+    # itself must stay a plain generator: ``__await__`` may not return a coroutine).
+    _awaitable = cast(
+        "Callable[[AsyncInferenceHandle, float | None], Awaitable[InferenceResult]]",
+        types.coroutine(_waiting),
+    )
 
     # -- persistence ------------------------------------------------------------------------
     def to_dict(self) -> HandleState:
@@ -355,21 +437,50 @@ class AsyncInferenceHandle:
         return dump_state(self._target, self._submit_attempts)
 
     # -- internals --------------------------------------------------------------------------
+    def _listen(self, fn: Callable[[AsyncInferenceHandle], object]) -> None:
+        """Call ``fn(handle)`` once the handle is done, or its client closed (as_completed).
+
+        Raises:
+            ClientClosedError: the client is closed already.
+        """
+        if self.done():
+            asyncio.get_running_loop().call_soon(fn, self)
+            return
+        self._ensure_watching()
+        self._waiters = _added(self._waiters, fn)
+        self._open_soon()
+
+    def _unlisten(self, fn: Callable[[AsyncInferenceHandle], object]) -> None:
+        """Undo :meth:`_listen` (if ``fn`` was not called yet)."""
+        self._waiters, removed = _without(self._waiters, fn)
+        if removed:
+            self._maybe_stop_watching()
+
     def _ensure_watching(self) -> Watch:
         if self._watch is None:
-            submitted, deadline = self._clock_times
-            watch = self._completions.watch(
-                self._target, self._polling, submitted=submitted, deadline=deadline
+            self._watch = self._completions.watch(
+                self,
+                self._target,
+                self._polling,
+                submitted=self._submitted,
+                deadline=self._deadline,
             )
-            watch.outcome.add_done_callback(self._on_outcome, context=NO_CONTEXT)
-            self._watch = watch
         return self._watch
+
+    def _maybe_stop_watching(self) -> None:
+        """Stop watching when nobody waits any more (the handle stays pending)."""
+        if self._callbacks is None and self._waiters is None and not self.done():
+            self._stop_watching()
 
     def _stop_watching(self) -> None:
         watch, self._watch = self._watch, None
         if watch is not None:
-            watch.outcome.remove_done_callback(self._on_outcome)
-            self._completions.release(watch)
+            self._completions.release(watch, self)
+
+    def _open_soon(self) -> None:
+        opening = self._opener()
+        if opening is not None and self._opening is None:  # resumed, client not open yet
+            self._opening = asyncio.get_running_loop().create_task(self._open_quietly(opening))
 
     async def _open_quietly(self, opening: Awaitable[None]) -> None:
         try:
@@ -377,37 +488,50 @@ class AsyncInferenceHandle:
         except Exception:  # closed, or no credentials: result() reports it to its caller
             logger.debug("inference %s: the client did not open", self.inference_id)
 
-    def _on_outcome(self, outcome: asyncio.Future[InferenceResult]) -> None:
-        if self.done() or outcome.cancelled() or outcome is not getattr(self._watch, "outcome", 0):
+    def _on_settled(self, watch: Watch, outcome: InferenceResult | BaseException) -> None:
+        """The engine found the outcome of ``watch``."""
+        if self.done() or watch is not self._watch:
             return
-        exc = outcome.exception()
-        if isinstance(exc, ClientClosedError):
-            self._watch = None  # the handle stays pending; result() tells its waiters
-            return
-        if isinstance(exc, (InferenceFailedError, InferenceTimeoutError)):
-            exc.handle_state = self.to_dict()
-            timed_out = isinstance(exc, InferenceTimeoutError)
+        if isinstance(outcome, (InferenceFailedError, InferenceTimeoutError)):
+            outcome.handle_state = self.to_dict()
+            timed_out = isinstance(outcome, InferenceTimeoutError)
             status = InferenceStatus.TIMED_OUT if timed_out else InferenceStatus.FAILED
-            self._finish(status, exception=exc)
-        elif exc is not None:
+            self._finish(status, outcome)
+        elif isinstance(outcome, BaseException):
             # Any other error ends the handle, so that callbacks run and nothing is unretrieved.
-            self._finish(InferenceStatus.FAILED, exception=exc)
+            self._finish(InferenceStatus.FAILED, outcome)
         else:
-            self._finish(InferenceStatus.SUCCEEDED, result=outcome.result())
+            self._finish(InferenceStatus.SUCCEEDED, outcome)
 
-    def _finish(
-        self,
-        status: InferenceStatus,
-        *,
-        result: InferenceResult | None = None,
-        exception: BaseException | None = None,
-    ) -> None:
+    def _on_closed(self, watch: Watch) -> None:
+        """The client closed: the handle stays pending; result() tells its waiters."""
+        if self.done() or watch is not self._watch:
+            return
+        self._watch = None
+        self._wake()
+
+    def _finish(self, status: InferenceStatus, outcome: InferenceResult | BaseException) -> None:
         if self.done():
             return
-        self._status, self._result, self._exception = status, result, exception
+        self._status, self._outcome = status, outcome
         self._stop_watching()
-        callbacks, self._callbacks = self._callbacks, []
-        if callbacks:
+        callbacks, self._callbacks = self._callbacks, None
+        if callbacks is not None:
             loop = asyncio.get_running_loop()
-            for fn in callbacks:
+            for fn in _each(callbacks):
                 loop.call_soon(fn, self)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake every waiter (each result() call takes itself out when it resumes)."""
+        waiters = self._waiters
+        if waiters is None:
+            return
+        loop = asyncio.get_running_loop()
+        for waiter in _each(waiters):
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    waiter.set_result(True)
+            else:  # as_completed's: once
+                self._waiters, _ = _without(self._waiters, waiter)
+                loop.call_soon(waiter, self)

@@ -264,12 +264,14 @@ class _Telemetry:
         }
         if resumed:
             attributes["sagemaker_async.resumed"] = True
-        return self._tracer.start_span(
+        span = self._tracer.start_span(
             "sagemaker_async.inference",
             kind=SpanKind.CLIENT,
             attributes=attributes,
             start_time=None if start_time is None else int(start_time * 1e9),
         )
+        # No tracer provider set (the API's no-op span): nothing to keep with each handle.
+        return span if span.get_span_context().is_valid else None
 
     def using(self, span: Any) -> contextlib.AbstractContextManager[Any]:
         return self._trace.use_span(
