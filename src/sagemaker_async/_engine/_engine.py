@@ -51,7 +51,19 @@ from .._s3 import Absent, ObjectStore, S3Object, Unavailable
 from .._validation import parse_s3_uri
 from ._listing import ListingSource
 from ._polling import PollingSource
-from ._records import Completion, Directory, Key, Kind, Listener, Mode, Watch
+from ._records import (
+    FAILURE,
+    LIST,
+    OUTPUT,
+    POLL,
+    Completion,
+    Directory,
+    Key,
+    Kind,
+    Listener,
+    Mode,
+    Watch,
+)
 from ._scheduler import Scheduler
 from ._strategy import choose, crowded
 
@@ -129,9 +141,9 @@ def _canonical(uri: str, bucket: str, key: str) -> str:
 
 def _locations(target: WatchTarget) -> list[tuple[Kind, str]]:
     """The inference's output location, and its failure location when the endpoint has one."""
-    locations = [(Kind.OUTPUT, target.output_location)]
+    locations = [(OUTPUT, target.output_location)]
     if target.failure_location is not None:
-        locations.append((Kind.FAILURE, target.failure_location))
+        locations.append((FAILURE, target.failure_location))
     return locations
 
 
@@ -263,7 +275,7 @@ class CompletionEngine:
         self._file(watch)
         output = watch.output_dir
         if self._heard and output is not None:
-            key = Key(watch, Kind.OUTPUT, output, target.output_location[len(output.root) :])
+            key = Key(watch, OUTPUT, output, target.output_location[len(output.root) :])
             for source in self._heard:
                 source.watch(key)
         return watch
@@ -317,7 +329,7 @@ class CompletionEngine:
 
     # -- directories and sources ------------------------------------------------------------
     def _source(self, directory: Directory) -> PollingSource | ListingSource:
-        return self._listing if directory.mode is Mode.LIST else self._polling
+        return self._listing if directory.mode is LIST else self._polling
 
     def _file(self, watch: Watch) -> None:
         """File ``watch``'s locations with the sources of their directories."""
@@ -330,7 +342,7 @@ class CompletionEngine:
             else:
                 directory.adopt(watch.polling)
             directory.keys[uri] = watch
-            if kind is Kind.OUTPUT:
+            if kind is OUTPUT:
                 directory.outputs += 1
                 watch.output_dir = directory
             else:
@@ -344,15 +356,15 @@ class CompletionEngine:
     def _unfile(self, watch: Watch) -> None:
         """Take ``watch``'s locations from their sources (the engine reads, or it ended)."""
         target = watch.target
-        filed = [(Kind.OUTPUT, target.output_location, watch.output_dir)]
+        filed = [(OUTPUT, target.output_location, watch.output_dir)]
         if target.failure_location is not None:
-            filed.append((Kind.FAILURE, target.failure_location, watch.failure_dir))
+            filed.append((FAILURE, target.failure_location, watch.failure_dir))
         watch.output_dir = watch.failure_dir = None
         for kind, location, directory in filed:
             if directory is None or directory.keys.get(location) is not watch:
                 continue
             del directory.keys[location]
-            if kind is Kind.OUTPUT:
+            if kind is OUTPUT:
                 directory.outputs -= 1
             key = Key(watch, kind, directory, location[len(directory.root) :])
             self._source(directory).unwatch(key)
@@ -367,9 +379,9 @@ class CompletionEngine:
             or directory.bucket in self._unlistable
             or (directory.list_after > float("-inf") and directory.list_after > self._now())
         ):
-            return Mode.POLL
+            return POLL
         if self._config.strategy == "list":
-            return Mode.LIST
+            return LIST
         return choose(
             directory.mode, directory.poll_weight, directory.pages, self._config.list_cost
         )
@@ -564,7 +576,7 @@ class CompletionEngine:
     @staticmethod
     def _outcome(watch: Watch, kind: Kind, obj: S3Object) -> InferenceResult | BaseException:
         target = watch.target
-        if kind is Kind.OUTPUT:
+        if kind is OUTPUT:
             return InferenceResult(
                 body=obj.body,
                 content_type=obj.content_type,

@@ -19,7 +19,7 @@ from .._backoff import backoff_delay
 from .._clock import Clock
 from .._errors import InvocationError
 from .._s3 import Absent, ObjectStore, S3Object, Unavailable
-from ._records import Completion, Directory, Key, Kind, Watch
+from ._records import FAILURE, Completion, Directory, Key, Watch
 from ._scheduler import Scheduler
 
 __all__ = ["PollingSource"]
@@ -86,7 +86,7 @@ class PollingSource:
         # waiting for a short time only (a status URL).
         initial = watch.polling.initial_delay
         earliest = watch.submitted + initial
-        if key.kind is Kind.FAILURE:
+        if key.kind is FAILURE:
             earliest = watch.submitted + 2 * initial
             poll.at_once = earliest <= now
         # Taking over from a sweep: within what the sweep would have waited, but never before
@@ -118,13 +118,13 @@ class PollingSource:
             jitter_ratio=polling.jitter,
             rng=self._rng,
         )
-        return delay * (2 if poll.key.kind is Kind.FAILURE else 1)
+        return delay * (2 if poll.key.kind is FAILURE else 1)
 
     def _job(self, poll: _Poll) -> Coroutine[Any, Any, None] | None:
         key = poll.key
         if not poll.live or key.watch.done:
             return None
-        if key.kind is Kind.FAILURE and (poll.step or not poll.at_once):
+        if key.kind is FAILURE and (poll.step or not poll.at_once):
             output = self._polls.get(key.watch.target.output_location)
             if output is not None and output.key.watch is key.watch and output.reading:
                 # The output is being read right now; it may well answer for both (not on

@@ -15,7 +15,19 @@ from .._config import PollingConfig
 from .._errors import InvocationError
 from .._result import InferenceResult, WatchTarget
 
-__all__ = ["Completion", "Directory", "Key", "Kind", "Listener", "Mode", "Watch"]
+__all__ = [
+    "FAILURE",
+    "LIST",
+    "OUTPUT",
+    "POLL",
+    "Completion",
+    "Directory",
+    "Key",
+    "Kind",
+    "Listener",
+    "Mode",
+    "Watch",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +51,12 @@ class Mode(enum.Enum):
 
     POLL = "poll"
     LIST = "list"
+
+
+# The members as plain names, for the paths that run per watch (an enum member read off its
+# class costs a descriptor call on Python 3.11).
+OUTPUT, FAILURE = Kind.OUTPUT, Kind.FAILURE
+POLL, LIST = Mode.POLL, Mode.LIST
 
 
 class Listener(Protocol):
@@ -162,7 +180,7 @@ class Key:
     def location(self) -> str:
         """The ``s3://`` URI (the target's own string)."""
         target = self.watch.target
-        if self.kind is Kind.OUTPUT:
+        if self.kind is OUTPUT:
             return target.output_location
         assert target.failure_location is not None
         return target.failure_location
@@ -198,7 +216,7 @@ class Directory:
         # pending location costs one dict entry and no string of its own).
         self.keys: dict[str, Watch] = {}
         self.outputs = 0  # how many keys are output locations
-        self.mode = Mode.POLL
+        self.mode = POLL
         self.pages = 1  # pages a full listing took last time (at least)
         self.list_after = float("-inf")
         self.min_delay = polling.initial_delay
@@ -213,7 +231,7 @@ class Directory:
 
     def key(self, location: str, watch: Watch) -> Key:
         """The key of ``watch`` at ``location`` (one of its two, filed here)."""
-        kind = Kind.OUTPUT if location == watch.target.output_location else Kind.FAILURE
+        kind = OUTPUT if location == watch.target.output_location else FAILURE
         return Key(watch, kind, self, location[len(self.root) :])
 
     @property

@@ -180,6 +180,11 @@ class Scheduler:
         return len(self._running)
 
     @property
+    def deadlines(self) -> int:
+        """Entries in the deadline lane (those of ended watches until it is compacted)."""
+        return len(self._deadlines) + len(self._draining)
+
+    @property
     def scheduled(self) -> int:
         """Jobs waiting (moot ones included until their time comes or the lane is compacted)."""
         return len(self._heap) + len(self._urgent) + len(self._deadlines) + len(self._draining)
