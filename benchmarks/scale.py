@@ -277,8 +277,8 @@ async def run_one(
     gc_mode: str = "default",
 ) -> dict[str, Any]:
     endpoint = f"{load.name}-{client}-sleep-{load.model_s}"
-    if load.kind == "resumed":
-        endpoint = f"{load.name}-{waiter.replace('_', '')}-{gc_mode}-sleep-{load.model_s}"
+    if load.kind == "resumed":  # one states file for every waiter and gc mode
+        endpoint = f"{load.name}-sleep-{load.model_s}"
     await server.post("reset", params=[("bucket", BUCKET), ("bucket", "bench-in")])
     await server.post(
         "endpoints",
@@ -659,7 +659,7 @@ def scale_table(rows: list[dict[str, Any]]) -> str:
         "RSS B / handle (MiB in all)",
         "submits or resumes / s",
         "submits / s at 2,000 / 100,000 pending",
-        "loop lag max (ms): loading; waiting; cancelling; aclose()",
+        "loop lag max (ms; over 100: its CPU): loading; waiting; cancelling; aclose()",
         "gen-2 GCs n / longest ms: loading; waiting; cancelling; aclose()",
         "S3 req/s waiting",
         "cancel (s)",
@@ -672,7 +672,10 @@ def scale_table(rows: list[dict[str, Any]]) -> str:
         for name in SCALE_PHASES:
             phase = _phase(r, name)
             lag = (phase or {}).get("lag_ms") or {}
-            lags.append(fmt(lag.get("max"), 0) if lag.get("count") else "-")
+            cell = fmt(lag.get("max"), 0) if lag.get("count") else "-"
+            if lag.get("count") and "max_cpu" in lag and lag["max"] >= 100:
+                cell += f" ({fmt(lag['max_cpu'], 0)} CPU)"
+            lags.append(cell)
             gcs.append(gc_cell(phase["gc"]) if phase else "-")
         at = r.get("submit_rate_at") or {}
         per_handle = r.get("rss_kib_per_pending")

@@ -31,6 +31,7 @@ import contextlib
 import gc
 import json
 import math
+import os
 import resource
 import sys
 import threading
@@ -41,7 +42,7 @@ INPUT = "s3://bench-in/payload.json"
 _PAGE = resource.getpagesize()
 # Handles resumed, watched or cancelled per turn of the event loop (what a careful caller of a
 # million does: one loop over all of them would hold the event loop for seconds).
-SLICE = 1000
+SLICE = 250
 # The gc recipe (docs/performance.md): freeze what is alive after every this many handles.
 FREEZE_EVERY = 10_000
 
@@ -81,20 +82,27 @@ def percentiles(values: list[float], scale: float = 1.0) -> dict[str, float | in
 
 
 class Probe:
-    """Event-loop (or, for threads, scheduler) lag: sleep 10 ms, record the overshoot."""
+    """Event-loop (or, for threads, scheduler) lag: sleep 10 ms, record the overshoot.
+
+    With each sample, the CPU this process used meanwhile: on a machine shared with other
+    work, a stall far longer than the CPU spent in it is the operating system's scheduler
+    (the process was not running), not work on the event loop.
+    """
 
     PERIOD = 0.01
 
     def __init__(self) -> None:
         self.samples: list[tuple[float, float]] = []  # (time.time(), lag in s)
+        self.cpu: list[float] = []  # process CPU s during each sample (asyncio probe only)
         self._stop = threading.Event()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            before = loop.time()
+            before, cpu_before = loop.time(), time.process_time()
             await asyncio.sleep(self.PERIOD)
             self.samples.append((time.time(), max(0.0, loop.time() - before - self.PERIOD)))
+            self.cpu.append(time.process_time() - cpu_before)
 
     def start_thread(self) -> None:
         def tick() -> None:
@@ -110,7 +118,15 @@ class Probe:
         self._stop.set()
 
     def stats(self, since: float = 0.0, until: float = math.inf) -> dict[str, Any]:
-        return percentiles([lag for t, lag in self.samples if since <= t < until], 1000.0)
+        out = percentiles([lag for t, lag in self.samples if since <= t < until], 1000.0)
+        if self.cpu:  # the longest stall counting only the CPU this process used in it
+            own = [
+                min(lag, cpu)
+                for (t, lag), cpu in zip(self.samples, self.cpu, strict=False)
+                if since <= t < until
+            ]
+            out["max_cpu"] = round(max(own, default=0.0) * 1000, 3)
+        return out
 
 
 class GcWatch:
@@ -118,14 +134,16 @@ class GcWatch:
 
     def __init__(self) -> None:
         self.events: list[tuple[float, int, float]] = []
-        self._began = 0.0
+        self.cpu: list[float] = []  # the CPU of each collection (its pause, less preemption)
+        self._began = self._began_cpu = 0.0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._began = time.perf_counter()
+            self._began, self._began_cpu = time.perf_counter(), time.thread_time()
         else:
             pause = time.perf_counter() - self._began
             self.events.append((time.time(), info["generation"], pause))
+            self.cpu.append(time.thread_time() - self._began_cpu)
 
     def start(self) -> None:
         gc.callbacks.append(self)
@@ -138,10 +156,16 @@ class GcWatch:
         out: dict[str, Any] = {}
         for gen in (0, 1, 2):
             pauses = [p for t, g, p in self.events if g == gen and since <= t < until]
+            cpus = [
+                c
+                for (t, g, _), c in zip(self.events, self.cpu, strict=False)
+                if g == gen and since <= t < until
+            ]
             out[f"gen{gen}"] = {
                 "count": len(pauses),
                 "max_ms": round(max(pauses, default=0.0) * 1000, 1),
                 "total_ms": round(sum(pauses) * 1000, 1),
+                "max_cpu_ms": round(max(cpus, default=0.0) * 1000, 1),
             }
         return out
 
@@ -235,6 +259,9 @@ class Ours:
             "as_completed": "one loop over sagemaker_async.as_completed",
         }[self.waiter]
         self.closed_seen = 0  # waiters that saw ClientClosedError
+        # One callable for every handle, as a caller of a million would write it (a bound
+        # method made at each call is one more object per handle).
+        self.done_callback = self._done
         self.consumer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -285,7 +312,7 @@ class Ours:
         if keep:
             self.handles.append(handle)
         if self.waiter == "callback":
-            handle.add_done_callback(self._done)
+            handle.add_done_callback(self.done_callback)
         elif self.waiter == "task":
             task = asyncio.get_running_loop().create_task(self._await(handle))
             self.tasks.add(task)
@@ -302,6 +329,7 @@ class Ours:
             self.watch(handle, keep=False)
             if i % SLICE == 0:
                 await asyncio.sleep(0)
+                gc_recipe(self.spec, i)
         self.start_waiting()
 
     async def cancel_all(self) -> None:
@@ -316,12 +344,15 @@ class Ours:
         """Cancel every waiter, not the handles (they stay pending), in slices of SLICE."""
         if self.waiter == "callback":
             for i, handle in enumerate(self.handles, 1):
-                handle.remove_done_callback(self._done)
+                handle.remove_done_callback(self.done_callback)
                 if i % SLICE == 0:
                     await asyncio.sleep(0)
         elif self.waiter == "task":
-            for i, task in enumerate(list(self.tasks), 1):
-                task.cancel()
+            # Taken from the set one by one: a cancelled task (and the CancelledError it
+            # keeps, with its traceback and frames) is freed once it has unwound.
+            cancelling = list(self.tasks)
+            for i in range(1, len(cancelling) + 1):
+                cancelling.pop().cancel()
                 if i % SLICE == 0:
                     await asyncio.sleep(0)
         elif self.consumer is not None:
@@ -635,10 +666,7 @@ async def drive_resumed(spec: dict[str, Any]) -> dict[str, Any]:
     ticker = loop.create_task(probe.run())
     client = Ours(spec, rec)
     out: dict[str, Any] = {}
-    states = spec["states_file"]
-    started = time.monotonic()
-    write_states(states, spec["n"], spec["endpoint"], spec.get("deadline_s", 3 * 3600))
-    out["states_written_s"] = round(time.monotonic() - started, 1)
+    states = spec["states_file"]  # written by main(), before the loop starts
     await client.open()
     gc.collect()
     gcw = GcWatch()
@@ -825,6 +853,9 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     # The asyncio clients run on the default event loop (what users get) unless asked.
     drive = drive_resumed if spec["mode"] == "resumed" else drive_async
+    if spec["mode"] == "resumed" and not os.path.exists(spec["states_file"]):
+        # One file per load, for every waiter and gc mode (their deadline: 3 hours away).
+        write_states(spec["states_file"], spec["n"], spec["endpoint"], 3 * 3600)
     if spec["client"] == "sdk":
         out = drive_sdk(spec)
     elif spec.get("client_loop") == "uvloop":

@@ -6,10 +6,9 @@ import asyncio
 import functools
 import logging
 import sys
-import types
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from datetime import datetime, timezone
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from ._clock import Timer
 from ._config import PollingConfig
@@ -131,8 +130,10 @@ class Completions(Protocol):
         """A handle of ``target`` was cancelled (counted as its outcome)."""
 
 
-# A handle keeps its done callbacks, and its waiters, as nothing, one, or a list: nearly every
-# pending handle has one (a million handles, a million lists saved).
+# A handle keeps who waits for it as nothing, one, or a list: nearly every pending handle has
+# one waiter (a million handles, a million lists saved). A waiter is a done callback (a
+# callable: called once the handle is done, not when the client closes), a ``_Waiter`` (the
+# future of an ``await``), or a ``_Wake`` (as_completed's: told of the outcome or the close).
 _Some = Any  # None | T | list[T]
 
 
@@ -160,9 +161,61 @@ def _each(held: _Some) -> list[Any]:
     return [] if held is None else list(held) if isinstance(held, list) else [held]
 
 
-def _time_out(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)  # False: woken by its timeout
+class _Waiter(asyncio.Future[InferenceResult]):
+    """The future that one ``await handle`` (or ``result()``) waits on.
+
+    It gets the handle's result or error; cancelling it (its task was cancelled) tells the
+    handle, which stops watching when nobody else waits. An ``await`` costs this future and
+    its iterator, nothing else: no coroutine, no task, no callback of ours.
+    """
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: AsyncInferenceHandle) -> None:
+        super().__init__()
+        self._handle: AsyncInferenceHandle | None = handle
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Cancel this wait (not the handle, which stays pending for others)."""
+        if not super().cancel(msg=msg):
+            return False
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle._waiter_gone(self)
+        return True
+
+
+class _Wake:
+    """A waiter that is a callable (as_completed's): ``fn(handle)`` on the outcome or close."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[AsyncInferenceHandle], object]) -> None:
+        self.fn = fn
+
+
+# The background opens under way, by the client's opener (kept here, not in each handle).
+_OPENING: dict[Callable[[], Awaitable[None] | None], asyncio.Task[None]] = {}
+
+
+async def _open_quietly(opening: Awaitable[None]) -> None:
+    try:
+        await opening
+    except Exception:  # closed, or no credentials: result() reports it to its caller
+        logger.debug("the client did not open (a resumed handle's callback waits on it)")
+
+
+def _status(outcome: InferenceResult | BaseException | None) -> InferenceStatus:
+    """A handle's status, read from its outcome (one slot less in a million handles)."""
+    if outcome is None:
+        return InferenceStatus.PENDING
+    if isinstance(outcome, InferenceResult):
+        return InferenceStatus.SUCCEEDED
+    if isinstance(outcome, asyncio.CancelledError):
+        return InferenceStatus.CANCELLED
+    if isinstance(outcome, InferenceTimeoutError):
+        return InferenceStatus.TIMED_OUT
+    return InferenceStatus.FAILED
 
 
 class AsyncInferenceHandle:
@@ -183,18 +236,15 @@ class AsyncInferenceHandle:
     """
 
     __slots__ = (
-        "_callbacks",
         "_completions",
         "_deadline",
         "_opener",
-        "_opening",
         "_outcome",
         "_polling",
-        "_status",
         "_submit_attempts",
         "_submitted",
         "_target",
-        "_waiters",
+        "_waiting",
         "_watch",
     )
 
@@ -216,14 +266,10 @@ class AsyncInferenceHandle:
         self._polling = polling
         self._completions = completions
         self._opener = opener  # opens the client; None once it is open
-        self._opening: asyncio.Task[None] | None = None
-        self._status = InferenceStatus.PENDING
+        # None while pending; then the result, or the error (CancelledError: cancelled).
         self._outcome: InferenceResult | BaseException | None = None
         self._watch: Watch | None = None
-        # Done callbacks; waiters: futures of result() calls (woken on the outcome or the
-        # client's close) and as_completed's callables. Each: None, one, or a list.
-        self._callbacks: _Some = None
-        self._waiters: _Some = None
+        self._waiting: _Some = None  # done callbacks, _Waiters and _Wakes (see _added)
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -276,22 +322,22 @@ class AsyncInferenceHandle:
     @property
     def status(self) -> InferenceStatus:
         """pending, succeeded, failed, timed_out or cancelled."""
-        return self._status
+        return _status(self._outcome)
 
     def __repr__(self) -> str:
         return (
             f"<AsyncInferenceHandle {self.inference_id!r} endpoint={self.endpoint_name!r} "
-            f"status={self._status.value}>"
+            f"status={self.status.value}>"
         )
 
     # -- Future-like API --------------------------------------------------------------------
     def done(self) -> bool:
         """True once the handle succeeded, failed, timed out or was cancelled."""
-        return self._status is not InferenceStatus.PENDING
+        return self._outcome is not None
 
     def cancelled(self) -> bool:
         """True if :meth:`cancel` stopped the wait."""
-        return self._status is InferenceStatus.CANCELLED
+        return isinstance(self._outcome, asyncio.CancelledError)
 
     def cancel(self) -> bool:
         """Stop waiting: waiters get :class:`asyncio.CancelledError`. False if already done.
@@ -301,7 +347,7 @@ class AsyncInferenceHandle:
         """
         if self.done():
             return False
-        self._finish(InferenceStatus.CANCELLED, asyncio.CancelledError())
+        self._finish(asyncio.CancelledError())
         self._completions.cancelled(self._target)
         return True
 
@@ -328,18 +374,23 @@ class AsyncInferenceHandle:
             asyncio.get_running_loop().call_soon(fn, self)
             return
         self._ensure_watching()
-        self._callbacks = _added(self._callbacks, fn)
+        self._waiting = _added(self._waiting, fn)
         self._open_soon()
 
     def remove_done_callback(self, fn: Callable[[AsyncInferenceHandle], object]) -> int:
         """Remove every registration of ``fn``; returns how many were removed."""
-        self._callbacks, removed = _without(self._callbacks, fn)
+        self._waiting, removed = _without(self._waiting, fn)
         if removed:
             self._maybe_stop_watching()
         return removed
 
     def __await__(self) -> Generator[Any, None, InferenceResult]:
-        return self._wait(None)
+        if self.done():
+            return self._now()
+        opening = self._opener()
+        if opening is not None:  # resumed before the client was opened (rare)
+            return self._opened_then(opening, None).__await__()
+        return self._waiter().__await__()  # one future and its iterator: nothing else
 
     async def result(self, timeout: float | None = None) -> InferenceResult:
         """Wait for the result.
@@ -355,78 +406,67 @@ class AsyncInferenceHandle:
             ClientClosedError: the client was closed while waiting.
             asyncio.CancelledError: :meth:`cancel` was called.
         """
-        return await self._awaitable(timeout)
-
-    def _wait(self, timeout: float | None) -> Generator[Any, None, InferenceResult]:
-        """The wait itself.
-
-        A small generator, so that ``await handle`` costs one small frame and one future per
-        waiter: a million waiting tasks, a million of each and nothing more (the rest is in
-        the helpers it calls).
-        """
         if not self.done():
             opening = self._opener()
             if opening is not None:
-                yield from opening.__await__()
-            waiter = self._add_waiter(timeout)
-            try:
-                # What ``yield from waiter`` does, without its iterator object (one per waiter).
-                waiter._asyncio_future_blocking = True
-                yield waiter
-            finally:
-                self._remove_waiter(waiter)
-            if not self.done():
-                raise self._not_done(waiter.result(), timeout)
+                return await self._opened_then(opening, timeout)
+            return await self._waiter(timeout)
+        return self._value()
+
+    async def _opened_then(
+        self, opening: Awaitable[None], timeout: float | None
+    ) -> InferenceResult:
+        """Open the client, then wait (a handle resumed before its client was opened)."""
+        await opening
+        if not self.done():
+            return await self._waiter(timeout)
+        return self._value()
+
+    def _value(self) -> InferenceResult:
+        """The outcome of a handle that is done: its result, or its error raised."""
         outcome = self._outcome
         if isinstance(outcome, BaseException):
             raise outcome
         assert outcome is not None
         return outcome
 
-    def _add_waiter(self, timeout: float | None) -> asyncio.Future[bool]:
-        """A waiter's future.
+    def _now(self) -> Generator[Any, None, InferenceResult]:
+        """:meth:`_value` as what ``__await__`` returns."""
+        return self._value()
+        yield  # (a generator)
 
-        It is woken with True when the handle is done or the client closed, with False by
-        ``timeout``.
-        """
+    def _waiter(self, timeout: float | None = None) -> _Waiter:
+        """A new waiter: its future gets the outcome (or ClientClosedError, or the timeout)."""
         self._ensure_watching()
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiters = _added(self._waiters, waiter)
+        waiter = _Waiter(self)
+        self._waiting = _added(self._waiting, waiter)
         if timeout is not None:
-            timer = self._completions.call_later(timeout, functools.partial(_time_out, waiter))
+            timer = self._completions.call_later(
+                timeout, functools.partial(self._timed_out, waiter, timeout)
+            )
             waiter.add_done_callback(lambda _: timer.cancel())
         return waiter
 
-    def _remove_waiter(self, waiter: asyncio.Future[bool]) -> None:
-        if not waiter.done():
-            waiter.cancel()  # (its timer with it)
-        self._waiters, _ = _without(self._waiters, waiter)
+    def _waiter_gone(self, waiter: _Waiter) -> None:
+        """A waiter was cancelled: nobody else waits, the watch stops (the handle is pending)."""
+        self._waiting, _ = _without(self._waiting, waiter)
         self._maybe_stop_watching()
 
-    def _not_done(self, woken: bool, timeout: float | None) -> BaseException:
-        """Why a waiter woke while the handle is still pending."""
-        if not woken:
-            return InferenceTimeoutError(
+    def _timed_out(self, waiter: _Waiter, timeout: float) -> None:
+        if waiter.done():
+            return
+        waiter._handle = None
+        self._waiting, _ = _without(self._waiting, waiter)
+        waiter.set_exception(
+            InferenceTimeoutError(
                 f"inference {self.inference_id} still pending after timeout={timeout}s; "
                 "the handle keeps its state and can be awaited again",
                 inference_id=self.inference_id,
                 deadline_exceeded=False,
                 handle_state=self.to_dict(),
             )
-        return ClientClosedError(
-            f"the client was closed while waiting for inference {self.inference_id}; "
-            "resume the wait with AsyncInferenceClient.resume(handle.to_dict())"
         )
-
-    def _waiting(self, timeout: float | None) -> Generator[Any, None, InferenceResult]:
-        return (yield from self._wait(timeout))
-
-    # What ``result()`` awaits: the same wait, as a generator-based coroutine (``_wait``
-    # itself must stay a plain generator: ``__await__`` may not return a coroutine).
-    _awaitable = cast(
-        "Callable[[AsyncInferenceHandle, float | None], Awaitable[InferenceResult]]",
-        types.coroutine(_waiting),
-    )
+        self._maybe_stop_watching()
 
     # -- persistence ------------------------------------------------------------------------
     def to_dict(self) -> HandleState:
@@ -437,22 +477,22 @@ class AsyncInferenceHandle:
         return dump_state(self._target, self._submit_attempts)
 
     # -- internals --------------------------------------------------------------------------
-    def _listen(self, fn: Callable[[AsyncInferenceHandle], object]) -> None:
-        """Call ``fn(handle)`` once the handle is done, or its client closed (as_completed).
+    def _listen(self, wake: _Wake) -> None:
+        """Call ``wake.fn(handle)`` once the handle is done, or its client closed.
 
         Raises:
             ClientClosedError: the client is closed already.
         """
         if self.done():
-            asyncio.get_running_loop().call_soon(fn, self)
+            asyncio.get_running_loop().call_soon(wake.fn, self)
             return
         self._ensure_watching()
-        self._waiters = _added(self._waiters, fn)
+        self._waiting = _added(self._waiting, wake)
         self._open_soon()
 
-    def _unlisten(self, fn: Callable[[AsyncInferenceHandle], object]) -> None:
-        """Undo :meth:`_listen` (if ``fn`` was not called yet)."""
-        self._waiters, removed = _without(self._waiters, fn)
+    def _unlisten(self, wake: _Wake) -> None:
+        """Undo :meth:`_listen` (if it was not called yet)."""
+        self._waiting, removed = _without(self._waiting, wake)
         if removed:
             self._maybe_stop_watching()
 
@@ -469,7 +509,7 @@ class AsyncInferenceHandle:
 
     def _maybe_stop_watching(self) -> None:
         """Stop watching when nobody waits any more (the handle stays pending)."""
-        if self._callbacks is None and self._waiters is None and not self.done():
+        if self._waiting is None and self._outcome is None:
             self._stop_watching()
 
     def _stop_watching(self) -> None:
@@ -478,15 +518,14 @@ class AsyncInferenceHandle:
             self._completions.release(watch, self)
 
     def _open_soon(self) -> None:
+        """Open the client in the background (a handle resumed before it was opened)."""
+        if self._opener in _OPENING:
+            return  # one background open per client, not one per handle
         opening = self._opener()
-        if opening is not None and self._opening is None:  # resumed, client not open yet
-            self._opening = asyncio.get_running_loop().create_task(self._open_quietly(opening))
-
-    async def _open_quietly(self, opening: Awaitable[None]) -> None:
-        try:
-            await opening
-        except Exception:  # closed, or no credentials: result() reports it to its caller
-            logger.debug("inference %s: the client did not open", self.inference_id)
+        if opening is not None:
+            task = asyncio.get_running_loop().create_task(_open_quietly(opening))
+            _OPENING[self._opener] = task
+            task.add_done_callback(lambda _: _OPENING.pop(self._opener, None))
 
     def _on_settled(self, watch: Watch, outcome: InferenceResult | BaseException) -> None:
         """The engine found the outcome of ``watch``."""
@@ -494,44 +533,54 @@ class AsyncInferenceHandle:
             return
         if isinstance(outcome, (InferenceFailedError, InferenceTimeoutError)):
             outcome.handle_state = self.to_dict()
-            timed_out = isinstance(outcome, InferenceTimeoutError)
-            status = InferenceStatus.TIMED_OUT if timed_out else InferenceStatus.FAILED
-            self._finish(status, outcome)
-        elif isinstance(outcome, BaseException):
-            # Any other error ends the handle, so that callbacks run and nothing is unretrieved.
-            self._finish(InferenceStatus.FAILED, outcome)
-        else:
-            self._finish(InferenceStatus.SUCCEEDED, outcome)
+        # Any other error ends the handle too, so that callbacks run and nothing is unretrieved.
+        self._finish(outcome)
 
     def _on_closed(self, watch: Watch) -> None:
-        """The client closed: the handle stays pending; result() tells its waiters."""
+        """The client closed: the handle stays pending; its waiters get ClientClosedError."""
         if self.done() or watch is not self._watch:
             return
         self._watch = None
-        self._wake()
+        kept = []
+        error: ClientClosedError | None = None
+        loop = asyncio.get_running_loop()
+        for waiter in _each(self._waiting):
+            if isinstance(waiter, _Waiter):
+                waiter._handle = None
+                if not waiter.done():
+                    error = error or ClientClosedError(
+                        f"the client was closed while waiting for inference "
+                        f"{self.inference_id}; resume the wait with "
+                        "AsyncInferenceClient.resume(handle.to_dict())"
+                    )
+                    waiter.set_exception(error)
+            elif isinstance(waiter, _Wake):
+                loop.call_soon(waiter.fn, self)
+            else:
+                kept.append(waiter)  # done callbacks are not called
+        self._waiting = kept[0] if len(kept) == 1 else kept or None
 
-    def _finish(self, status: InferenceStatus, outcome: InferenceResult | BaseException) -> None:
+    def _finish(self, outcome: InferenceResult | BaseException) -> None:
         if self.done():
             return
-        self._status, self._outcome = status, outcome
+        self._outcome = outcome
         self._stop_watching()
-        callbacks, self._callbacks = self._callbacks, None
-        if callbacks is not None:
-            loop = asyncio.get_running_loop()
-            for fn in _each(callbacks):
-                loop.call_soon(fn, self)
-        self._wake()
-
-    def _wake(self) -> None:
-        """Wake every waiter (each result() call takes itself out when it resumes)."""
-        waiters = self._waiters
-        if waiters is None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is None:
             return
         loop = asyncio.get_running_loop()
-        for waiter in _each(waiters):
-            if isinstance(waiter, asyncio.Future):
-                if not waiter.done():
-                    waiter.set_result(True)
-            else:  # as_completed's: once
-                self._waiters, _ = _without(self._waiters, waiter)
+        for waiter in _each(waiting):
+            if isinstance(waiter, _Waiter):
+                waiter._handle = None
+                if waiter.done():
+                    continue
+                if isinstance(outcome, asyncio.CancelledError):
+                    waiter.cancel()
+                elif isinstance(outcome, BaseException):
+                    waiter.set_exception(outcome)
+                else:
+                    waiter.set_result(outcome)
+            elif isinstance(waiter, _Wake):
+                loop.call_soon(waiter.fn, self)
+            else:
                 loop.call_soon(waiter, self)

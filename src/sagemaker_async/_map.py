@@ -18,7 +18,7 @@ from typing import Any
 
 from ._clock import Clock
 from ._errors import ClientClosedError, ValidationError
-from ._handle import AsyncInferenceHandle
+from ._handle import AsyncInferenceHandle, _Wake
 from ._result import InferenceResult
 from ._tasks import cancel_all
 
@@ -48,7 +48,7 @@ _OPTIONS = frozenset(
 # Invokes sent at once: enough to keep a pool busy, few enough not to starve result reads.
 _SUBMITTERS = 16
 # Handles that as_completed starts or stops watching per turn of the event loop.
-_SLICE = 1000
+_SLICE = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,14 +326,14 @@ async def as_completed(
         if i % (_SLICE * 10) == 0:
             await asyncio.sleep(0)
     finished: asyncio.Queue[AsyncInferenceHandle] = asyncio.Queue()
-    done = finished.put_nowait  # one callable for every handle
+    done = _Wake(finished.put_nowait)  # one waiter for every handle (told of a close too)
     listening: list[AsyncInferenceHandle] = []
     try:
         for i, handle in enumerate(pending, 1):
             try:
                 handle._listen(done)
             except ClientClosedError:
-                done(handle)  # awaiting it says so
+                finished.put_nowait(handle)  # awaiting it says so
             else:
                 listening.append(handle)
             if i % _SLICE == 0:

@@ -74,10 +74,10 @@ class Watch:
 
     ``submitted`` and ``deadline`` are times of the client's monotonic clock. The watch is its
     own entry in the scheduler's deadline lane (ordered by ``deadline``), so a pending
-    inference costs no job object and no heap tuple. ``output_dir`` and ``failure_dir`` are
-    the directories its locations are filed in now (None while the engine itself reads one,
-    and once the watch ended). ``last_error`` and ``forbidden`` are what the wait learned, for
-    the timeout's message.
+    inference costs no job object and no heap tuple. ``output_dir`` is the directory its
+    output location is filed in now (None while the engine itself reads one, and once the
+    watch ended; the failure location's directory is looked up). ``last_error`` and
+    ``forbidden`` are what the wait learned, for the timeout's message.
 
     A million of these may be alive at once: every field is a slot, and ``listeners`` is the
     one handle that waits (a list in the rare case of several handles of one inference).
@@ -86,7 +86,6 @@ class Watch:
     __slots__ = (
         "deadline",
         "done",
-        "failure_dir",
         "forbidden",
         "last_error",
         "listeners",
@@ -112,7 +111,6 @@ class Watch:
         self.submitted = submitted  # monotonic
         self.deadline = deadline  # monotonic
         self.output_dir: Directory | None = None
-        self.failure_dir: Directory | None = None
         self.done = False
         self.forbidden = False  # S3 said 403: maybe missing s3:ListBucket
         self.last_error: InvocationError | None = None
