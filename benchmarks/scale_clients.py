@@ -363,6 +363,7 @@ class Ours:
         waiting = [t for t in (*self.tasks, self.consumer) if t is not None and not t.done()]
         if waiting:
             await asyncio.wait(waiting)
+        await asyncio.sleep(0)  # their done callbacks (the set's discard) run
         self.consumer = None
 
     async def close(self) -> None:
