@@ -29,6 +29,7 @@ import gc
 import json
 import resource
 import sys
+import tempfile
 import time
 import tracemalloc
 import uuid
@@ -88,17 +89,13 @@ def census() -> tuple[collections.Counter[str], collections.Counter[str], set[in
     return counts, sizes, tracked_ids
 
 
-async def measure(n: int, waiter: str, trace: bool) -> dict[str, Any]:
+async def measure(path: str, n: int, waiter: str, trace: bool) -> dict[str, Any]:
     from sagemaker_async import AsyncInferenceClient, as_completed
 
     client = AsyncInferenceClient(max_connections=200)
     await client.open()
-    lines = states(n)
-    handles = [client.resume(json.loads(line)) for line in lines[:10]]  # warm
-    for handle in handles:
+    for handle in [client.resume(json.loads(line)) for line in states(10)]:  # warm
         handle.cancel()
-    lines = lines[10:]
-    n = len(lines)
     gc.collect()
     before = census() if trace else None
     if trace:
@@ -117,16 +114,16 @@ async def measure(n: int, waiter: str, trace: bool) -> dict[str, Any]:
         async for _ in as_completed(all_handles):
             pass
 
-    for i, line in enumerate(lines, 1):
-        handle = client.resume(json.loads(line))
-        handles.append(handle)
-        if waiter == "callback":
-            handle.add_done_callback(done)
-        elif waiter == "task":
-            tasks.append(asyncio.get_running_loop().create_task(wait(handle)))
-        if i % 500 == 0:
-            await asyncio.sleep(0)
-    del lines
+    with open(path) as lines:  # noqa: ASYNC230 - a local file, read as the phase measured
+        for i, line in enumerate(lines, 1):
+            handle = client.resume(json.loads(line))
+            handles.append(handle)
+            if waiter == "callback":
+                handle.add_done_callback(done)
+            elif waiter == "task":
+                tasks.append(asyncio.get_running_loop().create_task(wait(handle)))
+            if i % 500 == 0:
+                await asyncio.sleep(0)
     if waiter == "as_completed":
         tasks.append(asyncio.get_running_loop().create_task(loop_over(handles)))
     await asyncio.sleep(2.0)
@@ -134,11 +131,11 @@ async def measure(n: int, waiter: str, trace: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n, "waiter": waiter, "watching": client.stats().in_flight}
     out["rss_bytes_per_handle"] = round((rss() - rss_before) / n)
     if trace:
-        snapshot = tracemalloc.take_snapshot()
-        tracemalloc.stop()
         assert before is not None
         counts0, sizes0, tracked0 = before
-        counts1, sizes1, tracked1 = census()
+        counts1, sizes1, tracked1 = census()  # (first: a snapshot is Python objects too)
+        snapshot = tracemalloc.take_snapshot()
+        tracemalloc.stop()
         out["tracked_per_handle"] = round(len(tracked1 - tracked0) / n, 2)
         by_type = []
         for name in counts1:
@@ -168,7 +165,12 @@ async def measure(n: int, waiter: str, trace: bool) -> dict[str, Any]:
 def child(args: argparse.Namespace) -> None:
     if args.library_src:
         sys.path.insert(0, args.library_src)
-    out = asyncio.run(measure(args.n, args.waiters, args.trace))
+    with tempfile.NamedTemporaryFile("w", suffix=".states", delete=False) as f:
+        f.write("\n".join(states(args.n)) + "\n")  # read back line by line, as it is resumed
+    try:
+        out = asyncio.run(measure(f.name, args.n, args.waiters, args.trace))
+    finally:
+        Path(f.name).unlink()
     import sagemaker_async
 
     out["library"] = sagemaker_async.__file__

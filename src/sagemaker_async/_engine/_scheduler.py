@@ -149,8 +149,10 @@ class Scheduler:
 
     def cancel_owned(self, owner: object) -> None:
         """Cancel the running jobs of ``owner`` (its watch ended); not the calling task."""
+        if not self._running:
+            return  # (called for every watch that ends: a million cancelled, a million calls)
         current = asyncio.current_task()
-        for task, job_owner in list(self._running.items()):
+        for task, job_owner in self._running.items():  # cancel() changes nothing here at once
             if job_owner is owner and task is not current:
                 task.cancel()
 
