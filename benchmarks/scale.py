@@ -454,6 +454,7 @@ async def run_one(
         )
     grew = data["rss_pending"] - data["rss_before"]
     row["rss_growth_mib"] = round(grew / 2**20, 1)
+    row["rss_total_mib"] = round(data["rss_pending"] / 2**20, 1)  # the whole process
     if data.get("pending_at_rss"):
         row["rss_kib_per_pending"] = round(grew / data["pending_at_rss"] / 1024, 2)
     row["submit_rate"] = data["submit_rate"]
@@ -656,7 +657,7 @@ def scale_table(rows: list[dict[str, Any]]) -> str:
         "client",
         "waiter",
         "gc",
-        "RSS B / handle (MiB in all)",
+        "RSS B / handle (growth; process, MiB)",
         "submits or resumes / s",
         "submits / s at 2,000 / 100,000 pending",
         "loop lag max (ms; over 100: its CPU): loading; waiting; cancelling; aclose()",
@@ -681,7 +682,10 @@ def scale_table(rows: list[dict[str, Any]]) -> str:
         per_handle = r.get("rss_kib_per_pending")
         memory = "-"
         if per_handle is not None:
-            memory = f"{per_handle * 1024:,.0f} ({fmt(r.get('rss_growth_mib'), 0)})"
+            memory = (
+                f"{per_handle * 1024:,.0f} ({fmt(r.get('rss_growth_mib'), 0)}; "
+                f"{fmt(r.get('rss_total_mib'), 0)})"
+            )
         told = r.get("closed_seen_s")
         close = f"{fmt(r.get('close_s'), 2)} / {fmt(told, 2) if told is not None else '-'}"
         notes = [n for n in r["notes"] if not n.startswith("after cancel")]
