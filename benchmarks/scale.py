@@ -9,10 +9,13 @@ docs/performance.md for the method, the clients and the loads.
     python benchmarks/scale.py --quick               # every scenario at small sizes (~2 min)
     python benchmarks/scale.py --loads inflight-2000 --clients ours,naive
     python benchmarks/scale.py --sdk-python .nox/sdk-baseline/bin/python
+    python benchmarks/scale.py --loads resumed-1000000 --clients ours   # a million, alone
 
 Writes benchmarks/results/scale-<date>[-tag].json and .md, and
 benchmarks/results/scale-requests-per-second[-tag].png (when matplotlib is installed); prints
-the Markdown table.
+the Markdown table. The pending and resumed loads also get the table of the client at scale
+(memory per handle, loop lag and collections per phase, submit rate as the number pending
+grows) and its plot, benchmarks/results/scale-at-scale[-tag].png.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ CLIENT_NAMES = {
 @dataclass(frozen=True)
 class Load:
     name: str
-    kind: str  # "inflight" | "stream" | "pending" | "old-objects"
+    kind: str  # "inflight" | "stream" | "pending" | "old-objects" | "resumed"
     n: int
     model_s: int
     rate: float | None = None  # stream: submissions per second
@@ -62,9 +65,11 @@ class Load:
 
     @property
     def mode(self) -> str:
-        return "pending" if self.kind == "pending" else "complete"
+        return self.kind if self.kind in ("pending", "resumed") else "complete"
 
     def describe(self) -> str:
+        if self.kind == "resumed":
+            return f"{self.n:,} resumed from saved states, {self.window_s:g} s window"
         if self.kind == "stream":
             return f"{self.n:,} at {self.rate:g}/s, {self.model_s} s model"
         if self.kind == "pending":
@@ -82,13 +87,18 @@ FULL = (
     Load("pending-10000", "pending", 10_000, 3600, window_s=120.0),
     Load("pending-100000", "pending", 100_000, 3600, window_s=120.0),
     Load("old-objects-200", "old-objects", 200, 60, old_objects=100_000, only=("ours",)),
+    Load("resumed-10000", "resumed", 10_000, 3600, window_s=30.0, only=("ours",)),
+    Load("resumed-100000", "resumed", 100_000, 3600, window_s=30.0, only=("ours",)),
+    Load("resumed-1000000", "resumed", 1_000_000, 3600, window_s=30.0, only=("ours",)),
 )
 QUICK = (
     Load("inflight-100", "inflight", 100, 4),
     Load("stream-200", "stream", 200, 2, rate=100.0),
     Load("pending-500", "pending", 500, 3600, window_s=8.0),
     Load("old-objects-50", "old-objects", 50, 4, old_objects=5000, only=("ours",)),
+    Load("resumed-2000", "resumed", 2000, 3600, window_s=5.0, only=("ours",)),
 )
+WAITERS = ("task", "callback", "as_completed")
 
 
 def skip_reason(load: Load, client: str, sdk_python: str | None) -> str | None:
@@ -104,6 +114,26 @@ def skip_reason(load: Load, client: str, sdk_python: str | None) -> str | None:
     if client == "naive" and load.n >= 100_000:
         return "not run: it would ask for 200,000 HEADs per second, forever behind"
     return None
+
+
+def scenarios(
+    loads: list[Load], clients: list[str], args: argparse.Namespace
+) -> list[tuple[Load, str, str, str]]:
+    """(load, client, waiter, gc) to run: our clients in each waiter and gc mode asked."""
+    gc_modes = args.gc.split(",")
+    out = []
+    for load in loads:
+        waiters = args.waiters.split(",") if args.waiters else None
+        if waiters is None:
+            waiters = list(WAITERS) if load.kind == "resumed" else ["callback"]
+        for client in clients:
+            if not client.startswith("ours"):
+                out.append((load, client, "", "default"))
+                continue
+            for waiter in waiters:
+                for gc_mode in gc_modes:
+                    out.append((load, client, waiter, gc_mode))
+    return out
 
 
 def child_env(
@@ -238,9 +268,17 @@ async def sample_server(server: Server, samples: list[dict[str, Any]]) -> None:
 
 
 async def run_one(
-    server: Server, load: Load, client: str, args: argparse.Namespace, workdir: Path
+    server: Server,
+    load: Load,
+    client: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    waiter: str = "callback",
+    gc_mode: str = "default",
 ) -> dict[str, Any]:
     endpoint = f"{load.name}-{client}-sleep-{load.model_s}"
+    if load.kind == "resumed":  # one states file for every waiter and gc mode
+        endpoint = f"{load.name}-sleep-{load.model_s}"
     await server.post("reset", params=[("bucket", BUCKET), ("bucket", "bench-in")])
     await server.post(
         "endpoints",
@@ -272,6 +310,9 @@ async def run_one(
         "timeout_s": timeout_s,
         "submit_limit_s": args.submit_limit_s,
         "result_file": str(result_file),
+        "waiter": waiter,
+        "gc": gc_mode,
+        "states_file": str(workdir / f"{endpoint}.states"),
     }
     python = args.sdk_python if client == "sdk" else sys.executable
     log = (workdir / f"{endpoint}.log").open("wb")
@@ -319,6 +360,8 @@ async def run_one(
         "load_desc": load.describe(),
         "n": load.n,
         "kind": load.kind,
+        "waiter": waiter,
+        "gc_mode": gc_mode,
         "notes": [],
     }
     if not got_result or not result_file.exists():
@@ -373,7 +416,7 @@ async def run_one(
         }
     first_write = min(writes.values()) if writes else None
     # S3 requests per second while pending: a window in which no result arrives.
-    if load.mode == "pending":
+    if load.mode in ("pending", "resumed"):
         window = (data["window_start"], data["window_end"])
         pending_count = data.get("pending_at_cancel", n)
         row["cpu_pct_pending"] = round(
@@ -411,6 +454,7 @@ async def run_one(
         )
     grew = data["rss_pending"] - data["rss_before"]
     row["rss_growth_mib"] = round(grew / 2**20, 1)
+    row["rss_total_mib"] = round(data["rss_pending"] / 2**20, 1)  # the whole process
     if data.get("pending_at_rss"):
         row["rss_kib_per_pending"] = round(grew / data["pending_at_rss"] / 1024, 2)
     row["submit_rate"] = data["submit_rate"]
@@ -424,8 +468,16 @@ async def run_one(
         row["notes"].append(
             "submissions kept up" if kept else "submissions fell behind (starved by waiting)"
         )
-    # Cancelling (pending loads).
-    if load.mode == "pending":
+    row["phases"] = data.get("phases")
+    row["submit_rate_at"] = rate_at(data.get("submit_marks") or [], (2000, 10_000, 100_000))
+    for key in ("close_s", "closed_seen_s", "closed_seen", "gc_frozen", "states_written_s"):
+        if key in data:
+            row[key] = data[key]
+    for key in ("in_flight_at_rss", "in_flight_after_cancel"):
+        if key in data:
+            row[key] = data[key]
+    # Cancelling (pending and resumed loads).
+    if load.mode in ("pending", "resumed"):
         row["cancel_s"] = data["cancel_s"]
         row["tasks_left_after_cancel"] = data["tasks_left_after_cancel"]
         row["tasks_left_after_close"] = data["tasks_left_after_close"]
@@ -466,6 +518,16 @@ async def run_one(
     }
     row["client_process_cpu_s"] = round(data["process_cpu_s"], 2)
     return row
+
+
+def rate_at(marks: list[float], counts: tuple[int, ...]) -> dict[str, float]:
+    """Submissions per second around each of ``counts`` pending (±2,000, from the 1,000 marks)."""
+    rates = {}
+    for count in counts:
+        lo, hi = max(1, count // 1000 - 2), count // 1000 + 2  # marks[k - 1]: k,000 accepted
+        if hi <= len(marks) and marks[hi - 1] > marks[lo - 1]:
+            rates[str(count)] = round((hi - lo) * 1000 / (marks[hi - 1] - marks[lo - 1]), 1)
+    return rates
 
 
 def fmt(value: Any, digits: int = 2) -> str:
@@ -515,6 +577,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        if r.get("kind") == "resumed":
+            continue  # in the table at scale only
         if "skipped" in r:
             cells = [CLIENT_NAMES[r["client"]], r["load_desc"]] + ["-"] * 13 + [r["skipped"]]
             lines.append("| " + " | ".join(cells) + " |")
@@ -538,8 +602,12 @@ def table(rows: list[dict[str, Any]]) -> str:
         if "cpu_pct_pending" in r:
             cpu = f"({fmt(r['cpu_pct_pending'], 1)}%)"
         server = r["server"]
+        waiter = r.get("waiter")
+        name = CLIENT_NAMES[r["client"]] + (
+            f" ({waiter})" if waiter not in (None, "", "callback") else ""
+        )
         cells = [
-            CLIENT_NAMES[r["client"]],
+            name,
             r["load_desc"],
             f"{r['ok']:,} / {r['failed']:,}",
             fmt(r.get("s3_detection_per_inference")),
@@ -558,6 +626,144 @@ def table(rows: list[dict[str, Any]]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+SCALE_PHASES = ("load", "waiting", "cancelling", "closing")
+
+
+def _at_scale(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in rows
+        if r.get("kind") in ("pending", "resumed")
+        and r["client"] in ("ours", "ours-poll")
+        and "error" not in r
+        and "skipped" not in r
+        and r.get("phases")
+    ]
+
+
+def _phase(r: dict[str, Any], name: str) -> dict[str, Any] | None:
+    phases = r.get("phases") or {}
+    if name == "load":
+        return phases.get("resuming") or phases.get("submitting")
+    return phases.get(name)
+
+
+def scale_table(rows: list[dict[str, Any]]) -> str:
+    """The client at scale: memory per handle, loop lag and full collections per phase."""
+    head = [
+        "load",
+        "client",
+        "waiter",
+        "gc",
+        "RSS B / handle (growth; process, MiB)",
+        "submits or resumes / s",
+        "submits / s at 2,000 / 100,000 pending",
+        "loop lag max (ms; over 100: its CPU): loading; waiting; cancelling; aclose()",
+        "gen-2 GCs n / longest ms: loading; waiting; cancelling; aclose()",
+        "S3 req/s waiting",
+        "cancel (s)",
+        "aclose() s / every waiter told s",
+        "notes",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in _at_scale(rows):
+        lags, gcs = [], []
+        for name in SCALE_PHASES:
+            phase = _phase(r, name)
+            lag = (phase or {}).get("lag_ms") or {}
+            cell = fmt(lag.get("max"), 0) if lag.get("count") else "-"
+            if lag.get("count") and "max_cpu" in lag and lag["max"] >= 100:
+                cell += f" ({fmt(lag['max_cpu'], 0)} CPU)"
+            lags.append(cell)
+            gcs.append(gc_cell(phase["gc"]) if phase else "-")
+        at = r.get("submit_rate_at") or {}
+        per_handle = r.get("rss_kib_per_pending")
+        memory = "-"
+        if per_handle is not None:
+            memory = (
+                f"{per_handle * 1024:,.0f} ({fmt(r.get('rss_growth_mib'), 0)}; "
+                f"{fmt(r.get('rss_total_mib'), 0)})"
+            )
+        told = r.get("closed_seen_s")
+        close = f"{fmt(r.get('close_s'), 2)} / {fmt(told, 2) if told is not None else '-'}"
+        notes = [n for n in r["notes"] if not n.startswith("after cancel")]
+        if r.get("requests_after_cancel"):
+            notes.append(f"{r['requests_after_cancel']} S3 requests after cancelling")
+        if r.get("in_flight_after_cancel"):
+            notes.append(f"{r['in_flight_after_cancel']} still watched after cancelling")
+        cells = [
+            r["load_desc"],
+            r["client"],
+            r.get("waiter", "callback"),
+            r.get("gc_mode", "default"),
+            memory,
+            fmt(r["submit_rate"], 0),
+            f"{fmt(at.get('2000'), 0)} / {fmt(at.get('100000'), 0)}" if at else "-",
+            "; ".join(lags),
+            "; ".join(gcs),
+            fmt(r.get("requests_per_s_pending"), 1),
+            fmt(r.get("cancel_s"), 2),
+            close,
+            "; ".join(notes),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _worst(r: dict[str, Any], key: str) -> float:
+    """The longest loop stall of any phase (``max``, or ``max_cpu``: its CPU only), ms."""
+    return max(((_phase(r, p) or {}).get("lag_ms") or {}).get(key) or 0 for p in SCALE_PHASES)
+
+
+def plot_scale(rows: list[dict[str, Any]], path: Path) -> str | None:
+    """RSS per handle and the longest loop stall against the number pending, per waiter."""
+    chosen = [r for r in _at_scale(rows) if r.get("kind") == "resumed"]
+    if not chosen:
+        return "nothing to plot at scale"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot (pip install matplotlib)"
+    fig, (mem, lag) = plt.subplots(1, 2, figsize=(10, 4.2))
+    series: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in chosen:
+        series.setdefault((r.get("waiter", "callback"), r.get("gc_mode", "default")), []).append(r)
+    for (waiter, gc_mode), points in sorted(series.items()):
+        points.sort(key=lambda r: r["n"])
+        style = "-" if gc_mode == "default" else "--"
+        label = waiter + ("" if gc_mode == "default" else f", gc {gc_mode}")
+        xs = [r["n"] for r in points]
+        per_handle = [r["rss_kib_per_pending"] * 1024 for r in points]
+        mem.plot(xs, per_handle, style, marker="o", label=label)
+        worst = [_worst(r, "max") for r in points]
+        (line,) = lag.plot(xs, worst, style, marker="o", label=label)
+        own = [_worst(r, "max_cpu") for r in points]  # counting only the client's own CPU
+        lag.plot(xs, own, style, marker="x", color=line.get_color(), alpha=0.5, lw=0.8)
+    mem.set_xscale("log")
+    mem.set_xlabel("handles pending (resumed)")
+    mem.set_ylabel("RSS bytes per pending handle")
+    mem.axhline(1000, color="grey", lw=0.8, ls=":")
+    mem.axhline(2000, color="grey", lw=0.8, ls=":")
+    mem.set_ylim(bottom=0)
+    mem.grid(True, which="both", alpha=0.3)
+    mem.legend(fontsize=8)
+    lag.set_xscale("log")
+    lag.set_yscale("log")
+    lag.set_xlabel("handles pending (resumed)")
+    lag.set_ylabel("longest loop stall, any phase (ms); x: its CPU")
+    lag.axhline(100, color="grey", lw=0.8, ls=":")
+    lag.grid(True, which="both", alpha=0.3)
+    lag.legend(fontsize=8)
+    fig.suptitle("One client, many pending handles (loading, waiting, cancelling, aclose)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> str | None:
@@ -627,6 +833,21 @@ def library_info(library_src: str | None, commit: str | None = None) -> dict[str
     return info
 
 
+def full_text(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The Markdown of a run: the main table, then the table at scale (when it has rows)."""
+    parts = []
+    if any(r.get("kind") != "resumed" for r in rows):
+        parts.append(table(rows))
+    if _at_scale(rows):
+        load = meta.get("load_average")
+        parts.append(
+            "## At scale\n\n"
+            + (f"Load average before the run: {load}.\n\n" if load else "")
+            + scale_table(rows)
+        )
+    return "\n\n".join(parts)
+
+
 def header_line(meta: dict[str, Any]) -> str:
     library = meta.get("library", {})
     completion = "present" if library.get("has_CompletionConfig") else "absent"
@@ -643,12 +864,16 @@ def header_line(meta: dict[str, Any]) -> str:
 def render(path: Path) -> None:
     """Rewrite the .md (and the plot) of a results JSON with the current table code."""
     data = json.loads(path.read_text())
-    text = table(data["rows"])
+    text = full_text(data["rows"], data["meta"])
     header = header_line(data["meta"])
     path.with_suffix(".md").write_text(f"# {header}\n\n{text}\n")
     tag = path.stem.removeprefix(f"scale-{data['meta']['date']}")
     png = path.parent / f"scale-requests-per-second{tag}.png"
     note = plot(data["rows"], png)
+    if _at_scale(data["rows"]):
+        scale_png = path.parent / f"scale-at-scale{tag}.png"
+        scale_note = plot_scale(data["rows"], scale_png)
+        note = f"{note}; {scale_note or scale_png}" if note else scale_note
     print(
         f"{header}\n\n{text}\n\nwrote {path.with_suffix('.md')}"
         + (f"; {note}" if note else f", {png}")
@@ -688,6 +913,17 @@ async def main() -> None:
         "--library-commit", help="the commit --library-src was taken from (for the header)"
     )
     parser.add_argument("--tag", help="suffix of the output files (default: quick/custom)")
+    parser.add_argument(
+        "--waiters",
+        help=f"how our clients wait, comma-separated, of {', '.join(WAITERS)} (default: "
+        "callback; every one for the resumed loads)",
+    )
+    parser.add_argument(
+        "--gc",
+        default="default",
+        help="comma-separated: default (CPython's settings), freeze (the recipe of "
+        "docs/performance.md: gc.collect(1); gc.freeze() after every 10,000 handles)",
+    )
     parser.add_argument("--list", action="store_true", help="print the loads and exit")
     args = parser.parse_args()
     if args.render:
@@ -715,6 +951,10 @@ async def main() -> None:
             Load(**{**asdict(x), "window_s": args.window_s}) if x.kind == "pending" else x
             for x in loads
         ]
+    if args.waiters and set(args.waiters.split(",")) - set(WAITERS):
+        parser.error(f"waiters are {', '.join(WAITERS)}")
+    if set(args.gc.split(",")) - {"default", "freeze"}:
+        parser.error("gc modes are default, freeze")
     clients = list(CLIENTS)
     if args.clients:
         clients = args.clients.split(",")
@@ -728,49 +968,53 @@ async def main() -> None:
         args.quiet_s = 2.0 if args.quick else 3.0
     tag = args.tag or ("quick" if args.quick else "custom" if args.loads or args.clients else "")
     started = time.monotonic()
+    load_before = ", ".join(f"{x:.2f}" for x in os.getloadavg())  # other processes' share
     server = Server()
     await server.start()
     print(f"fake servers: {server.urls}", file=sys.stderr, flush=True)
     rows: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
-            for load in loads:
-                for client in clients:
-                    reason = skip_reason(load, client, args.sdk_python)
-                    base = {"client": client, "load": load.name, "load_desc": load.describe()}
-                    if reason:
-                        rows.append({**base, "n": load.n, "kind": load.kind, "skipped": reason})
-                        continue
-                    print(f"[{time.monotonic() - started:7.1f}s] {client} / {load.describe()}")
-                    t0 = time.monotonic()
-                    row = await run_one(server, load, client, args, Path(tmp))
-                    row["scenario_s"] = round(time.monotonic() - t0, 1)
-                    rows.append(row)
-                    brief = {
-                        k: row.get(k)
-                        for k in (
-                            "ok",
-                            "s3_detection_per_inference",
-                            "requests_per_s_pending",
-                            "detection_latency_s",
-                            "cpu_ms_per_inference",
-                            "cpu_pct_pending",
-                            "cancel_s",
-                            "scenario_s",
-                            "server",
-                            "notes",
-                        )
-                    }
-                    print("    " + json.dumps(brief), file=sys.stderr, flush=True)
+            for load, client, waiter, gc_mode in scenarios(loads, clients, args):
+                reason = skip_reason(load, client, args.sdk_python)
+                base = {"client": client, "load": load.name, "load_desc": load.describe()}
+                if reason:
+                    rows.append({**base, "n": load.n, "kind": load.kind, "skipped": reason})
+                    continue
+                variant = f" ({waiter}, gc {gc_mode})" if client.startswith("ours") else ""
+                print(f"[{time.monotonic() - started:7.1f}s] {client}{variant} / {load.describe()}")
+                t0 = time.monotonic()
+                row = await run_one(server, load, client, args, Path(tmp), waiter, gc_mode)
+                row["scenario_s"] = round(time.monotonic() - t0, 1)
+                rows.append(row)
+                brief = {
+                    k: row.get(k)
+                    for k in (
+                        "ok",
+                        "s3_detection_per_inference",
+                        "requests_per_s_pending",
+                        "detection_latency_s",
+                        "cpu_ms_per_inference",
+                        "cpu_pct_pending",
+                        "cancel_s",
+                        "scenario_s",
+                        "server",
+                        "notes",
+                    )
+                }
+                print("    " + json.dumps(brief), file=sys.stderr, flush=True)
     finally:
         await server.stop()
     total_s = time.monotonic() - started
-    text = table(rows)
     stamp = dt.date.today().isoformat()
     stem = f"scale-{stamp}" + (f"-{tag}" if tag else "")
     RESULTS.mkdir(exist_ok=True)
     png = RESULTS / ("scale-requests-per-second" + (f"-{tag}" if tag else "") + ".png")
     plot_note = plot(rows, png)
+    if _at_scale(rows):
+        scale_png = RESULTS / ("scale-at-scale" + (f"-{tag}" if tag else "") + ".png")
+        scale_note = plot_scale(rows, scale_png)
+        plot_note = f"{plot_note}; {scale_note or scale_png}" if plot_note else scale_note
     meta = {
         "date": stamp,
         "python": platform.python_version(),
@@ -785,8 +1029,11 @@ async def main() -> None:
         "failure_fraction": args.failure_fraction,
         "prices_usd_per_request": PRICE,
         "total_s": round(total_s, 1),
+        "load_average": load_before,
+        "load_average_after": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
     header = header_line(meta)
+    text = full_text(rows, meta)
     (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     (RESULTS / f"{stem}.md").write_text(f"# {header}\n\n{text}\n")
     print(header)

@@ -3,9 +3,13 @@
     python scale_clients.py SPEC_JSON
 
 SPEC_JSON (written by scale.py): client ("sdk", "naive", "ours-poll", "ours"), mode
-("complete": wait for every result; "pending": wait ``window_s`` then cancel every waiter), n,
+("complete": wait for every result; "pending": wait ``window_s`` then cancel every waiter;
+"resumed": resume n saved states instead of submitting, see :func:`drive_resumed`), n,
 endpoint, rate (submissions per second; null: as fast as ``submit_concurrency`` invoke calls at
-a time allow), window_s, quiet_s, submit_concurrency, max_connections, timeout_s, result_file.
+a time allow), window_s, quiet_s, submit_concurrency, max_connections, timeout_s, result_file;
+for our clients also waiter ("callback": ``add_done_callback``, "task": a task per handle
+awaiting it, "as_completed": one loop over ``as_completed``) and gc ("default", or "freeze":
+the recipe of docs/performance.md, ``gc.collect(1); gc.freeze()`` after every 10,000 handles).
 Endpoints and fake credentials come from the environment (AWS_ENDPOINT_URL_S3 and
 AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME point at the fake servers).
 
@@ -14,7 +18,9 @@ S3 location it resolved to), its CPU (getrusage), its RSS (/proc/self/statm), th
 event loop (a ticker sleeping 10 ms records how late it wakes; a thread for the SDK), split
 into submitting and waiting, its CPython garbage collections (``gc.callbacks``: count and pause
 per generation, and how much of each stall over 100 ms while waiting was a full collection),
-how fast it submitted, and how long cancelling took. It counts no S3 requests: the server does.
+how fast it submitted (and the time of every 1,000th accepted submission, for the rate as the
+number pending grows), and how long cancelling and closing took, with the loop lag and the
+collections of each phase. It counts no S3 requests: the server does.
 Writes the JSON to result_file and prints ``RESULT <result_file>``.
 """
 
@@ -25,6 +31,7 @@ import contextlib
 import gc
 import json
 import math
+import os
 import resource
 import sys
 import threading
@@ -33,6 +40,18 @@ from typing import Any
 
 INPUT = "s3://bench-in/payload.json"
 _PAGE = resource.getpagesize()
+# Handles resumed, watched or cancelled per turn of the event loop (what a careful caller of a
+# million does: one loop over all of them would hold the event loop for seconds).
+SLICE = 250
+# The gc recipe (docs/performance.md): freeze what is alive after every this many handles.
+FREEZE_EVERY = 10_000
+
+
+def gc_recipe(spec: dict[str, Any], count: int) -> None:
+    """After every FREEZE_EVERY handles, with gc "freeze": collect the young, freeze the rest."""
+    if spec.get("gc") == "freeze" and count % FREEZE_EVERY == 0:
+        gc.collect(1)
+        gc.freeze()
 
 
 def rss() -> int:
@@ -63,20 +82,27 @@ def percentiles(values: list[float], scale: float = 1.0) -> dict[str, float | in
 
 
 class Probe:
-    """Event-loop (or, for threads, scheduler) lag: sleep 10 ms, record the overshoot."""
+    """Event-loop (or, for threads, scheduler) lag: sleep 10 ms, record the overshoot.
+
+    With each sample, the CPU this process used meanwhile: on a machine shared with other
+    work, a stall far longer than the CPU spent in it is the operating system's scheduler
+    (the process was not running), not work on the event loop.
+    """
 
     PERIOD = 0.01
 
     def __init__(self) -> None:
         self.samples: list[tuple[float, float]] = []  # (time.time(), lag in s)
+        self.cpu: list[float] = []  # process CPU s during each sample (asyncio probe only)
         self._stop = threading.Event()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            before = loop.time()
+            before, cpu_before = loop.time(), time.process_time()
             await asyncio.sleep(self.PERIOD)
             self.samples.append((time.time(), max(0.0, loop.time() - before - self.PERIOD)))
+            self.cpu.append(time.process_time() - cpu_before)
 
     def start_thread(self) -> None:
         def tick() -> None:
@@ -92,7 +118,15 @@ class Probe:
         self._stop.set()
 
     def stats(self, since: float = 0.0, until: float = math.inf) -> dict[str, Any]:
-        return percentiles([lag for t, lag in self.samples if since <= t < until], 1000.0)
+        out = percentiles([lag for t, lag in self.samples if since <= t < until], 1000.0)
+        if self.cpu:  # the longest stall counting only the CPU this process used in it
+            own = [
+                min(lag, cpu)
+                for (t, lag), cpu in zip(self.samples, self.cpu, strict=False)
+                if since <= t < until
+            ]
+            out["max_cpu"] = round(max(own, default=0.0) * 1000, 3)
+        return out
 
 
 class GcWatch:
@@ -100,14 +134,16 @@ class GcWatch:
 
     def __init__(self) -> None:
         self.events: list[tuple[float, int, float]] = []
-        self._began = 0.0
+        self.cpu: list[float] = []  # the CPU of each collection (its pause, less preemption)
+        self._began = self._began_cpu = 0.0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._began = time.perf_counter()
+            self._began, self._began_cpu = time.perf_counter(), time.thread_time()
         else:
             pause = time.perf_counter() - self._began
             self.events.append((time.time(), info["generation"], pause))
+            self.cpu.append(time.thread_time() - self._began_cpu)
 
     def start(self) -> None:
         gc.callbacks.append(self)
@@ -120,10 +156,16 @@ class GcWatch:
         out: dict[str, Any] = {}
         for gen in (0, 1, 2):
             pauses = [p for t, g, p in self.events if g == gen and since <= t < until]
+            cpus = [
+                c
+                for (t, g, _), c in zip(self.events, self.cpu, strict=False)
+                if g == gen and since <= t < until
+            ]
             out[f"gen{gen}"] = {
                 "count": len(pauses),
                 "max_ms": round(max(pauses, default=0.0) * 1000, 1),
                 "total_ms": round(sum(pauses) * 1000, 1),
+                "max_cpu_ms": round(max(cpus, default=0.0) * 1000, 1),
             }
         return out
 
@@ -197,6 +239,7 @@ class Ours:
 
         self.spec, self.rec = spec, rec
         self.failed_error = InferenceFailedError
+        self.closed_error = sagemaker_async.ClientClosedError
         self.notes: list[str] = []
         kwargs: dict[str, Any] = {"max_connections": spec["max_connections"]}
         completion = getattr(sagemaker_async, "CompletionConfig", None)
@@ -209,7 +252,17 @@ class Ours:
         self.client = AsyncInferenceClient(**kwargs)
         self.handles: list[Any] = []
         self.tasks: set[asyncio.Task[None]] = set()
-        self.waiting_via = ""
+        self.waiter = spec.get("waiter", "callback")
+        self.waiting_via = {
+            "callback": "handle.add_done_callback",
+            "task": "one task per handle (await handle)",
+            "as_completed": "one loop over sagemaker_async.as_completed",
+        }[self.waiter]
+        self.closed_seen = 0  # waiters that saw ClientClosedError
+        # One callable for every handle, as a caller of a million would write it (a bound
+        # method made at each call is one more object per handle).
+        self.done_callback = self._done
+        self.consumer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await self.client.open()
@@ -237,29 +290,93 @@ class Ours:
             if not handle.cancelled():
                 raise
             return
+        except self.closed_error:
+            self.closed_seen += 1
+            return
         except Exception:
             pass
         self._done(handle)
 
-    def watch(self, handle: Any) -> None:
-        self.handles.append(handle)
-        if hasattr(handle, "add_done_callback"):
-            self.waiting_via = "handle.add_done_callback"
-            handle.add_done_callback(self._done)
-        else:
-            self.waiting_via = "one task per handle"
+    async def _consume(self) -> None:
+        from sagemaker_async import as_completed
+
+        # Leaving the loop (cancelled) closes the iterator, which stops watching (in slices).
+        async with contextlib.aclosing(as_completed(self.handles)) as outcomes:
+            async for handle in outcomes:
+                if handle.done():
+                    self._done(handle)
+                else:  # given back pending: its client closed
+                    self.closed_seen += 1
+
+    def watch(self, handle: Any, *, keep: bool = True) -> None:
+        if keep:
+            self.handles.append(handle)
+        if self.waiter == "callback":
+            handle.add_done_callback(self.done_callback)
+        elif self.waiter == "task":
             task = asyncio.get_running_loop().create_task(self._await(handle))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
+    def start_waiting(self) -> None:
+        """After the last watch(): as_completed starts its one loop over every handle."""
+        if self.waiter == "as_completed":
+            self.consumer = asyncio.get_running_loop().create_task(self._consume())
+
+    async def rewatch_all(self) -> None:
+        """Wait again for every handle (after stop_waiting), in slices."""
+        for i, handle in enumerate(self.handles, 1):
+            self.watch(handle, keep=False)
+            if i % SLICE == 0:
+                await asyncio.sleep(0)
+                gc_recipe(self.spec, i)
+        self.start_waiting()
+
     async def cancel_all(self) -> None:
-        for handle in self.handles:
+        """Cancel every handle (``handle.cancel()``), in slices of SLICE."""
+        for i, handle in enumerate(self.handles, 1):
             handle.cancel()
-        if self.tasks:
-            await asyncio.wait(list(self.tasks))
+            if i % SLICE == 0:
+                await asyncio.sleep(0)
+        await self._unwound()
+
+    async def stop_waiting(self) -> None:
+        """Cancel every waiter, not the handles (they stay pending), in slices of SLICE."""
+        if self.waiter == "callback":
+            for i, handle in enumerate(self.handles, 1):
+                handle.remove_done_callback(self.done_callback)
+                if i % SLICE == 0:
+                    await asyncio.sleep(0)
+        elif self.waiter == "task":
+            # Taken from the set one by one: a cancelled task (and the CancelledError it
+            # keeps, with its traceback and frames) is freed once it has unwound.
+            cancelling = list(self.tasks)
+            for i in range(1, len(cancelling) + 1):
+                cancelling.pop().cancel()
+                if i % SLICE == 0:
+                    await asyncio.sleep(0)
+        elif self.consumer is not None:
+            self.consumer.cancel()  # leaving the loop closes as_completed (in slices)
+        await self._unwound()
+
+    async def _unwound(self) -> None:
+        waiting = [t for t in (*self.tasks, self.consumer) if t is not None and not t.done()]
+        if waiting:
+            await asyncio.wait(waiting)
+        await asyncio.sleep(0)  # their done callbacks (the set's discard) run
+        self.consumer = None
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    async def closed_seen_by_all(self, expected: int, limit_s: float = 60.0) -> float | None:
+        """Seconds until ``expected`` waiters saw ClientClosedError (None: not within limit)."""
+        started = time.monotonic()
+        while self.closed_seen < expected:
+            if time.monotonic() - started > limit_s:
+                return None
+            await asyncio.sleep(0.005)
+        return time.monotonic() - started
 
 
 class Naive:
@@ -326,6 +443,9 @@ class Naive:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def start_waiting(self) -> None:
+        pass
+
     async def cancel_all(self) -> None:
         tasks = list(self.tasks)
         for task in tasks:
@@ -345,13 +465,21 @@ async def submit_all(spec: dict[str, Any], client: Any, rec: Recorder, out: dict
     limit = started + spec.get("submit_limit_s", math.inf)
     sent = 0
 
+    marks: list[float] = out.setdefault("submit_marks", [])  # time of every 1,000th accepted
+    accepted = 0
+
     async def one(i: int) -> None:
+        nonlocal accepted
         try:
             token = await client.submit(i)
         except Exception as exc:
             rec.record(None, False, exc)
             return
         client.watch(token)
+        accepted += 1
+        if accepted % 1000 == 0:
+            marks.append(time.time())
+        gc_recipe(spec, accepted)
 
     if not rate:
         indices = iter(range(n))
@@ -408,6 +536,7 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
     rss_before, cpu_before = rss(), cpu()
     out["t_submit_start"] = time.time()
     n = await submit_all(spec, client, rec, out)
+    client.start_waiting()
     out["t_submit_end"] = t_end = time.time()
     out["cpu_submit_s"] = cpu() - cpu_before
     out["submitted"] = rec.n = n
@@ -436,8 +565,10 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
         out["cpu_s"] = cpu() - cpu_before
         # What a full collection walks (counted after the window: it takes a while).
         out["tracked_objects_pending"] = len(gc.get_objects())
+        await asyncio.sleep(0.1)  # (the probe records that stall before the next phase)
         # Cancel every waiter; done when no task but the baseline ones is left.
         started = time.monotonic()
+        out["t_cancel_start"] = time.time()
         await client.cancel_all()
         left: set[asyncio.Task[Any]] = set()
         while time.monotonic() - started < 30:
@@ -452,13 +583,162 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(spec["quiet_s"])
         out["t_quiet_end"] = time.time()
     started = time.monotonic()
+    out["t_close_start"] = time.time()
     await client.close()
     out["close_s"] = round(time.monotonic() - started, 4)
+    out["t_close_end"] = time.time()
+    await asyncio.sleep(0.1)  # the probe's last samples of closing
     ticker.cancel()
     gcw.stop()
     await asyncio.sleep(0)
     out["tasks_left_after_close"] = len(set(asyncio.all_tasks()) - {asyncio.current_task()})
-    phases(out, probe, gcw, out.get("window_end") or out["t_all_done"])
+    wait_end = out.get("window_end") or out["t_all_done"]
+    phases(out, probe, gcw, wait_end)
+    named = {"submitting": (out["t_submit_start"], out["t_submit_end"])}
+    named["waiting"] = (out["t_submit_end"], wait_end)
+    if "t_cancel_start" in out:
+        named["cancelling"] = (out["t_cancel_start"], out["t_cancel_done"])
+    named["closing"] = (out["t_close_start"], out["t_close_end"] + 0.1)
+    phase_stats(out, probe, gcw, named)
+    out.update(
+        notes=client.notes,
+        waiting_via=client.waiting_via,
+        library_api=client.engine,
+        **rec.outcomes(),
+    )
+    return out
+
+
+def phase_stats(
+    out: dict[str, Any], probe: Probe, gcw: GcWatch, named: dict[str, tuple[float, float]]
+) -> None:
+    """Loop lag and collections of each named phase (start, end), in ``out["phases"]``."""
+    out["phases"] = {
+        name: {
+            "s": round(end - start, 3),
+            "lag_ms": probe.stats(since=start, until=end),
+            "gc": gcw.stats(since=start, until=end),
+            "stalls": gcw.stalls(probe, start, end),
+        }
+        for name, (start, end) in named.items()
+    }
+
+
+def write_states(path: str, n: int, endpoint: str, deadline_s: float) -> None:
+    """n saved states (``handle.to_dict()``, one JSON per line) of inferences nobody will answer.
+
+    Their output and failure locations are in the endpoint's directory of the fake S3, like
+    the fake runtime's, and nothing is ever written there: every one stays pending.
+    """
+    import datetime as dt
+    import uuid
+
+    now = time.time()
+    iso = dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat()
+    deadline = dt.datetime.fromtimestamp(now + deadline_s, dt.timezone.utc).isoformat()
+    with open(path, "w") as f:
+        for _ in range(n):
+            name = str(uuid.uuid4())
+            state = {
+                "version": 1,
+                "inference_id": name,
+                "endpoint_name": endpoint,
+                "output_location": f"s3://bench-out/{endpoint}/{name}.out",
+                "failure_location": f"s3://bench-out/failures/{name}-error.out",
+                "submitted_at": iso,
+                "deadline": deadline,
+                "submit_attempts": 1,
+            }
+            f.write(json.dumps(state) + "\n")
+
+
+async def drive_resumed(spec: dict[str, Any]) -> dict[str, Any]:
+    """n saved states resumed in one process, then each phase measured on its own.
+
+    Resuming (a file of saved states read line by line, each resumed and watched; the loop
+    gets a turn every SLICE handles), waiting (window_s), cancelling every waiter (not the
+    handles: tasks cancelled, callbacks removed, or the as_completed loop left; in slices),
+    waiting again (every handle watched again), then ``aclose()`` with every waiter waiting,
+    and how long until every waiter saw ClientClosedError (callbacks are not called on close).
+    """
+    rec = Recorder(spec["n"])
+    probe = Probe()
+    loop = asyncio.get_running_loop()
+    ticker = loop.create_task(probe.run())
+    client = Ours(spec, rec)
+    out: dict[str, Any] = {}
+    states = spec["states_file"]  # written by main(), before the loop starts
+    await client.open()
+    gc.collect()
+    gcw = GcWatch()
+    gcw.start()
+    rss_before, cpu_before = rss(), cpu()
+    named: dict[str, tuple[float, float]] = {}
+    # Resuming.
+    t0 = out["t_submit_start"] = time.time()
+    count = 0
+    with open(states) as f:  # noqa: ASYNC230 - a local file, read as the phase measured
+        for line in f:
+            handle = client.client.resume(json.loads(line))
+            client.watch(handle)
+            count += 1
+            if count % SLICE == 0:
+                await asyncio.sleep(0)
+                gc_recipe(spec, count)
+    client.start_waiting()
+    await asyncio.sleep(0)
+    t1 = out["t_submit_end"] = time.time()
+    named["resuming"] = (t0, t1)
+    out["submitted"] = rec.n = count
+    out["submit_rate"] = round(count / max(1e-9, t1 - t0), 1)
+    out["cpu_submit_s"] = cpu() - cpu_before
+    await asyncio.sleep(1.0)
+    out["rss_before"], out["rss_pending"] = rss_before, rss()
+    out["rss_pending_at"] = time.time()
+    out["pending_at_rss"] = count - rec.ok - rec.failed - rec.errors
+    out["in_flight_at_rss"] = client.client.stats().in_flight
+    # Waiting.
+    out["window_start"], c0 = time.time(), cpu()
+    await asyncio.sleep(max(0.0, spec["window_s"] - 1.0))
+    out["window_end"], out["cpu_window_s"] = time.time(), cpu() - c0
+    named["waiting"] = (t1, out["window_end"])
+    out["cpu_s"] = cpu() - cpu_before
+    # Cancelling every waiter.
+    t2 = out["t_cancel_start"] = time.time()
+    await client.stop_waiting()
+    t3 = out["t_cancel_done"] = time.time()
+    named["cancelling"] = (t2, t3)
+    out["cancel_s"] = round(t3 - t2, 3)
+    out["in_flight_after_cancel"] = client.client.stats().in_flight
+    out["tasks_left_after_cancel"] = len(client.tasks)
+    out["pending_at_cancel"] = count - rec.ok - rec.failed - rec.errors
+    await asyncio.sleep(spec["quiet_s"])
+    out["t_quiet_end"] = time.time()
+    # Waiting again, then closing with every waiter waiting.
+    t4 = time.time()
+    await client.rewatch_all()
+    await asyncio.sleep(0)
+    t5 = time.time()
+    named["rewatching"] = (t4, t5)
+    await asyncio.sleep(1.0)
+    t6 = out["t_close_start"] = time.time()
+    await client.close()
+    out["close_s"] = round(time.time() - t6, 3)
+    expected = 0 if client.waiter == "callback" else count
+    seen = await client.closed_seen_by_all(expected)
+    told = seen is not None and client.waiter != "callback"  # (callbacks are not called)
+    out["closed_seen_s"] = round(time.time() - t6, 3) if told else None
+    out["closed_seen"] = client.closed_seen
+    t7 = out["t_close_end"] = time.time()
+    named["closing"] = (t6, t7 + 0.1)
+    await asyncio.sleep(0.2)
+    ticker.cancel()
+    gcw.stop()
+    out["gc_frozen"] = gc.get_freeze_count()
+    gc.unfreeze()
+    out["tasks_left_after_close"] = len(client.tasks)
+    phases(out, probe, gcw, out["window_end"])
+    phase_stats(out, probe, gcw, named)
     out.update(
         notes=client.notes,
         waiting_via=client.waiting_via,
@@ -573,14 +853,18 @@ def drive_sdk(spec: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     spec = json.loads(sys.argv[1])
     # The asyncio clients run on the default event loop (what users get) unless asked.
+    drive = drive_resumed if spec["mode"] == "resumed" else drive_async
+    if spec["mode"] == "resumed" and not os.path.exists(spec["states_file"]):
+        # One file per load, for every waiter and gc mode (their deadline: 3 hours away).
+        write_states(spec["states_file"], spec["n"], spec["endpoint"], 3 * 3600)
     if spec["client"] == "sdk":
         out = drive_sdk(spec)
     elif spec.get("client_loop") == "uvloop":
         import uvloop
 
-        out = uvloop.run(drive_async(spec))
+        out = uvloop.run(drive(spec))
     else:
-        out = asyncio.run(drive_async(spec))
+        out = asyncio.run(drive(spec))
     out["process_cpu_s"] = cpu()  # imports and client set-up included
     out["python"] = sys.version.split()[0]
     with open(spec["result_file"], "w") as f:

@@ -378,10 +378,10 @@ async def test_restarted_watcher_stays_registered_and_closes_cleanly(
         await waiter
     assert handle.status is InferenceStatus.PENDING and not called
     assert not await other_tasks()
-    registered = len(handle._callbacks)
+    registered = handle._waiting
     with pytest.raises(ClientClosedError):
         handle.add_done_callback(called.append)  # refused, and not left registered
-    assert len(handle._callbacks) == registered
+    assert handle._waiting == registered
 
 
 async def test_no_region_is_a_validation_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ sweep intervals, budgets and deadlines are checked in milliseconds of real time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -413,6 +414,134 @@ async def test_a_wall_clock_step_does_not_time_a_handle_out(make_world: Any) -> 
     await world.advance(POLLING.max_delay)
     assert handle.done() and handle.exception() is None
     assert handle.to_dict()["deadline"] == iso(world.clock.wall() - 700 - 2 - 5 + 30)
+
+
+async def _turns_seen(probe: Any, until: Any) -> list[Any]:
+    """What ``probe()`` reads at each turn of the event loop, until ``until()`` (100 turns)."""
+    seen = []
+    for _ in range(100):
+        seen.append(probe())
+        if until():
+            break
+        await asyncio.sleep(0)
+    return seen
+
+
+async def test_closing_tells_the_waiters_a_slice_at_a_time(
+    make_world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: aclose() with a million waiting woke them all in one turn of the loop."""
+    from sagemaker_async import ClientClosedError
+    from sagemaker_async._engine import _engine
+
+    monkeypatch.setattr(_engine, "_CLOSE_SLICE", 10, raising=False)  # (1,000 by default)
+    world = await make_world()
+    handles = [world.handle("out", "fail") for _ in range(50)]
+    waiters = [asyncio.create_task(h.result()) for h in handles]
+    await world.advance(1)
+    closing = asyncio.create_task(world.client.aclose())
+    seen = await _turns_seen(lambda: sum(w.done() for w in waiters), closing.done)
+    await closing
+    assert any(0 < told < 50 for told in seen), seen  # the loop ran between slices
+    for waiter in waiters:
+        with pytest.raises(ClientClosedError):
+            await waiter
+    assert all(h.status.value == "pending" for h in handles)  # resumable
+
+
+async def test_the_deadline_lane_drops_ended_watches_a_slice_at_a_time(
+    make_world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: cancelling a million waiters rebuilt the deadline heap in one stretch."""
+    from sagemaker_async._engine import _engine, _scheduler
+
+    monkeypatch.setattr(_engine, "_PRUNE_AFTER", 10, raising=False)
+    monkeypatch.setattr(_scheduler, "_COMPACT_STEP", 20, raising=False)
+    world = await make_world()
+    scheduler = world.client._engine.scheduler
+    late = world.handle("out", "fail", timeout=5)
+    world.watch(late)
+    crowd = world.crowd(300, "out", "fail")
+    await world.advance(1)
+    for handle in crowd:
+        handle.cancel()
+    seen = await _turns_seen(lambda: scheduler.deadlines, lambda: scheduler.deadlines == 1)
+    assert len({n for n in seen if 1 < n < 250}) >= 3, seen  # several slices, loop between
+    assert scheduler.deadlines == 1  # the ended ones left the lane (their deadline is hours away)
+    await world.advance(5)  # a live deadline is kept: it still ends its watch on time
+    assert late.done() and isinstance(late.exception(), InferenceTimeoutError)
+    assert world.done_at[late.inference_id] == pytest.approx(world.clock.now - 1, abs=0.6)
+
+
+async def test_a_waited_handle_costs_few_objects_for_the_garbage_collector(
+    make_world: Any,
+) -> None:
+    """Issue 20: eleven GC-tracked objects per pending handle made full collections long."""
+    import gc
+
+    world = await make_world()
+    handles = [world.handle("out", "fail") for _ in range(2_000)]
+
+    def tracked() -> int:
+        gc.collect()
+        return len(gc.get_objects())
+
+    def done(handle: AsyncInferenceHandle) -> None:
+        pass
+
+    before = tracked()
+    for handle in handles:
+        handle.add_done_callback(done)
+    per_handle = (tracked() - before) / len(handles)
+    assert per_handle <= 1.1, per_handle  # the watch alone
+    for handle in handles:
+        handle.remove_done_callback(done)
+    assert world.client._engine.watching == 0
+
+    # A task per handle: besides what any task awaiting a future costs, a watch, one small
+    # generator and its future.
+    async def wait(awaitable: Any) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await awaitable
+
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    before = tracked()
+    plain = [asyncio.create_task(wait(never)) for _ in handles]
+    await asyncio.sleep(0)
+    tasks_alone = tracked() - before
+    waiting = [asyncio.create_task(wait(handle)) for handle in handles]
+    await asyncio.sleep(0)
+    extra = (tracked() - before - 2 * tasks_alone) / len(handles)
+    assert extra <= 3.1, extra
+    for task in (*plain, *waiting):
+        task.cancel()
+    await asyncio.gather(*plain, *waiting)
+    assert world.client._engine.watching == 0
+
+
+async def test_as_completed_runs_no_task_per_handle(make_world: Any) -> None:
+    """Issue 20: as_completed made a task per handle (a million handles, a million tasks)."""
+    from sagemaker_async import as_completed
+
+    world = await make_world()
+    handles = [world.handle("out", "fail") for _ in range(300)]
+    before = len(asyncio.all_tasks())
+    given: list[AsyncInferenceHandle] = []
+
+    async def consume() -> None:
+        async for handle in as_completed(handles):
+            given.append(handle)
+
+    consumer = asyncio.create_task(consume())
+    await world.advance(1)
+    assert len(asyncio.all_tasks()) <= before + 1  # the consumer
+    for handle in handles[:3]:
+        await world.write(handle.output_location)
+    await world.advance(POLLING.max_delay)
+    assert {h.inference_id for h in given} == {h.inference_id for h in handles[:3]}
+    await world.client.aclose()  # the rest are given too, still pending
+    await asyncio.wait_for(consumer, 10)
+    assert len(given) == 300 and all(not h.done() for h in given[3:])
 
 
 async def test_handles_cancelled_before_they_were_watched_leave_nothing(make_world: Any) -> None:

@@ -684,7 +684,6 @@ async def test_releases_go_at_once_and_deletes_wait_for_ten_or_a_second(
         )
         await sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(notice))
     clock = FakeClock(wall=time.time())  # the messages' SentTimestamp is real
-    loop = asyncio.get_running_loop()
     watches: dict[str, Watch] = {}
     reported: list[str] = []
 
@@ -700,9 +699,7 @@ async def test_releases_go_at_once_and_deletes_wait_for_ten_or_a_second(
             "ep", inference_id, f"s3://b/out/{inference_id}.out", None, wall, wall + 3600
         )
         source_.expect(inference_id, wall + 3600)
-        watches[inference_id] = Watch(
-            target, PollingConfig(), loop.create_future(), submitted=1.0, deadline=1e9
-        )
+        watches[inference_id] = Watch(target, PollingConfig(), None, submitted=1.0, deadline=1e9)
         out = Directory("b", "out/", PollingConfig())
         source_.watch(Key(watches[inference_id], Kind.OUTPUT, out, f"out/{inference_id}.out"))
     before = embedded_s3.actions("sqs")

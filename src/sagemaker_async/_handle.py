@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from ._clock import Timer
 from ._config import PollingConfig
-from ._engine._engine import NO_CONTEXT
-from ._engine._records import Watch
+from ._engine._records import Listener, Watch
 from ._errors import (
     ClientClosedError,
     InferenceFailedError,
@@ -52,7 +54,7 @@ def load_state(saved: HandleState | Mapping[str, Any]) -> tuple[WatchTarget, int
         ValidationError: ``saved`` is not a handle's ``to_dict()``, or a field is wrong.
     """
     state: Mapping[str, Any] = saved  # read as untrusted (JSON from elsewhere)
-    if not isinstance(state, Mapping):
+    if not isinstance(state, dict) and not isinstance(state, Mapping):  # (dict: the fast check)
         raise ValidationError(
             "state", f"a {type(state).__name__} was given", "a dict from to_dict()"
         )
@@ -93,7 +95,8 @@ def load_state(saved: HandleState | Mapping[str, Any]) -> tuple[WatchTarget, int
             "state.submit_attempts", f"{attempts!r} is not a count", "an int >= 0"
         )
     target = WatchTarget(
-        endpoint_name=values["endpoint_name"],
+        # One string for every handle of an endpoint (a million resumed states, one name).
+        endpoint_name=sys.intern(values["endpoint_name"]),
         inference_id=values["inference_id"],
         output_location=values["output_location"],
         failure_location=values["failure_location"],
@@ -107,18 +110,112 @@ class Completions(Protocol):
     """What a handle needs from its client's completion engine."""
 
     def watch(
-        self, target: WatchTarget, polling: PollingConfig, *, submitted: float, deadline: float
+        self,
+        listener: Listener,
+        target: WatchTarget,
+        polling: PollingConfig,
+        *,
+        submitted: float,
+        deadline: float,
     ) -> Watch:
         """Start watching (or join the watch of) ``target`` (times of the monotonic clock)."""
 
-    def release(self, watch: Watch) -> None:
-        """Stop watching, unless another handle still waits on it."""
+    def release(self, watch: Watch, listener: Listener) -> None:
+        """``listener`` stopped waiting: stop watching, unless another handle still waits."""
 
-    async def wait(self, watch: Watch, timeout: float | None) -> bool:
-        """Wait for the outcome, at most ``timeout`` seconds; True if there is one."""
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> Timer:
+        """A timer of the client's clock."""
 
     def cancelled(self, target: WatchTarget) -> None:
         """A handle of ``target`` was cancelled (counted as its outcome)."""
+
+
+# A handle keeps who waits for it as nothing, one, or a list: nearly every pending handle has
+# one waiter (a million handles, a million lists saved). A waiter is a done callback (a
+# callable: called once the handle is done, not when the client closes), a ``_Waiter`` (the
+# future of an ``await``), or a ``_Wake`` (as_completed's: told of the outcome or the close).
+_Some = Any  # None | T | list[T]
+
+
+def _added(held: _Some, item: object) -> _Some:
+    if held is None:
+        return item
+    if isinstance(held, list):
+        held.append(item)
+        return held
+    return [held, item]
+
+
+def _without(held: _Some, item: object) -> tuple[_Some, int]:
+    """``held`` without every ``item`` (by equality); how many were removed."""
+    if held is None:
+        return None, 0
+    if not isinstance(held, list):
+        return (None, 1) if held == item else (held, 0)
+    kept = [x for x in held if x != item]
+    removed = len(held) - len(kept)
+    return (kept[0] if len(kept) == 1 else kept or None), removed
+
+
+def _each(held: _Some) -> list[Any]:
+    return [] if held is None else list(held) if isinstance(held, list) else [held]
+
+
+class _Waiter(asyncio.Future[InferenceResult]):
+    """The future that one ``await handle`` (or ``result()``) waits on.
+
+    It gets the handle's result or error; cancelling it (its task was cancelled) tells the
+    handle, which stops watching when nobody else waits. An ``await`` costs this future and
+    its iterator, nothing else: no coroutine, no task, no callback of ours.
+    """
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: AsyncInferenceHandle) -> None:
+        super().__init__()
+        self._handle: AsyncInferenceHandle | None = handle
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Cancel this wait (not the handle, which stays pending for others)."""
+        if not super().cancel(msg=msg):
+            return False
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle._waiter_gone(self)
+        return True
+
+
+class _Wake:
+    """A waiter that is a callable (as_completed's): ``fn(handle)`` on the outcome or close."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[AsyncInferenceHandle], object]) -> None:
+        self.fn = fn
+
+
+# The background opens under way, by the client's opener (kept here, not in each handle).
+_OPENING: dict[Callable[[], Awaitable[None] | None], asyncio.Task[None]] = {}
+
+
+async def _open_quietly(opening: Awaitable[None]) -> None:
+    try:
+        await opening
+    except Exception:  # closed, or no credentials: result() reports it to its caller
+        logger.debug("the client did not open (a resumed handle's callback waits on it)")
+
+
+def _status(outcome: InferenceResult | BaseException | None) -> InferenceStatus:
+    """A handle's status, read from its outcome (one slot less in a million handles)."""
+    if outcome is None:
+        return InferenceStatus.PENDING
+    if isinstance(outcome, InferenceResult):
+        return InferenceStatus.SUCCEEDED
+    if isinstance(outcome, asyncio.CancelledError):
+        return InferenceStatus.CANCELLED
+    if isinstance(outcome, InferenceTimeoutError):
+        return InferenceStatus.TIMED_OUT
+    return InferenceStatus.FAILED
 
 
 class AsyncInferenceHandle:
@@ -139,18 +236,15 @@ class AsyncInferenceHandle:
     """
 
     __slots__ = (
-        "_callbacks",
-        "_clock_times",
         "_completions",
-        "_exception",
+        "_deadline",
         "_opener",
-        "_opening",
+        "_outcome",
         "_polling",
-        "_result",
-        "_status",
         "_submit_attempts",
+        "_submitted",
         "_target",
-        "_waiters",
+        "_waiting",
         "_watch",
     )
 
@@ -167,18 +261,15 @@ class AsyncInferenceHandle:
         self._target = target
         # (submitted, deadline) on the client's monotonic clock: a step of the wall clock
         # neither times the handle out nor delays it (the wall times are for to_dict()).
-        self._clock_times = clock_times
+        self._submitted, self._deadline = clock_times
         self._submit_attempts = submit_attempts
         self._polling = polling
         self._completions = completions
         self._opener = opener  # opens the client; None once it is open
-        self._opening: asyncio.Task[None] | None = None
-        self._status = InferenceStatus.PENDING
-        self._result: InferenceResult | None = None
-        self._exception: BaseException | None = None
+        # None while pending; then the result, or the error (CancelledError: cancelled).
+        self._outcome: InferenceResult | BaseException | None = None
         self._watch: Watch | None = None
-        self._waiters = 0
-        self._callbacks: list[Callable[[AsyncInferenceHandle], object]] = []
+        self._waiting: _Some = None  # done callbacks, _Waiters and _Wakes (see _added)
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -231,22 +322,22 @@ class AsyncInferenceHandle:
     @property
     def status(self) -> InferenceStatus:
         """pending, succeeded, failed, timed_out or cancelled."""
-        return self._status
+        return _status(self._outcome)
 
     def __repr__(self) -> str:
         return (
             f"<AsyncInferenceHandle {self.inference_id!r} endpoint={self.endpoint_name!r} "
-            f"status={self._status.value}>"
+            f"status={self.status.value}>"
         )
 
     # -- Future-like API --------------------------------------------------------------------
     def done(self) -> bool:
         """True once the handle succeeded, failed, timed out or was cancelled."""
-        return self._status is not InferenceStatus.PENDING
+        return self._outcome is not None
 
     def cancelled(self) -> bool:
         """True if :meth:`cancel` stopped the wait."""
-        return self._status is InferenceStatus.CANCELLED
+        return isinstance(self._outcome, asyncio.CancelledError)
 
     def cancel(self) -> bool:
         """Stop waiting: waiters get :class:`asyncio.CancelledError`. False if already done.
@@ -256,7 +347,7 @@ class AsyncInferenceHandle:
         """
         if self.done():
             return False
-        self._finish(InferenceStatus.CANCELLED, exception=asyncio.CancelledError())
+        self._finish(asyncio.CancelledError())
         self._completions.cancelled(self._target)
         return True
 
@@ -271,7 +362,7 @@ class AsyncInferenceHandle:
             raise asyncio.InvalidStateError("the inference is still pending")
         if self.cancelled():
             raise asyncio.CancelledError()
-        return self._exception
+        return self._outcome if isinstance(self._outcome, BaseException) else None
 
     def add_done_callback(self, fn: Callable[[AsyncInferenceHandle], object]) -> None:
         """Call ``fn(handle)`` once the handle is done; starts watching if needed.
@@ -283,22 +374,23 @@ class AsyncInferenceHandle:
             asyncio.get_running_loop().call_soon(fn, self)
             return
         self._ensure_watching()
-        self._callbacks.append(fn)
-        opening = self._opener()
-        if opening is not None and self._opening is None:  # resumed, client not open yet
-            self._opening = asyncio.get_running_loop().create_task(self._open_quietly(opening))
+        self._waiting = _added(self._waiting, fn)
+        self._open_soon()
 
     def remove_done_callback(self, fn: Callable[[AsyncInferenceHandle], object]) -> int:
         """Remove every registration of ``fn``; returns how many were removed."""
-        before = len(self._callbacks)
-        self._callbacks = [cb for cb in self._callbacks if cb != fn]
-        removed = before - len(self._callbacks)
-        if removed and not self._callbacks and self._waiters == 0 and not self.done():
-            self._stop_watching()
+        self._waiting, removed = _without(self._waiting, fn)
+        if removed:
+            self._maybe_stop_watching()
         return removed
 
     def __await__(self) -> Generator[Any, None, InferenceResult]:
-        return self.result().__await__()
+        if self.done():
+            return self._now()
+        opening = self._opener()
+        if opening is not None:  # resumed before the client was opened (rare)
+            return self._opened_then(opening, None).__await__()
+        return self._waiter().__await__()  # one future and its iterator: nothing else
 
     async def result(self, timeout: float | None = None) -> InferenceResult:
         """Wait for the result.
@@ -317,34 +409,64 @@ class AsyncInferenceHandle:
         if not self.done():
             opening = self._opener()
             if opening is not None:
-                await opening
-            watch = self._ensure_watching()
-            self._waiters += 1
-            try:
-                finished = await self._completions.wait(watch, timeout)
-            finally:
-                self._waiters -= 1
-                if watch.outcome.done():
-                    self._on_outcome(watch.outcome)
-                if self._waiters == 0 and not self._callbacks and not self.done():
-                    self._stop_watching()
-            if not self.done():
-                if not finished:
-                    raise InferenceTimeoutError(
-                        f"inference {self.inference_id} still pending after timeout={timeout}s; "
-                        "the handle keeps its state and can be awaited again",
-                        inference_id=self.inference_id,
-                        deadline_exceeded=False,
-                        handle_state=self.to_dict(),
-                    )
-                raise ClientClosedError(
-                    f"the client was closed while waiting for inference {self.inference_id}; "
-                    "resume the wait with AsyncInferenceClient.resume(handle.to_dict())"
-                )
-        if self._exception is not None:
-            raise self._exception
-        assert self._result is not None
-        return self._result
+                return await self._opened_then(opening, timeout)
+            return await self._waiter(timeout)
+        return self._value()
+
+    async def _opened_then(
+        self, opening: Awaitable[None], timeout: float | None
+    ) -> InferenceResult:
+        """Open the client, then wait (a handle resumed before its client was opened)."""
+        await opening
+        if not self.done():
+            return await self._waiter(timeout)
+        return self._value()
+
+    def _value(self) -> InferenceResult:
+        """The outcome of a handle that is done: its result, or its error raised."""
+        outcome = self._outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert outcome is not None
+        return outcome
+
+    def _now(self) -> Generator[Any, None, InferenceResult]:
+        """:meth:`_value` as what ``__await__`` returns."""
+        return self._value()
+        yield  # (a generator)
+
+    def _waiter(self, timeout: float | None = None) -> _Waiter:
+        """A new waiter: its future gets the outcome (or ClientClosedError, or the timeout)."""
+        self._ensure_watching()
+        waiter = _Waiter(self)
+        self._waiting = _added(self._waiting, waiter)
+        if timeout is not None:
+            timer = self._completions.call_later(
+                timeout, functools.partial(self._timed_out, waiter, timeout)
+            )
+            waiter.add_done_callback(lambda _: timer.cancel())
+        return waiter
+
+    def _waiter_gone(self, waiter: _Waiter) -> None:
+        """A waiter was cancelled: nobody else waits, the watch stops (the handle is pending)."""
+        self._waiting, _ = _without(self._waiting, waiter)
+        self._maybe_stop_watching()
+
+    def _timed_out(self, waiter: _Waiter, timeout: float) -> None:
+        if waiter.done():
+            return
+        waiter._handle = None
+        self._waiting, _ = _without(self._waiting, waiter)
+        waiter.set_exception(
+            InferenceTimeoutError(
+                f"inference {self.inference_id} still pending after timeout={timeout}s; "
+                "the handle keeps its state and can be awaited again",
+                inference_id=self.inference_id,
+                deadline_exceeded=False,
+                handle_state=self.to_dict(),
+            )
+        )
+        self._maybe_stop_watching()
 
     # -- persistence ------------------------------------------------------------------------
     def to_dict(self) -> HandleState:
@@ -355,59 +477,110 @@ class AsyncInferenceHandle:
         return dump_state(self._target, self._submit_attempts)
 
     # -- internals --------------------------------------------------------------------------
+    def _listen(self, wake: _Wake) -> None:
+        """Call ``wake.fn(handle)`` once the handle is done, or its client closed.
+
+        Raises:
+            ClientClosedError: the client is closed already.
+        """
+        if self.done():
+            asyncio.get_running_loop().call_soon(wake.fn, self)
+            return
+        self._ensure_watching()
+        self._waiting = _added(self._waiting, wake)
+        self._open_soon()
+
+    def _unlisten(self, wake: _Wake) -> None:
+        """Undo :meth:`_listen` (if it was not called yet)."""
+        self._waiting, removed = _without(self._waiting, wake)
+        if removed:
+            self._maybe_stop_watching()
+
     def _ensure_watching(self) -> Watch:
         if self._watch is None:
-            submitted, deadline = self._clock_times
-            watch = self._completions.watch(
-                self._target, self._polling, submitted=submitted, deadline=deadline
+            self._watch = self._completions.watch(
+                self,
+                self._target,
+                self._polling,
+                submitted=self._submitted,
+                deadline=self._deadline,
             )
-            watch.outcome.add_done_callback(self._on_outcome, context=NO_CONTEXT)
-            self._watch = watch
         return self._watch
+
+    def _maybe_stop_watching(self) -> None:
+        """Stop watching when nobody waits any more (the handle stays pending)."""
+        if self._waiting is None and self._outcome is None:
+            self._stop_watching()
 
     def _stop_watching(self) -> None:
         watch, self._watch = self._watch, None
         if watch is not None:
-            watch.outcome.remove_done_callback(self._on_outcome)
-            self._completions.release(watch)
+            self._completions.release(watch, self)
 
-    async def _open_quietly(self, opening: Awaitable[None]) -> None:
-        try:
-            await opening
-        except Exception:  # closed, or no credentials: result() reports it to its caller
-            logger.debug("inference %s: the client did not open", self.inference_id)
+    def _open_soon(self) -> None:
+        """Open the client in the background (a handle resumed before it was opened)."""
+        if self._opener in _OPENING:
+            return  # one background open per client, not one per handle
+        opening = self._opener()
+        if opening is not None:
+            task = asyncio.get_running_loop().create_task(_open_quietly(opening))
+            _OPENING[self._opener] = task
+            task.add_done_callback(lambda _: _OPENING.pop(self._opener, None))
 
-    def _on_outcome(self, outcome: asyncio.Future[InferenceResult]) -> None:
-        if self.done() or outcome.cancelled() or outcome is not getattr(self._watch, "outcome", 0):
+    def _on_settled(self, watch: Watch, outcome: InferenceResult | BaseException) -> None:
+        """The engine found the outcome of ``watch``."""
+        if self.done() or watch is not self._watch:
             return
-        exc = outcome.exception()
-        if isinstance(exc, ClientClosedError):
-            self._watch = None  # the handle stays pending; result() tells its waiters
-            return
-        if isinstance(exc, (InferenceFailedError, InferenceTimeoutError)):
-            exc.handle_state = self.to_dict()
-            timed_out = isinstance(exc, InferenceTimeoutError)
-            status = InferenceStatus.TIMED_OUT if timed_out else InferenceStatus.FAILED
-            self._finish(status, exception=exc)
-        elif exc is not None:
-            # Any other error ends the handle, so that callbacks run and nothing is unretrieved.
-            self._finish(InferenceStatus.FAILED, exception=exc)
-        else:
-            self._finish(InferenceStatus.SUCCEEDED, result=outcome.result())
+        if isinstance(outcome, (InferenceFailedError, InferenceTimeoutError)):
+            outcome.handle_state = self.to_dict()
+        # Any other error ends the handle too, so that callbacks run and nothing is unretrieved.
+        self._finish(outcome)
 
-    def _finish(
-        self,
-        status: InferenceStatus,
-        *,
-        result: InferenceResult | None = None,
-        exception: BaseException | None = None,
-    ) -> None:
+    def _on_closed(self, watch: Watch) -> None:
+        """The client closed: the handle stays pending; its waiters get ClientClosedError."""
+        if self.done() or watch is not self._watch:
+            return
+        self._watch = None
+        kept = []
+        error: ClientClosedError | None = None
+        loop = asyncio.get_running_loop()
+        for waiter in _each(self._waiting):
+            if isinstance(waiter, _Waiter):
+                waiter._handle = None
+                if not waiter.done():
+                    error = error or ClientClosedError(
+                        f"the client was closed while waiting for inference "
+                        f"{self.inference_id}; resume the wait with "
+                        "AsyncInferenceClient.resume(handle.to_dict())"
+                    )
+                    waiter.set_exception(error)
+            elif isinstance(waiter, _Wake):
+                loop.call_soon(waiter.fn, self)
+            else:
+                kept.append(waiter)  # done callbacks are not called
+        self._waiting = kept[0] if len(kept) == 1 else kept or None
+
+    def _finish(self, outcome: InferenceResult | BaseException) -> None:
         if self.done():
             return
-        self._status, self._result, self._exception = status, result, exception
+        self._outcome = outcome
         self._stop_watching()
-        callbacks, self._callbacks = self._callbacks, []
-        if callbacks:
-            loop = asyncio.get_running_loop()
-            for fn in callbacks:
-                loop.call_soon(fn, self)
+        waiting, self._waiting = self._waiting, None
+        if waiting is None:
+            return
+        loop = asyncio.get_running_loop()
+        for waiter in _each(waiting):
+            if isinstance(waiter, _Waiter):
+                waiter._handle = None
+                if waiter.done():
+                    continue
+                if isinstance(outcome, asyncio.CancelledError):
+                    waiter.cancel()
+                elif isinstance(outcome, BaseException):
+                    waiter.set_exception(outcome)
+                else:
+                    waiter.set_result(outcome)
+            elif isinstance(waiter, _Wake):
+                loop.call_soon(waiter.fn, self)
+            else:
+                loop.call_soon(waiter, self)

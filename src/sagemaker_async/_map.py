@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._clock import Clock
-from ._errors import ValidationError
-from ._handle import AsyncInferenceHandle
+from ._errors import ClientClosedError, ValidationError
+from ._handle import AsyncInferenceHandle, _Wake
 from ._result import InferenceResult
 from ._tasks import cancel_all
 
@@ -47,6 +47,8 @@ _OPTIONS = frozenset(
 )
 # Invokes sent at once: enough to keep a pool busy, few enough not to starve result reads.
 _SUBMITTERS = 16
+# Handles that as_completed starts or stops watching per turn of the event loop.
+_SLICE = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,37 +310,38 @@ async def as_completed(
 
     Each handle is watched while the loop runs; leaving the loop early stops watching the ones
     not yet given (they stay pending and can be awaited later). A handle's outcome is read
-    from it: ``await handle`` (or ``handle.exception()``) does not wait any more.
+    from it: ``await handle`` (or ``handle.exception()``) does not wait any more. A handle
+    still pending when its client closes is given too (awaiting it raises
+    :class:`ClientClosedError`).
+
+    No task runs per handle, and work over all the handles (starting and stopping to watch
+    them) is done in slices that let the event loop run: a million handles are fine.
     """
     pending = list(dict.fromkeys(handles))
-    for handle in pending:
+    for i, handle in enumerate(pending, 1):
         if not isinstance(handle, AsyncInferenceHandle):
             raise ValidationError(
                 "handles[]", f"a {type(handle).__name__} was given", "AsyncInferenceHandle"
             )
+        if i % (_SLICE * 10) == 0:
+            await asyncio.sleep(0)
     finished: asyncio.Queue[AsyncInferenceHandle] = asyncio.Queue()
-    waiters: set[asyncio.Task[None]] = set()
-    loop = asyncio.get_running_loop()
-
-    async def wait(handle: AsyncInferenceHandle) -> None:
-        try:
-            await handle.result()
-        except asyncio.CancelledError:
-            if not handle.cancelled():
-                raise
-        except Exception:
-            pass  # the handle holds it for the caller
-        finished.put_nowait(handle)
-
-    for handle in pending:
-        if handle.done():
-            finished.put_nowait(handle)
-        else:
-            task = loop.create_task(wait(handle))
-            waiters.add(task)
-            task.add_done_callback(waiters.discard)
+    done = _Wake(finished.put_nowait)  # one waiter for every handle (told of a close too)
+    listening: list[AsyncInferenceHandle] = []
     try:
+        for i, handle in enumerate(pending, 1):
+            try:
+                handle._listen(done)
+            except ClientClosedError:
+                finished.put_nowait(handle)  # awaiting it says so
+            else:
+                listening.append(handle)
+            if i % _SLICE == 0:
+                await asyncio.sleep(0)
         for _ in pending:
             yield await finished.get()
     finally:
-        await cancel_all(list(waiters))
+        for i, handle in enumerate(listening, 1):
+            handle._unlisten(done)
+            if i % _SLICE == 0:
+                await asyncio.sleep(0)

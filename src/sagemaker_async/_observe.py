@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -226,6 +227,8 @@ class _Telemetry:
 
         self._trace = trace
         self._tracer = trace.get_tracer("sagemaker_async", tracer_provider=config.tracer_provider)
+        self._own_provider = config.tracer_provider is not None
+        self._no_provider_until = 0.0  # (monotonic) no global tracer provider until then
         meter = metrics.get_meter("sagemaker_async", meter_provider=config.meter_provider)
         self.outcomes = meter.create_counter(
             "sagemaker_async.inferences",
@@ -264,20 +267,29 @@ class _Telemetry:
     def start(
         self, endpoint: str, inference_id: str, *, start_time: float | None, resumed: bool
     ) -> Any:
-        from opentelemetry.trace import SpanKind
-
+        if not self._own_provider:
+            # No tracer provider set yet: the span would be the no-op one, so none is made
+            # (looked up once a second: a million resumed handles, one lookup a second).
+            now = time.monotonic()
+            if now < self._no_provider_until:
+                return None
+            if isinstance(self._trace.get_tracer_provider(), self._trace.ProxyTracerProvider):
+                self._no_provider_until = now + 1.0
+                return None
         attributes: dict[str, Any] = {
             "sagemaker_async.endpoint": endpoint,
             "sagemaker_async.inference_id": inference_id,
         }
         if resumed:
             attributes["sagemaker_async.resumed"] = True
-        return self._tracer.start_span(
+        span = self._tracer.start_span(
             "sagemaker_async.inference",
-            kind=SpanKind.CLIENT,
+            kind=self._trace.SpanKind.CLIENT,
             attributes=attributes,
             start_time=None if start_time is None else int(start_time * 1e9),
         )
+        # No tracer provider set (the API's no-op span): nothing to keep with each handle.
+        return span if span.get_span_context().is_valid else None
 
     def using(self, span: Any) -> contextlib.AbstractContextManager[Any]:
         return self._trace.use_span(

@@ -245,6 +245,10 @@ def validate_invoke_request(fields: Mapping[str, Any], *, python_names: bool = F
         raise ValidationError(f"{body} / {loc}", problem, "give exactly one of them")
 
 
+_S3_URI = re.compile(r"s3://([^/]*)/?(.*)", re.DOTALL)
+_HTTPS_URL = re.compile(r"https://([^/?#]+)/([^?#]*)", re.DOTALL)
+
+
 def parse_s3_uri(uri: str, *, field: str = "S3 URI", key: bool = True) -> tuple[str, str]:
     """Split an S3 location into ``(bucket, key)``: the one parser of the package.
 
@@ -260,11 +264,11 @@ def parse_s3_uri(uri: str, *, field: str = "S3 URI", key: bool = True) -> tuple[
     rule = "s3://bucket/key" if key else "s3://bucket/prefix"
     if not isinstance(uri, str):
         raise ValidationError(field, f"a {type(uri).__name__} is not a str", rule)
-    match = re.fullmatch(r"s3://([^/]*)/?(.*)", uri, re.DOTALL)
+    match = _S3_URI.fullmatch(uri)
     if match is not None:
         bucket, name = match.groups()
     else:
-        https = re.fullmatch(r"https://([^/?#]+)/([^?#]*)", uri, re.DOTALL)
+        https = _HTTPS_URL.fullmatch(uri)
         if https is None:
             raise ValidationError(field, f"{_shown(uri)} is not an S3 location", rule)
         host, path = https.groups()
@@ -287,6 +291,8 @@ def canonical_s3_uri(uri: str, *, field: str = "S3 URI") -> str:
         ValidationError: naming ``field``, as :func:`parse_s3_uri`.
     """
     bucket, key = parse_s3_uri(uri, field=field)
+    if uri.startswith("s3://"):
+        return uri  # (the same string: a million resumed states, no copies)
     return f"s3://{bucket}/{key}"
 
 

@@ -1,7 +1,7 @@
 """CompletionEngine: one per client; watches every pending inference with shared sources.
 
-A handle asks :meth:`CompletionEngine.watch` for a :class:`~._records.Watch`, waits on its
-``outcome`` future (:meth:`CompletionEngine.wait`), and gives it back with
+A handle asks :meth:`CompletionEngine.watch` for a :class:`~._records.Watch` (it is the
+watch's listener: told of the outcome, or of the client's close), and gives it back with
 :meth:`CompletionEngine.release` when nobody waits any more. In between, the engine:
 
 - files the watch's output and failure locations under their S3 directories;
@@ -18,6 +18,11 @@ A handle asks :meth:`CompletionEngine.watch` for a :class:`~._records.Watch`, wa
 
 The engine keeps no source's state: each source keeps its own (see ``_polling.py``,
 ``_listing.py``, ``_notifications.py``). Everything runs as jobs of the one scheduler.
+
+A million watches may be pending at once. Per watch the engine keeps the watch itself (which
+is also its entry in the deadline lane) and one dict entry per location in its directory,
+keyed by the target's own location string; nothing else. Work that grows with the number
+pending (closing, compacting the deadline lane) is done in slices that let the loop run.
 """
 
 from __future__ import annotations
@@ -27,11 +32,11 @@ import contextvars
 import logging
 import random
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from .._budget import RequestBudget
-from .._clock import Clock
+from .._clock import Clock, Timer
 from .._config import CompletionConfig, PollingConfig, RetryConfig
 from .._errors import (
     ClientClosedError,
@@ -46,7 +51,19 @@ from .._s3 import Absent, ObjectStore, S3Object, Unavailable
 from .._validation import parse_s3_uri
 from ._listing import ListingSource
 from ._polling import PollingSource
-from ._records import Completion, Directory, Key, Kind, Mode, Watch
+from ._records import (
+    FAILURE,
+    LIST,
+    OUTPUT,
+    POLL,
+    Completion,
+    Directory,
+    Key,
+    Kind,
+    Listener,
+    Mode,
+    Watch,
+)
 from ._scheduler import Scheduler
 from ._strategy import choose, crowded
 
@@ -57,9 +74,12 @@ logger = logging.getLogger("sagemaker_async")
 #: The last look at the deadline gets this long for both locations (read at once): a handle
 #: ends within this of its deadline whatever S3 does (stalls, SlowDown, a trickle).
 _LAST_LOOK_LIMIT = 1.0
-# Deadline jobs of ended watches are dropped from the heap once there are this many (and more
-# than watches under way): each prune costs one pass over the heap.
+# Deadline entries of ended watches are dropped from the lane once there are this many (and
+# more than watches under way): each compaction is one pass over the lane, in slices.
 _PRUNE_AFTER = 1024
+# Watches told of the client's close per turn of the event loop (each wakes its waiters,
+# whose tasks then run in the next turn: about 50 us each).
+_CLOSE_SLICE = 500
 # A directory whose listing kept failing is polled for this many max_delays before listing again.
 _UNLISTABLE_FOR = 4
 
@@ -118,11 +138,16 @@ def _split(uri: str) -> tuple[str, str, str]:
     return bucket, key[: key.rfind("/") + 1], key
 
 
+def _canonical(uri: str, bucket: str, key: str) -> str:
+    """``uri`` as ``s3://bucket/key`` (the form the engine files locations under)."""
+    return uri if uri.startswith("s3://") else f"s3://{bucket}/{key}"
+
+
 def _locations(target: WatchTarget) -> list[tuple[Kind, str]]:
     """The inference's output location, and its failure location when the endpoint has one."""
-    locations = [(Kind.OUTPUT, target.output_location)]
+    locations = [(OUTPUT, target.output_location)]
     if target.failure_location is not None:
-        locations.append((Kind.FAILURE, target.failure_location))
+        locations.append((FAILURE, target.failure_location))
     return locations
 
 
@@ -147,9 +172,12 @@ class CompletionEngine:
         self._clock = clock
         self.budget = budget
         self._retry = retry
-        self.scheduler = Scheduler(clock, budget, concurrency)
-        self._watches: dict[str, Watch] = {}
-        self._moot_deadlines = 0  # deadline jobs of ended watches still in the heap
+        self.scheduler = Scheduler(clock, budget, concurrency, expire=self._expire)
+        self._watching = 0  # watches under way
+        # Watches under way whose locations are not filed now (the engine reads one), by
+        # output location; every other live watch is found through its directory.
+        self._reading: dict[str, Watch] = {}
+        self._moot_deadlines = 0  # deadline entries of ended watches still in the lane
         self._dirs: dict[tuple[str, str], Directory] = {}
         self._unlistable: set[str] = set()  # buckets where ListObjectsV2 was denied
         self._closed = False
@@ -180,28 +208,41 @@ class CompletionEngine:
         """Take notifications from ``source`` (started here); S3 becomes the safety net."""
         self._heard.append(source)
         source.start(self.scheduler)
-        for watch in self._watches.values():  # (a source that starts late hears of them too)
-            if not watch.done and watch.keys:
-                source.watch(watch.keys[0])
+        # A source that starts late (notifications="auto") hears of the watches under way.
+        for directory in list(self._dirs.values()):
+            for location, watch in list(directory.keys.items()):
+                output = watch.output_dir
+                if watch.done or output is None or watch.target.output_location != location:
+                    continue  # (a watch is filed under its failure location too)
+                source.watch(Key(watch, OUTPUT, output, location[len(output.root) :]))
 
     async def aclose(self) -> None:
-        """Stop every job; waiters get :class:`ClientClosedError` (their handles stay pending)."""
+        """Stop every job; waiters get :class:`ClientClosedError` (their handles stay pending).
+
+        The watches are told in slices of ``_CLOSE_SLICE``, the loop running in between (each
+        wakes its waiters): a million waiting tasks are not all woken in one turn of the loop.
+        """
         self._closed = True
         await self.scheduler.aclose()
         for source in self._heard:
             await source.aclose()
-        watches, self._watches = list(self._watches.values()), {}
-        self._dirs.clear()
-        for watch in watches:
-            watch.done = True
-            if not watch.outcome.done():
-                watch.outcome.set_exception(
-                    ClientClosedError(
-                        f"the client was closed while waiting for inference "
-                        f"{watch.target.inference_id}; resume the wait with "
-                        "AsyncInferenceClient.resume(handle.to_dict())"
-                    )
-                )
+        # Nothing files or unfiles a watch any more (release() and report() see _closed), so
+        # the directories are read as they are, without a copy of a million entries.
+        dirs, self._dirs = list(self._dirs.values()), {}
+        reading, self._reading = self._reading, {}
+        told = 0
+        for watches in (reading.values(), *(d.keys.values() for d in dirs)):
+            for watch in watches:
+                if watch.done:
+                    continue  # (a watch is filed under both its locations)
+                watch.done = True
+                watch.output_dir = None
+                for listener in watch.take_listeners():
+                    listener._on_closed(watch)
+                told += 1
+                if told % _CLOSE_SLICE == 0:
+                    await asyncio.sleep(0)
+        self._watching = 0
 
     @property
     def idle(self) -> bool:
@@ -211,7 +252,7 @@ class CompletionEngine:
     @property
     def watching(self) -> int:
         """How many inferences are being watched."""
-        return len(self._watches)
+        return self._watching
 
     def notification_counts(self) -> dict[str, int]:
         """The notification sources' messages by how they were sorted (see ``ClientStats``)."""
@@ -226,33 +267,37 @@ class CompletionEngine:
 
     # -- the handle's interface -------------------------------------------------------------
     def watch(
-        self, target: WatchTarget, polling: PollingConfig, *, submitted: float, deadline: float
+        self,
+        listener: Listener,
+        target: WatchTarget,
+        polling: PollingConfig,
+        *,
+        submitted: float,
+        deadline: float,
     ) -> Watch:
-        """Start watching ``target`` (or join the watch already under way for it).
+        """Start watching ``target`` for ``listener`` (or join the watch under way for it).
 
-        ``submitted`` and ``deadline`` are times of the client's monotonic clock.
+        ``submitted`` and ``deadline`` are times of the client's monotonic clock. The
+        listener is told of the outcome soon after it is known (from the event loop), or of
+        the client's close.
         """
         if self._closed:
             raise ClientClosedError("the AsyncInferenceClient is closed; create a new one")
-        existing = self._watches.get(target.output_location)
-        if existing is not None and not existing.done:
-            existing.refs += 1
+        existing = self.find(target.output_location)
+        if existing is not None:
+            existing.add(listener)
             return existing
         for source in self._heard:
             polling = source.safety_polling(target, polling)
-        watch = Watch(
-            target,
-            polling,
-            asyncio.get_running_loop().create_future(),
-            submitted=submitted,
-            deadline=deadline,
-        )
-        self._watches[target.output_location] = watch
-        self.scheduler.deadline(deadline, _LastLook(self, watch))
+        watch = Watch(target, polling, listener, submitted=submitted, deadline=deadline)
+        self._watching += 1
+        self.scheduler.deadline(watch)
         self._file(watch)
-        if not watch.done:
+        output = watch.output_dir
+        if self._heard and output is not None:
+            key = Key(watch, OUTPUT, output, target.output_location[len(output.root) :])
             for source in self._heard:
-                source.watch(watch.keys[0])
+                source.watch(key)
         return watch
 
     def expect(self, inference_id: str, deadline: float) -> None:
@@ -270,39 +315,31 @@ class CompletionEngine:
 
     def find(self, output_location: str) -> Watch | None:
         """The watch under way for ``output_location``, if any."""
-        return self._watches.get(output_location)
+        try:
+            bucket, prefix, name = _split(output_location)
+        except ValueError:  # ValidationError: not a location at all
+            return None
+        location = _canonical(output_location, bucket, name)
+        directory = self._dirs.get((bucket, prefix))
+        watch = directory.keys.get(location) if directory is not None else None
+        if watch is None:
+            watch = self._reading.get(location)
+        if watch is None or watch.done or watch.target.output_location != location:
+            return None
+        return watch
 
-    def release(self, watch: Watch) -> None:
-        """A handle stopped waiting; the last one to stop ends the watch (nothing runs for it)."""
-        watch.refs -= 1
-        if watch.refs > 0 or watch.done:
+    def release(self, watch: Watch, listener: Listener) -> None:
+        """``listener`` stopped waiting; the last one to stop ends the watch.
+
+        Nothing runs for it any more then.
+        """
+        if watch.done or not watch.remove(listener) or self._closed:
             return
         self._end(watch, settled=False)
-        watch.outcome.cancel()
 
-    async def wait(self, watch: Watch, timeout: float | None) -> bool:
-        """Wait for ``watch``'s outcome, at most ``timeout`` seconds; True if it has one.
-
-        Never cancels the shared outcome future; waits on the client's clock.
-        """
-        outcome = watch.outcome
-        if outcome.done():
-            return True
-        woken = asyncio.get_running_loop().create_future()
-
-        def wake(_: object = None) -> None:
-            if not woken.done():
-                woken.set_result(None)
-
-        outcome.add_done_callback(wake, context=NO_CONTEXT)
-        timer = self._clock.call_later(timeout, wake) if timeout is not None else None
-        try:
-            await woken
-        finally:
-            outcome.remove_done_callback(wake)
-            if timer is not None:
-                timer.cancel()
-        return outcome.done()
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> Timer:
+        """A timer of the client's clock (for ``result(timeout=)``)."""
+        return self._clock.call_later(seconds, callback)
 
     def cancelled(self, target: WatchTarget) -> None:
         """A handle of ``target``'s inference was cancelled (its outcome, for the counts)."""
@@ -312,7 +349,7 @@ class CompletionEngine:
 
     # -- directories and sources ------------------------------------------------------------
     def _source(self, directory: Directory) -> PollingSource | ListingSource:
-        return self._listing if directory.mode is Mode.LIST else self._polling
+        return self._listing if directory.mode is LIST else self._polling
 
     def _file(self, watch: Watch) -> None:
         """File ``watch``'s locations with the sources of their directories."""
@@ -324,26 +361,35 @@ class CompletionEngine:
                 directory = self._dirs[bucket, prefix] = Directory(bucket, prefix, watch.polling)
             else:
                 directory.adopt(watch.polling)
-            key = Key(watch, kind, directory, name)
-            directory.keys[name] = key
-            if kind is Kind.OUTPUT:
+            directory.keys[uri] = watch
+            if kind is OUTPUT:
                 directory.outputs += 1
-            keys.append(key)
-        watch.keys = tuple(keys)
+                watch.output_dir = directory
+            keys.append(Key(watch, kind, directory, name))
+        self._reading.pop(watch.target.output_location, None)
         for key in keys:
             if not self._reconsider(key.directory):
                 self._source(key.directory).watch(key)
 
     def _unfile(self, watch: Watch) -> None:
         """Take ``watch``'s locations from their sources (the engine reads, or it ended)."""
-        keys, watch.keys = watch.keys, ()
-        for key in keys:
-            directory = key.directory
-            if directory.keys.get(key.name) is not key:
+        target = watch.target
+        if watch.output_dir is None:
+            return  # not filed
+        filed: list[tuple[Kind, str, Directory | None]] = [
+            (OUTPUT, target.output_location, watch.output_dir)
+        ]
+        if target.failure_location is not None:  # (its directory is looked up: one slot less)
+            bucket, prefix, _ = _split(target.failure_location)
+            filed.append((FAILURE, target.failure_location, self._dirs.get((bucket, prefix))))
+        watch.output_dir = None
+        for kind, location, directory in filed:
+            if directory is None or directory.keys.get(location) is not watch:
                 continue
-            del directory.keys[key.name]
-            if key.kind is Kind.OUTPUT:
+            del directory.keys[location]
+            if kind is OUTPUT:
                 directory.outputs -= 1
+            key = Key(watch, kind, directory, location[len(directory.root) :])
             self._source(directory).unwatch(key)
             if not directory.keys:
                 self._dirs.pop((directory.bucket, directory.prefix), None)
@@ -352,13 +398,13 @@ class CompletionEngine:
 
     def _choose(self, directory: Directory) -> Mode:
         if (
-            directory.bucket in self._unlistable
-            or self._config.strategy == "poll"
-            or directory.list_after > self._clock.monotonic()
+            self._config.strategy == "poll"
+            or directory.bucket in self._unlistable
+            or (directory.list_after > float("-inf") and directory.list_after > self._now())
         ):
-            return Mode.POLL
+            return POLL
         if self._config.strategy == "list":
-            return Mode.LIST
+            return LIST
         return choose(
             directory.mode, directory.poll_weight, directory.pages, self._config.list_cost
         )
@@ -371,10 +417,11 @@ class CompletionEngine:
         old = self._source(directory)
         spread = old.spread(directory)
         directory.mode = mode
-        for key in directory.keys.values():
+        keys = [directory.key(location, watch) for location, watch in directory.keys.items()]
+        for key in keys:
             old.unwatch(key)
         new = self._source(directory)
-        for key in directory.keys.values():
+        for key in keys:
             new.watch(key, spread=spread)
         self.stats[f"switch_to_{mode.value}"] += 1
         logger.debug(
@@ -438,12 +485,15 @@ class CompletionEngine:
         stop covering the watch meanwhile). Reports of locations nobody watches (any more, or
         while the engine reads them) are ignored.
         """
-        bucket, prefix, name = _split(completion.location)
-        directory = self._dirs.get((bucket, prefix))
-        key = directory.keys.get(name) if directory is not None else None
-        if key is None or key.watch.done:
+        if self._closed:
             return
-        watch = key.watch
+        bucket, prefix, name = _split(completion.location)
+        location = _canonical(completion.location, bucket, name)
+        directory = self._dirs.get((bucket, prefix))
+        watch = directory.keys.get(location) if directory is not None else None
+        if watch is None or watch.done or directory is None:
+            return
+        key = directory.key(location, watch)
         self.stats[f"found_by_{source}"] += 1
         watch.source = source
         if completion.body is not None:
@@ -451,6 +501,7 @@ class CompletionEngine:
             self._settle(watch, self._outcome(watch, key.kind, obj))
             return
         self._unfile(watch)
+        self._reading[watch.target.output_location] = watch
         self.scheduler.soon(_Resolve(self, key))
 
     async def _resolve(self, job: _Resolve) -> None:
@@ -483,6 +534,7 @@ class CompletionEngine:
         if watch.done:  # it ended between the job's start and now
             return
         self._unfile(watch)
+        self._reading[watch.target.output_location] = watch
         self.scheduler.cancel_owned(watch)  # a read under way for it: the lane reads now
         target = watch.target
         limit = watch.deadline + _LAST_LOOK_LIMIT - self._clock.monotonic()
@@ -547,7 +599,7 @@ class CompletionEngine:
     @staticmethod
     def _outcome(watch: Watch, kind: Kind, obj: S3Object) -> InferenceResult | BaseException:
         target = watch.target
-        if kind is Kind.OUTPUT:
+        if kind is OUTPUT:
             return InferenceResult(
                 body=obj.body,
                 content_type=obj.content_type,
@@ -585,11 +637,13 @@ class CompletionEngine:
     def _settle(self, watch: Watch, outcome: InferenceResult | BaseException) -> None:
         if watch.done:
             return
+        listeners = watch.take_listeners()
         self._end(watch, settled=True)
-        if isinstance(outcome, BaseException):
-            watch.outcome.set_exception(outcome)
-        else:
-            watch.outcome.set_result(outcome)
+        # Told from the loop, not from here: a source may report while a handle is still
+        # being filed (a notification held for it), before the handle knows its watch.
+        loop = asyncio.get_running_loop()
+        for listener in listeners:
+            loop.call_soon(listener._on_settled, watch, outcome, context=NO_CONTEXT)
         self._observer.outcome(
             watch.target,
             outcome,
@@ -599,48 +653,27 @@ class CompletionEngine:
 
     def _end(self, watch: Watch, *, settled: bool) -> None:
         watch.done = True
+        self._watching -= 1
         self.scheduler.cancel_owned(watch)
         self._unfile(watch)
-        if self._watches.get(watch.target.output_location) is watch:
-            del self._watches[watch.target.output_location]
+        if self._reading.get(watch.target.output_location) is watch:
+            del self._reading[watch.target.output_location]
         for source in self._heard:
             source.ended(watch, settled=settled)
-        # Its deadline job lets go of it, and moot ones leave the heap: a deadline is hours
-        # away, and without this every inference ended since then would stay in memory with
-        # its result until then (``client.map`` over 100,000 inputs held them all).
+        # Ended watches leave the deadline lane: a deadline is hours away, and without this
+        # every inference ended since then would stay in memory until then (``client.map``
+        # over 100,000 inputs held them all).
         self._moot_deadlines += 1
-        if self._moot_deadlines > max(_PRUNE_AFTER, len(self._watches)):
-            self.scheduler.prune(_LastLook.is_moot)
+        if self._moot_deadlines > max(_PRUNE_AFTER, self._watching):
+            self.scheduler.compact_deadlines()
             self._moot_deadlines = 0
 
+    def _expire(self, watch: Watch) -> Coroutine[Any, Any, None] | None:
+        """The deadline lane's job for ``watch``: its last look (nothing if it ended)."""
+        return None if watch.done else self._last_look(watch)
 
-class _LastLook:
-    """The deadline job of one watch (on the scheduler's deadline lane).
-
-    One small object per pending watch (a closure is three), since the garbage collector's
-    pauses grow with the number of objects alive.
-    """
-
-    __slots__ = ("engine", "watch")
-
-    def __init__(self, engine: CompletionEngine, watch: Watch) -> None:
-        self.engine = engine
-        self.watch = watch
-
-    @property
-    def owner(self) -> Watch:
-        """The watch it ends."""
-        return self.watch
-
-    def __call__(self) -> Coroutine[Any, Any, None] | None:
-        if self.watch.done:
-            return None
-        return self.engine._last_look(self.watch)
-
-    @staticmethod
-    def is_moot(job: object) -> bool:
-        """True for the deadline job of a watch that ended."""
-        return isinstance(job, _LastLook) and job.watch.done
+    def _now(self) -> float:
+        return self._clock.monotonic()
 
 
 class _Resolve:
@@ -650,7 +683,7 @@ class _Resolve:
 
     def __init__(self, engine: CompletionEngine, key: Key) -> None:
         self.engine = engine
-        self.key = key
+        self.key = key  # (its watch is in the engine's ``_reading`` meanwhile)
         self.attempt = 0
 
     @property

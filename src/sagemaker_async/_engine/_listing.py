@@ -134,11 +134,12 @@ class ListingSource:
             return
         sweep.failing_since = None
         sweep.pages_read += 1
+        keys, root = directory.keys, directory.root
         for name in page.keys:
-            key = directory.keys.get(name)
-            if key is not None:
+            location = root + name
+            if location in keys:
                 sweep.found = True
-                self._report(Completion(key.location), self.name)
+                self._report(Completion(location), self.name)
         if not sweep.live:
             return
         if page.next_token is not None:

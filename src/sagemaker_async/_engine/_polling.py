@@ -19,7 +19,7 @@ from .._backoff import backoff_delay
 from .._clock import Clock
 from .._errors import InvocationError
 from .._s3 import Absent, ObjectStore, S3Object, Unavailable
-from ._records import Completion, Directory, Key, Kind, Watch
+from ._records import FAILURE, Completion, Directory, Key, Watch
 from ._scheduler import Scheduler
 
 __all__ = ["PollingSource"]
@@ -72,12 +72,12 @@ class PollingSource:
         self._report = report
         self._fail = fail
         self._rng = rng
-        self._polls: dict[Key, _Poll] = {}
+        self._polls: dict[str, _Poll] = {}  # by location
 
     def watch(self, key: Key, *, spread: float = 0.0) -> None:
         """Start polling ``key``: after the first delay, or at a random point of ``spread``."""
         self.unwatch(key)
-        poll = self._polls[key] = _Poll(self, key)
+        poll = self._polls[key.location] = _Poll(self, key)
         watch = key.watch
         now = self._clock.monotonic()
         # The output initial_delay after submission; the failure location one round later,
@@ -86,7 +86,7 @@ class PollingSource:
         # waiting for a short time only (a status URL).
         initial = watch.polling.initial_delay
         earliest = watch.submitted + initial
-        if key.kind is Kind.FAILURE:
+        if key.kind is FAILURE:
             earliest = watch.submitted + 2 * initial
             poll.at_once = earliest <= now
         # Taking over from a sweep: within what the sweep would have waited, but never before
@@ -101,8 +101,9 @@ class PollingSource:
 
     def unwatch(self, key: Key) -> None:
         """Stop polling ``key`` (its scheduled poll becomes moot)."""
-        poll = self._polls.pop(key, None)
-        if poll is not None:
+        poll = self._polls.get(key.location)
+        if poll is not None and poll.key.watch is key.watch:
+            del self._polls[key.location]
             poll.live = False
 
     def delay(self, poll: _Poll) -> float:
@@ -117,15 +118,15 @@ class PollingSource:
             jitter_ratio=polling.jitter,
             rng=self._rng,
         )
-        return delay * (2 if poll.key.kind is Kind.FAILURE else 1)
+        return delay * (2 if poll.key.kind is FAILURE else 1)
 
     def _job(self, poll: _Poll) -> Coroutine[Any, Any, None] | None:
         key = poll.key
         if not poll.live or key.watch.done:
             return None
-        if key.kind is Kind.FAILURE and (poll.step or not poll.at_once):
-            output = self._polls.get(key.watch.keys[0]) if key.watch.keys else None
-            if output is not None and output.reading:
+        if key.kind is FAILURE and (poll.step or not poll.at_once):
+            output = self._polls.get(key.watch.target.output_location)
+            if output is not None and output.key.watch is key.watch and output.reading:
                 # The output is being read right now; it may well answer for both (not on
                 # the first read of a handle resumed late: it reads both locations at once).
                 self._scheduler.at(self._clock.monotonic() + self.delay(poll), poll)

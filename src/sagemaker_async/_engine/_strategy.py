@@ -8,7 +8,7 @@ the other way is cheaper by ``HYSTERESIS``, so it does not flap as results come 
 
 from __future__ import annotations
 
-from ._records import Mode
+from ._records import LIST, POLL, Mode
 
 __all__ = ["HYSTERESIS", "SPEND", "choose", "crowded", "sweep_cap"]
 
@@ -22,9 +22,9 @@ def choose(current: Mode, poll_weight: float, pages: int, list_cost: float) -> M
     """The cheaper way for a directory (keeping ``current`` unless the other wins clearly)."""
     listing = pages * list_cost
     if listing * HYSTERESIS < poll_weight:
-        return Mode.LIST
+        return LIST
     if listing > poll_weight * HYSTERESIS:
-        return Mode.POLL
+        return POLL
     return current
 
 
