@@ -1,4 +1,4 @@
-"""Sessions: tests, lint, typecheck, floors, newest, wheel, docs, bench, soak.
+"""Sessions: tests, lint, typecheck, floors, newest, wheel, docs, sdk, bench, soak.
 
 `nox` alone runs the first three.
 """
@@ -120,6 +120,17 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over src/ and tests/ (the files and settings are in pyproject.toml)."""
     session.install("-e", ".[test]", "mypy>=1.10", STUBS, "types-tqdm")
     session.run("mypy", *session.posargs)
+
+
+@nox.session
+def sdk(session: nox.Session) -> None:
+    """The SageMaker Python SDK v2 against the emulator (tests/emulator/test_sagemaker_sdk.py).
+
+    Not in ``tests``: the SDK brings about 65 packages and 550 MB (about 2 minutes to install)
+    and botocore pins of its own, so it has a venv of its own; elsewhere the test is skipped.
+    """
+    session.install("-e", ".[test]", "sagemaker>=2.250,<3")
+    session.run("pytest", "-p", "no:cacheprovider", "tests/emulator/test_sagemaker_sdk.py")
 
 
 # Never in an sdist: local state, caches, build output, benchmark results and images.

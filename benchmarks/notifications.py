@@ -17,7 +17,9 @@ Scenarios (each with fresh topics, endpoint and queues):
 - ``a``: one client reading one queue that the benchmark subscribed to both topics
   (``NotificationConfig(queue_url=)``);
 - ``b``: two clients (processes) sharing that one queue, each submitting half;
-- ``c``: two clients, each with its own filtered queue (``NotificationConfig(topics=)``).
+- ``c``: two clients, each with its own filtered queue (``NotificationConfig(topics=)``);
+- ``d``: as ``a``, with 1,000 messages that are not the client's in the queue from the start
+  (half notifications of others' inferences, half junk): fairness (``--foreign``).
 
 Loads: 1,000 and 10,000 inferences, all genuinely in flight together: the model holds every
 request until all clients have submitted everything, then releases them at ``--release-rate``
@@ -77,7 +79,9 @@ SCENARIOS = {
     "a": "one client, one queue (queue_url)",
     "b": "two clients sharing one queue (queue_url)",
     "c": "two clients, a filtered queue each (topics)",
+    "d": "one client, one queue that also holds others' messages (queue_url)",
 }
+FOREIGN = 1000  # scenario d: others' notifications and junk, in the queue before the clients
 FULL_LOADS = (1000, 10_000)
 QUICK_LOADS = (200, 800)
 
@@ -261,7 +265,7 @@ async def child(spec: dict[str, Any]) -> None:
             out["drain_s"] = round(time.time() - waited, 2)
     engine = getattr(client, "_engine", None)  # private: diagnostics only
     out["engine_stats"] = dict(getattr(engine, "stats", {}))
-    out["source_stats"] = dict(getattr(getattr(engine, "_notices", None), "stats", {}))
+    out["source_stats"] = dict(client.stats().notifications)
     t_close = time.time()
     await client.aclose()
     out["close_s"] = round(time.time() - t_close, 3)
@@ -712,7 +716,7 @@ async def run_scenario(
     error = (await harness.sns.create_topic(Name=f"err-{suffix}"))["TopicArn"]
     shared_queue: str | None = None
     subscriptions: list[str] = []
-    if scenario in ("a", "b"):
+    if scenario in ("a", "b", "d"):
         shared_queue = (await harness.sqs.create_queue(QueueName=f"nb-{suffix}"))["QueueUrl"]
         arn = (
             await harness.sqs.get_queue_attributes(
@@ -728,6 +732,9 @@ async def run_scenario(
                 ReturnSubscriptionArn=True,
             )
             subscriptions.append(subscribed["SubscriptionArn"])
+    if scenario == "d":
+        assert shared_queue is not None
+        await fill_with_others(harness.sqs, shared_queue, args.foreign)
     runtime_url = (
         await harness.emulator.call(
             "endpoint",
@@ -738,7 +745,7 @@ async def run_scenario(
             error=error,
         )
     )["url"]
-    clients = 1 if scenario == "a" else 2
+    clients = 1 if scenario in ("a", "d") else 2
     shares = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
     queue_prefix = f"nbq-{suffix}-"
     timeout_s = n / args.release_rate * 2 + 120
@@ -777,7 +784,7 @@ async def run_scenario(
                 "drain_s": args.drain_s,
                 "result_file": str(files[-1]),
                 "trace": args.trace,
-                "check_queue": scenario != "b",
+                "check_queue": scenario in ("a", "c"),
             }
             logs.append((workdir / f"{name}-{i}.log").open("wb"))
             procs.append(
@@ -839,6 +846,8 @@ async def run_scenario(
         left["drain_s"] = datas[0].get("drain_s")
     if shared_queue is not None:
         left["after_close"] = await depth(harness.sqs, shared_queue)
+        if scenario == "d":  # (others' messages stay: they are not the client's to delete)
+            left["others"] = args.foreign
         for arn in subscriptions:
             await harness.sns.unsubscribe(SubscriptionArn=arn)
         await harness.sqs.delete_queue(QueueUrl=shared_queue)
@@ -985,7 +994,7 @@ def summarize(
     # Messages left.
     row["left"] = left
     if "after_close" in left:
-        row["messages_left"] = sum(left["after_close"].values())
+        row["messages_left"] = sum(left["after_close"].values()) - left.get("others", 0)
         if left.get("at_last_result"):
             row["messages_at_last_result"] = sum(left["at_last_result"].values())
     else:
@@ -1194,6 +1203,23 @@ async def wait_quiet(limit_s: float, own: list[int]) -> None:
         await asyncio.sleep(5)
 
 
+async def fill_with_others(sqs: Any, queue_url: str, count: int) -> None:
+    """Put ``count`` messages that are not the client's in the queue: half notifications of
+    inferences of someone else, half junk (not SageMaker notifications at all)."""
+    for start in range(0, count, 10):
+        entries = []
+        for i in range(start, min(start + 10, count)):
+            notice = {
+                "eventSource": "aws:sagemaker",
+                "invocationStatus": "Completed",
+                "inferenceId": f"someone-else-{uuid.uuid4()}",
+                "responseParameters": {"outputLocation": f"s3://elsewhere/out/{i}.out"},
+            }
+            body = json.dumps(notice) if i % 2 == 0 else f"junk {i}"
+            entries.append({"Id": str(i - start), "MessageBody": body})
+        await sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+
+
 def speed_up_moto_sqs() -> None:
     """Make moto's SQS cost O(1) per message handled again, instead of O(queue depth) x more.
 
@@ -1333,7 +1359,13 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="200 and 800 instead (no reruns)")
     parser.add_argument("--loads", help="comma-separated inference counts (default 1000,10000)")
-    parser.add_argument("--scenarios", help="comma-separated, of a, b, c (default: all)")
+    parser.add_argument("--scenarios", help="comma-separated, of a, b, c, d (default: all)")
+    parser.add_argument(
+        "--foreign",
+        type=int,
+        default=FOREIGN,
+        help=f"scenario d: messages of others in the queue from the start (default {FOREIGN})",
+    )
     parser.add_argument(
         "--release-rate",
         type=float,

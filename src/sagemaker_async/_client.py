@@ -28,6 +28,7 @@ from ._config import (
     TelemetryConfig,
 )
 from ._engine._client_queue import ClientQueue
+from ._engine._discovery import TopicDiscovery
 from ._engine._engine import CompletionEngine
 from ._engine._notifications import NotificationSource
 from ._errors import ClientClosedError, InvocationError, SageMakerAsyncError, ValidationError
@@ -197,13 +198,18 @@ class AsyncInferenceClient:
             ``AWS_ENDPOINT_URL_SQS``.
         sns_endpoint_url: SNS endpoint (``NotificationConfig(topics=)``); defaults to AWS's,
             or to ``AWS_ENDPOINT_URL_SNS``.
+        sagemaker_endpoint_url: SageMaker's control plane (``notifications="auto"`` reads each
+            endpoint's configuration there); defaults to AWS's, or to
+            ``AWS_ENDPOINT_URL_SAGEMAKER``.
         polling: how soon and how often results are looked for (per-call override:
             ``invoke_endpoint_async(polling=)``).
         completion: how the completion engine finds results, client-wide: the strategy
             (listing or per-location reads, chosen by cost), the S3 request budget, prices.
         retry: how transient errors are retried.
         notifications: find results from the endpoint's SNS notifications through SQS, with
-            S3 as a slow safety net (see :class:`NotificationConfig`).
+            S3 as a slow safety net (see :class:`NotificationConfig`). ``"auto"`` is
+            ``NotificationConfig(discover=True)``: each endpoint's topics are read from its
+            configuration, and an endpoint without topics is watched on S3 alone.
         input_prefix: ``s3://bucket/prefix/`` where bodies larger than 128,000 bytes are
             uploaded before the call, each under a key of its own
             (``<inference id>.<random>.in``). When the call fails for sure, the upload is
@@ -235,10 +241,11 @@ class AsyncInferenceClient:
         s3_endpoint_url: str | None = None,
         sqs_endpoint_url: str | None = None,
         sns_endpoint_url: str | None = None,
+        sagemaker_endpoint_url: str | None = None,
         polling: PollingConfig | None = None,
         completion: CompletionConfig | None = None,
         retry: RetryConfig | None = None,
-        notifications: NotificationConfig | None = None,
+        notifications: NotificationConfig | Literal["auto"] | None = None,
         input_prefix: str | None = None,
         max_connections: int = 100,
         clock: Clock | None = None,
@@ -263,6 +270,14 @@ class AsyncInferenceClient:
             raise ValidationError(
                 "max_connections", f"{max_connections!r} is not a positive int", "an int >= 1"
             )
+        if isinstance(notifications, str):
+            if notifications != "auto":
+                raise ValidationError(
+                    "notifications",
+                    f"{notifications!r} is not a mode",
+                    'a NotificationConfig, or "auto" (the topics each endpoint names)',
+                )
+            notifications = NotificationConfig(discover=True)
         for name, value, kind in (
             ("polling", polling, PollingConfig),
             ("completion", completion, CompletionConfig),
@@ -285,17 +300,18 @@ class AsyncInferenceClient:
                 "was given without notifications",
                 "notifications=NotificationConfig(...)",
             )
-        if sns_client is not None and (notifications is None or not notifications.topics):
+        if sns_client is not None and (notifications is None or notifications.queue_url):
             raise ValidationError(
                 "sns_client",
-                "was given without NotificationConfig(topics=)",
-                "notifications=NotificationConfig(topics=...): only then is SNS called",
+                'was given without NotificationConfig(topics=) or notifications="auto"',
+                'notifications=NotificationConfig(topics=...) or "auto": only then is SNS called',
             )
         self.region_name = region_name
         self.endpoint_url = endpoint_url
         self.s3_endpoint_url = s3_endpoint_url
         self.sqs_endpoint_url = sqs_endpoint_url
         self.sns_endpoint_url = sns_endpoint_url
+        self.sagemaker_endpoint_url = sagemaker_endpoint_url
         self.notifications = notifications
         self.polling = polling or PollingConfig()
         self.completion = completion or CompletionConfig()
@@ -309,6 +325,8 @@ class AsyncInferenceClient:
         self._stack: AsyncExitStack | None = None
         self._runtime: SageMakerRuntimeClient | None = None
         self._queue: ClientQueue | None = None
+        self._sqs: SQSClient | None = None
+        self._discovery: TopicDiscovery | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it was opened in
         self._warned_own_ids = False
         self._injected_runtime = runtime_client
@@ -415,10 +433,7 @@ class AsyncInferenceClient:
             self._store.bind(s3)
             self._engine.start()
             if source is not None:
-                assert self.notifications is not None
-                self._engine.listen(source)
-                if self._queue is not None:
-                    self._queue.start(self._engine.scheduler)
+                self._hear(source)
             self._state = "open"
             self._loop = asyncio.get_running_loop()
 
@@ -426,7 +441,7 @@ class AsyncInferenceClient:
         self,
         stack: AsyncExitStack,
         session: AioSession,
-        service: Literal["sagemaker-runtime", "s3", "sqs", "sns"],
+        service: Literal["sagemaker-runtime", "s3", "sqs", "sns", "sagemaker"],
         endpoint_url: str | None,
         injected: Any,
         config: AioConfig,
@@ -450,11 +465,14 @@ class AsyncInferenceClient:
     async def _listen(
         self, session: AioSession, stack: AsyncExitStack, config: AioConfig
     ) -> NotificationSource | None:
-        """With notifications: the SQS client, the client's own queue if asked, the source."""
+        """With notifications: the SQS client, the client's own queue if asked, the source.
+
+        With ``discover=True``, no source yet: it starts when the first topics are found.
+        """
         notifications = self.notifications
         if notifications is None:
             return None
-        sqs: SQSClient = await self._aws_client(
+        self._sqs = await self._aws_client(
             stack,
             session,
             "sqs",
@@ -462,25 +480,53 @@ class AsyncInferenceClient:
             self._injected_sqs,
             config.merge(AioConfig(read_timeout=max(self.retry.read_timeout, _SQS_READ_TIMEOUT))),
         )
-        queue_url = notifications.queue_url
-        if notifications.topics:
-            sns: SNSClient = await self._aws_client(
-                stack, session, "sns", self.sns_endpoint_url, self._injected_sns, config
+        if notifications.queue_url is not None:
+            return self._source(notifications.queue_url)
+        sns: SNSClient = await self._aws_client(
+            stack, session, "sns", self.sns_endpoint_url, self._injected_sns, config
+        )
+        queue = ClientQueue(self._sqs, sns, notifications, self._clock)
+        self._queue = queue
+        if notifications.discover:
+            sagemaker = await self._aws_client(
+                stack, session, "sagemaker", self.sagemaker_endpoint_url, None, config
             )
-            queue = ClientQueue(sqs, sns, notifications, self._clock)
-            queue_url = await queue.create()
-            self._queue = queue
-        assert queue_url is not None
+            self._discovery = TopicDiscovery(
+                sagemaker,
+                queue,
+                config=notifications,
+                retry=self.retry,
+                clock=self._clock,
+                scheduler=self._engine.scheduler,
+                listen=lambda queue_url: self._hear(self._source(queue_url)),
+            )
+            return None
+        return self._source(await queue.create())
+
+    def _source(self, queue_url: str) -> NotificationSource:
+        assert self.notifications is not None and self._sqs is not None
+        discovery = self._discovery
         return NotificationSource(
-            sqs,
+            self._sqs,
             queue_url,
-            config=notifications,
+            config=self.notifications,
             retry=self.retry,
             clock=self._clock,
             find=self._engine.find,
             report=self._engine.report,
             report_failure=self._engine.report_failure,
+            covers=discovery.covers if discovery is not None else None,
+            unannounced=discovery.unannounced if discovery is not None else None,
         )
+
+    def _hear(self, source: NotificationSource) -> None:
+        """Take notifications from ``source``: at open, or once the queue exists.
+
+        (With ``discover=True``, the queue is made when the first topics are found.)
+        """
+        self._engine.listen(source)
+        if self._queue is not None:
+            self._queue.start(self._engine.scheduler)
 
     async def _close_queue(self) -> None:
         queue, self._queue = self._queue, None
@@ -577,6 +623,8 @@ class AsyncInferenceClient:
             wait=wait,
             span=self._observer.start(endpoint_name, inference_id),
         )
+        if self._discovery is not None:  # (in the background: the invoke does not wait)
+            self._discovery.used(endpoint_name)
         # Its notification may come before the invoke's answer: the engine must know it is ours.
         self._engine.expect(inference_id, submission.submitted_at + wait)
         uploaded: str | None = None
@@ -897,6 +945,8 @@ class AsyncInferenceClient:
         if span is not None:
             target = dataclasses.replace(target, span=span)
         self._observer.resumed += 1
+        if self._discovery is not None:
+            self._discovery.used(target.endpoint_name)
         self._engine.expect(target.inference_id, target.deadline)
         # From here on, this process counts the wait on its monotonic clock.
         now, wall = self._clock.monotonic(), self._clock.wall()
@@ -914,7 +964,7 @@ class AsyncInferenceClient:
         In flight, outcomes, retries, duplicate submissions, the sources that found each
         outcome, and the AWS requests sent, by service and kind. See docs/observability.md.
         """
-        return self._observer.snapshot(self._engine.watching)
+        return self._observer.snapshot(self._engine.watching, self._engine.notification_counts())
 
     # -- internals ---------------------------------------------------------------------------
     def _handle(

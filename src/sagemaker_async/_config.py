@@ -241,7 +241,7 @@ class NotificationConfig:
     when the response is not inside), and a failure raises with the message's failure reason.
     S3 stays watched as a slow safety net: a lost notification delays a result, never loses it.
 
-    Two modes; give exactly one of ``queue_url`` and ``topics``:
+    Three modes; give exactly one of ``queue_url``, ``topics`` and ``discover=True``:
 
     - ``queue_url``: a queue you subscribed to the topics. Several clients may share it: a
       client deletes only the messages of its own inferences, and makes any other message
@@ -251,10 +251,16 @@ class NotificationConfig:
       start with a prefix the client generates), and deletes both when it closes. A queue left
       by a client that died is deleted by the next client that opens, once it has been idle
       for ``idle_timeout`` seconds. This scales to any number of processes.
+    - ``discover=True`` (``AsyncInferenceClient(notifications="auto")``): the ``topics`` mode,
+      with each endpoint's topics read from its configuration (DescribeEndpoint,
+      DescribeEndpointConfig) the first time the client invokes it, in the background. An
+      endpoint without topics, or that the client may not describe, is watched on S3 alone
+      (one INFO line says why). The queue is made when the first topics are found.
 
     Attributes:
         queue_url: URL of an SQS queue subscribed to the endpoint's topics.
         topics: ARNs of the endpoint's success and error topics (one or both).
+        discover: find each endpoint's topics in its configuration (see above).
         safety_net: seconds after submission when S3 is first looked at for a result whose
             notification has not come, and the shortest interval between two looks (the
             handle's ``PollingConfig`` schedule applies when it is slower).
@@ -269,6 +275,7 @@ class NotificationConfig:
 
     queue_url: str | None = None
     topics: tuple[str, ...] = ()
+    discover: bool = False
     safety_net: float = 60.0
     hold: float = 10.0
     idle_timeout: float = 3600.0
@@ -282,14 +289,18 @@ class NotificationConfig:
                 "a tuple of SNS topic ARNs",
             )
         object.__setattr__(self, "topics", tuple(self.topics))
-        if (self.queue_url is None) == (not self.topics):
+        if not isinstance(self.discover, bool):
+            raise ValidationError(
+                "NotificationConfig.discover", f"{self.discover!r} is not a bool", "True or False"
+            )
+        given = [n for n in ("queue_url", "topics", "discover") if getattr(self, n)]
+        if len(given) != 1:
             raise ValidationError(
                 "NotificationConfig",
-                "both queue_url and topics were given"
-                if self.topics
-                else "neither queue_url nor topics was given",
-                "exactly one: queue_url= (a queue you subscribed) or topics= (the client "
-                "subscribes a queue of its own)",
+                f"{' and '.join(given)} were given" if given else "no mode was given",
+                "exactly one: queue_url= (a queue you subscribed), topics= (the client "
+                "subscribes a queue of its own) or discover=True (the topics each endpoint's "
+                "configuration names)",
             )
         if self.queue_url is not None and (
             not isinstance(self.queue_url, str)

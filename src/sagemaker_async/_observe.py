@@ -17,7 +17,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._config import TelemetryConfig
@@ -86,6 +86,13 @@ class ClientStats:
         sns_requests: SNS requests sent, by operation (``NotificationConfig(topics=)``).
         sagemaker_requests: sagemaker-runtime requests sent, by operation (each
             InvokeEndpointAsync attempt).
+        notifications: with notifications, the queue's messages by how they were sorted:
+            ``"messages"`` (received), ``"own"`` (reported one of this client's inferences),
+            ``"duplicates"`` (copies of an own message, deleted with it), ``"foreign"``
+            (another consumer's, given back), ``"unparseable"`` (not a SageMaker
+            notification, given back), ``"mismatched"`` (named this client's inference or
+            output location but contradicted it: resolved nothing; see docs/notifications.md).
+            Each receipt counts: a message given back and received again counts again.
     """
 
     in_flight: int
@@ -103,6 +110,7 @@ class ClientStats:
     sqs_requests: Mapping[str, int]
     sns_requests: Mapping[str, int]
     sagemaker_requests: Mapping[str, int]
+    notifications: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -550,8 +558,10 @@ class Observer:
         )
 
     # -- the snapshot -----------------------------------------------------------------------
-    def snapshot(self, in_flight: int) -> ClientStats:
-        """The counts now, as a :class:`ClientStats`."""
+    def snapshot(
+        self, in_flight: int, notifications: Mapping[str, int] | None = None
+    ) -> ClientStats:
+        """The counts now, as a :class:`ClientStats` (``notifications``: the sources' counts)."""
         requests = self.requests
         return ClientStats(
             in_flight=in_flight,
@@ -569,4 +579,5 @@ class Observer:
             sqs_requests=dict(requests.get("sqs", {})),
             sns_requests=dict(requests.get("sns", {})),
             sagemaker_requests=dict(requests.get("sagemaker-runtime", {})),
+            notifications=dict(notifications or {}),
         )

@@ -42,6 +42,9 @@ async def test_serve_prints_exports_and_stops_on_cancel(
         assert f"export AWS_ENDPOINT_URL_{name}={embedded_s3.url}" in lines
     assert "export AWS_DEFAULT_REGION=us-east-1" in lines
     assert "export AWS_ACCESS_KEY_ID=testing" in lines
+    assert f"export HTTPS_PROXY={emu.refusing_proxy.url}" in lines
+    exported = dict(shlex.split(line)[1].split("=", 1) for line in lines if "=" in line)
+    assert exported["NO_PROXY"].split(",")[:2] == ["127.0.0.1", "localhost"]
     async with runtime_client(emu) as client:
         response = await client.invoke_endpoint_async(EndpointName="svc", Body=b"served")
     await emu.join()
@@ -138,3 +141,51 @@ def test_urls_name_an_address_clients_can_connect_to(bound: str, url_host: str) 
     from sagemaker_async.emulator._s3 import connectable_host
 
     assert connectable_host(bound) == url_host
+
+
+async def test_a_client_that_hard_codes_an_aws_host_is_refused_at_once(
+    local_async_endpoint_env: LocalAsyncEndpoint,
+) -> None:
+    import os
+
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ProxyConnectionError
+
+    emu = local_async_endpoint_env
+    proxy = emu.refusing_proxy
+    # Checked first: without the proxy the call below would try to leave the machine.
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        assert os.environ[name] == proxy.url
+    assert "127.0.0.1" in os.environ["NO_PROXY"].split(",")
+
+    def sdk_like_sts() -> ProxyConnectionError:
+        # What the SageMaker Python SDK does: an STS client with an explicit AWS host.
+        sts = boto3.client(
+            "sts",
+            endpoint_url="https://sts.us-east-1.amazonaws.com",
+            config=Config(retries={"max_attempts": 1}),
+        )
+        try:
+            sts.get_caller_identity()
+        except ProxyConnectionError as exc:
+            return exc
+        finally:
+            sts.close()
+        raise AssertionError("the call went through")
+
+    refused = await asyncio.to_thread(sdk_like_sts)
+    assert "Refused by the sagemaker-async emulator" in str(refused.kwargs["error"])
+    assert "sts.us-east-1.amazonaws.com:443" in proxy.refused
+
+    def local_calls() -> str:
+        runtime = boto3.client("sagemaker-runtime")  # 127.0.0.1: not through the proxy
+        try:
+            return str(runtime.invoke_endpoint_async(EndpointName="echo", Body=b"x")["InferenceId"])
+        finally:
+            runtime.close()
+
+    assert await asyncio.to_thread(local_calls)
+    await emu.join()
+    assert emu.stats("echo").completed == 1
+    assert set(proxy.refused) == {"sts.us-east-1.amazonaws.com:443"}  # nothing else went there

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import secrets
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._clock import Clock
@@ -58,6 +59,9 @@ class ClientQueue:
         self.id_prefix = f"{self.token}-"
         self.name = f"{config.queue_name_prefix}{self.token}"
         self.url: str | None = None
+        self._arn = ""
+        #: The topics the queue is subscribed to.
+        self.topics: list[str] = []
         self._subscriptions: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -65,8 +69,8 @@ class ClientQueue:
         """The subscription filter: only notifications of this client's inferences pass."""
         return json.dumps({"inferenceId": [{"prefix": self.id_prefix}]})
 
-    def queue_policy(self, queue_arn: str) -> str:
-        """Lets the topics (and nothing else) send to the queue."""
+    def queue_policy(self, queue_arn: str, topics: Sequence[str]) -> str:
+        """Lets the ``topics`` (and nothing else) send to the queue."""
         return json.dumps(
             {
                 "Version": "2012-10-17",
@@ -76,66 +80,80 @@ class ClientQueue:
                         "Principal": {"Service": "sns.amazonaws.com"},
                         "Action": "sqs:SendMessage",
                         "Resource": queue_arn,
-                        "Condition": {"ArnEquals": {"aws:SourceArn": list(self._config.topics)}},
+                        "Condition": {"ArnEquals": {"aws:SourceArn": list(topics)}},
                     }
                 ],
             }
         )
 
-    async def create(self) -> str:
-        """Create the queue and its subscriptions; returns the queue URL.
+    async def create(self, topics: Sequence[str] | None = None) -> str:
+        """Create the queue (the first time) and subscribe it to ``topics``; returns its URL.
+
+        ``topics`` defaults to ``NotificationConfig.topics``. Topics it is subscribed to
+        already are skipped, so the set can grow (``NotificationConfig(discover=True)``).
 
         Raises:
-            InvocationError: SQS or SNS refused (what was made is removed again).
+            InvocationError: SQS or SNS refused. A queue made by this call is removed again;
+                subscriptions made before it stay.
         """
+        made = self.url is None
         operation = "CreateQueue"
         try:
-            created = await self._sqs.create_queue(
-                QueueName=self.name, tags={_HEARTBEAT: self._now()}
-            )
-            self.url = created["QueueUrl"]
-            operation = "GetQueueAttributes"
-            attributes = await self._sqs.get_queue_attributes(
-                QueueUrl=self.url, AttributeNames=["QueueArn"]
-            )
-            queue_arn = attributes["Attributes"]["QueueArn"]
-            operation = "SetQueueAttributes"
-            await self._sqs.set_queue_attributes(
-                QueueUrl=self.url, Attributes={"Policy": self.queue_policy(queue_arn)}
-            )
-            operation = "Subscribe"
-            for topic in self._config.topics:
-                subscribed = await self._sns.subscribe(
-                    TopicArn=topic,
-                    Protocol="sqs",
-                    Endpoint=queue_arn,
-                    Attributes={
-                        "FilterPolicyScope": "MessageBody",
-                        "FilterPolicy": self.filter_policy(),
-                        "RawMessageDelivery": "true",
-                    },
-                    ReturnSubscriptionArn=True,
+            if self.url is None:
+                created = await self._sqs.create_queue(
+                    QueueName=self.name, tags={_HEARTBEAT: self._now()}
                 )
-                self._subscriptions.append(subscribed["SubscriptionArn"])
-            operation = "TagQueue"
-            await self._sqs.tag_queue(
-                QueueUrl=self.url,
-                Tags={f"{_SUBSCRIPTION}{i}": arn for i, arn in enumerate(self._subscriptions)},
-            )
+                self.url = created["QueueUrl"]
+                operation = "GetQueueAttributes"
+                attributes = await self._sqs.get_queue_attributes(
+                    QueueUrl=self.url, AttributeNames=["QueueArn"]
+                )
+                self._arn = attributes["Attributes"]["QueueArn"]
+            wanted = self._config.topics if topics is None else topics
+            new = [t for t in dict.fromkeys(wanted) if t not in self.topics]
+            if new:
+                operation = "SetQueueAttributes"
+                policy = self.queue_policy(self._arn, [*self.topics, *new])
+                await self._sqs.set_queue_attributes(
+                    QueueUrl=self.url, Attributes={"Policy": policy}
+                )
+                operation = "Subscribe"
+                for topic in new:
+                    subscribed = await self._sns.subscribe(
+                        TopicArn=topic,
+                        Protocol="sqs",
+                        Endpoint=self._arn,
+                        Attributes={
+                            "FilterPolicyScope": "MessageBody",
+                            "FilterPolicy": self.filter_policy(),
+                            "RawMessageDelivery": "true",
+                        },
+                        ReturnSubscriptionArn=True,
+                    )
+                    self._subscriptions.append(subscribed["SubscriptionArn"])
+                    self.topics.append(topic)
+                operation = "TagQueue"
+                await self._sqs.tag_queue(
+                    QueueUrl=self.url,
+                    Tags={f"{_SUBSCRIPTION}{i}": a for i, a in enumerate(self._subscriptions)},
+                )
         except Exception as exc:
-            await self.delete()
+            if made:
+                await self.delete()
             raise to_invocation_error(
                 exc,
                 operation,
                 note=f" (while creating this client's notification queue {self.name}; see "
                 "the IAM permissions that NotificationConfig(topics=) needs in the docs)",
             ) from exc
-        logger.info(
-            "notifications: queue %s subscribed to %s for InferenceIds %s*",
-            self.name,
-            ", ".join(self._config.topics),
-            self.id_prefix,
-        )
+        if new:
+            logger.info(
+                "notifications: queue %s subscribed to %s for InferenceIds %s*",
+                self.name,
+                ", ".join(new),
+                self.id_prefix,
+            )
+        assert self.url is not None
         return self.url
 
     def start(self, scheduler: Scheduler) -> None:
@@ -157,6 +175,7 @@ class ClientQueue:
     async def delete(self) -> None:
         """Unsubscribe and delete the queue (errors are logged: a later sweep retries)."""
         subscriptions, self._subscriptions = self._subscriptions, []
+        self.topics = []
         url, self.url = self.url, None
         for arn in subscriptions:
             await self._quietly("Unsubscribe", self._sns.unsubscribe(SubscriptionArn=arn))

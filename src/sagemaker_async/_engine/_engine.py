@@ -105,8 +105,11 @@ class InferenceSource(CompletionSource, Protocol):
     def ended(self, watch: Watch, *, settled: bool) -> None:
         """``watch`` ended: with its outcome (``settled``), or nobody waits any more."""
 
-    def safety_polling(self, polling: PollingConfig) -> PollingConfig:
-        """How S3 is watched while this source is the main one (a slower safety net)."""
+    def safety_polling(self, target: WatchTarget, polling: PollingConfig) -> PollingConfig:
+        """How S3 is watched for ``target`` while this source hears of it (a safety net)."""
+
+    def counts(self) -> dict[str, int]:
+        """Its messages by how they were sorted (``ClientStats.notifications``)."""
 
 
 def _split(uri: str) -> tuple[str, str, str]:
@@ -177,6 +180,9 @@ class CompletionEngine:
         """Take notifications from ``source`` (started here); S3 becomes the safety net."""
         self._heard.append(source)
         source.start(self.scheduler)
+        for watch in self._watches.values():  # (a source that starts late hears of them too)
+            if not watch.done and watch.keys:
+                source.watch(watch.keys[0])
 
     async def aclose(self) -> None:
         """Stop every job; waiters get :class:`ClientClosedError` (their handles stay pending)."""
@@ -207,6 +213,13 @@ class CompletionEngine:
         """How many inferences are being watched."""
         return len(self._watches)
 
+    def notification_counts(self) -> dict[str, int]:
+        """The notification sources' messages by how they were sorted (see ``ClientStats``)."""
+        counts: Counter[str] = Counter()
+        for source in self._heard:
+            counts.update(source.counts())
+        return dict(counts)
+
     def modes(self) -> dict[str, str]:
         """Each watched directory (``s3://bucket/prefix``) and how it is watched now."""
         return {f"s3://{d.bucket}/{d.prefix}": d.mode.value for d in self._dirs.values()}
@@ -226,7 +239,7 @@ class CompletionEngine:
             existing.refs += 1
             return existing
         for source in self._heard:
-            polling = source.safety_polling(polling)
+            polling = source.safety_polling(target, polling)
         watch = Watch(
             target,
             polling,

@@ -4,13 +4,24 @@ One receive loop per client long-polls the queue (up to 10 messages a call) and 
 message:
 
 - it completes an inference this client watches: the engine resolves it (from the message,
-  or with one GET of the output location when the response is not inside), and the message
-  is deleted once the watch has its outcome;
+  or with one GET of the output location when the response is not inside), and the message,
+  with every copy of it that came or comes, is deleted once the watch has its outcome;
 - it belongs to an inference of this client that nobody waits for right now, or whose invoke
   has not answered yet: it is held (invisible to others) until a handle waits for it;
-- it belongs to an inference this client already resolved: it is deleted;
-- anything else belongs to someone else (another process on a shared queue, an old run): it
-  is made visible again at once (once it is old, later and later), never deleted.
+- it belongs to an inference this client already resolved: it is deleted (a copy);
+- it names an inference of this client but contradicts it (another output location or
+  endpoint), or names another inference with this client's output location: it is a
+  *mismatch*, which resolves nothing (logged once per message, counted);
+- anything else belongs to someone else (another process on a shared queue, an old run) or is
+  not a SageMaker notification: it is made visible again, never deleted, after a second at its
+  first receipt and a second more at each receipt after (SQS's ApproximateReceiveCount; half
+  its age once that is longer), so that a queue full of others' messages cannot keep a
+  client's own from it.
+
+What a message must match to resolve a handle: its ``inferenceId`` is the handle's; the output
+location it names, if any, is the handle's; the endpoint it names, if any, is the handle's.
+Whoever may send to the queue can still forge a message that matches: the queue policy is the
+trust boundary (see docs/notifications.md).
 
 Deletes and releases go out in batches of up to 10 from a second task: releases at once (the
 message's owner waits for it), deletes when ten are due or after ``delete_linger`` (nobody
@@ -33,9 +44,11 @@ from typing import TYPE_CHECKING, Any
 
 from .._clock import Clock, Timer
 from .._config import NotificationConfig, PollingConfig, RetryConfig
-from .._errors import InvocationError
+from .._errors import InvocationError, ValidationError
+from .._result import WatchTarget
 from .._retry import is_transient, retry_delay, to_invocation_error
 from .._tasks import cancel_all
+from .._validation import canonical_s3_uri
 from ._records import Completion, Key, Watch
 from ._scheduler import Scheduler
 
@@ -48,10 +61,6 @@ logger = logging.getLogger("sagemaker_async")
 
 _BATCH = 10  # SQS's most messages per receive, delete or visibility batch
 _WAIT = 20  # long-polling seconds (SQS's longest)
-# A foreign message younger than this is given back at once: its owner, if alive, takes it
-# within this time. An older one comes back later and later (after half its age), so a message
-# nobody owns (an old run's) costs a receive now and then, not all the time.
-_FREE_AGE = 30.0
 # SQS's limit is 12 hours from the receipt, not from the change: leave a margin for the time
 # between the two (a change past it fails, and moto fails the whole batch).
 _MAX_VISIBILITY = 43200 - 600
@@ -61,9 +70,12 @@ _PRUNE_EVERY = 60.0
 _CLOSE_GRACE = 1.0
 # How long a resolved inference's id is remembered, to delete a second delivery of its message.
 _REMEMBER_SETTLED = 900.0
+_SORTED = ("messages", "own", "duplicates", "foreign", "unparseable", "mismatched")
+# Mismatching messages already logged (by MessageId), at most this many remembered.
+_REMEMBER_LOGGED = 10_000
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Notice:
     """One received SageMaker notification (``receipt`` is the latest receipt handle)."""
 
@@ -76,6 +88,8 @@ class Notice:
     content_type: str | None = None
     body: bytes | None = None
     reason: str | None = None
+    endpoint_name: str | None = None  # requestParameters.endpointName, when given
+    receipts: int = 1  # SQS's ApproximateReceiveCount: this receipt is the how-manyth
 
 
 def parse_notification(message: dict[str, Any]) -> Notice | None:
@@ -91,19 +105,22 @@ def parse_notification(message: dict[str, Any]) -> Notice | None:
     inference_id, status = data.get("inferenceId"), data.get("invocationStatus")
     if not isinstance(inference_id, str) or status not in ("Completed", "Failed"):
         return None
-    notice = Notice(
-        message_id=str(message.get("MessageId", "")),
-        receipt=str(message.get("ReceiptHandle", "")),
-        sent=_sent(message),
-        inference_id=inference_id,
-        succeeded=status == "Completed",
-    )
+    notice = _stranger(message)
+    notice.inference_id = inference_id
+    notice.succeeded = status == "Completed"
+    request = data.get("requestParameters")
+    if isinstance(request, dict) and isinstance(request.get("endpointName"), str):
+        notice.endpoint_name = request["endpointName"]
+    response = data.get("responseParameters")
+    if isinstance(response, dict):
+        location, content_type = response.get("outputLocation"), response.get("contentType")
+        if isinstance(location, str):
+            try:
+                notice.output_location = canonical_s3_uri(location)
+            except ValidationError:
+                notice.output_location = location  # matches no watch: resolves nothing
+        notice.content_type = content_type if isinstance(content_type, str) else None
     if notice.succeeded:
-        response = data.get("responseParameters")
-        if isinstance(response, dict):
-            location, content_type = response.get("outputLocation"), response.get("contentType")
-            notice.output_location = location if isinstance(location, str) else None
-            notice.content_type = content_type if isinstance(content_type, str) else None
         included = data.get("responseBody")
         if (
             isinstance(included, dict)
@@ -120,16 +137,35 @@ def parse_notification(message: dict[str, Any]) -> Notice | None:
     return notice
 
 
-def release_delay(age: float) -> int:
-    """Seconds a foreign message of ``age`` seconds stays invisible when given back."""
-    return 0 if age < _FREE_AGE else min(_MAX_VISIBILITY, int(age / 2))
+def release_delay(receipts: int, age: float = 0.0) -> int:
+    """Seconds a message that is not this client's stays invisible when given back.
+
+    As many seconds as the message has had receipts (one at its first), and at least half its
+    ``age`` (seconds since it was sent): a young message whose owner shares the queue is back
+    for its owner within seconds, while messages nobody takes (an old run's, junk) come back
+    less and less often. Never past SQS's limit (12 hours from the receipt, less a margin).
+    """
+    return max(1, min(max(receipts, int(age / 2)), _MAX_VISIBILITY))
 
 
-def _sent(message: dict[str, Any]) -> float | None:
+def _attribute(message: dict[str, Any], name: str) -> int | None:
     try:
-        return int((message.get("Attributes") or {})["SentTimestamp"]) / 1000
+        return int((message.get("Attributes") or {})[name])
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _stranger(message: dict[str, Any]) -> Notice:
+    """A received message as a notice of no inference (what every message is, at first)."""
+    sent = _attribute(message, "SentTimestamp")
+    return Notice(
+        message_id=str(message.get("MessageId", "")),
+        receipt=str(message.get("ReceiptHandle", "")),
+        sent=None if sent is None else sent / 1000,
+        inference_id="",
+        succeeded=False,
+        receipts=_attribute(message, "ApproximateReceiveCount") or 1,
+    )
 
 
 class NotificationSource:
@@ -151,6 +187,8 @@ class NotificationSource:
         linger: float = 0.1,
         delete_linger: float = 1.0,
         close_grace: float = _CLOSE_GRACE,
+        covers: Callable[[str], bool] | None = None,
+        unannounced: Callable[[WatchTarget], None] | None = None,
     ) -> None:
         self._sqs = sqs
         self.queue_url = queue_url
@@ -160,6 +198,8 @@ class NotificationSource:
         self._find = find  # output location -> the watch of it
         self._report = report
         self._report_failure = report_failure
+        self._covers = covers  # endpoint name -> do its notifications come here (None: all)
+        self._on_unannounced = unannounced
         self._linger = linger
         # A claimed message must be deleted well before ``hold`` makes it visible again.
         self._delete_linger = min(delete_linger, config.hold / 4)
@@ -172,11 +212,12 @@ class NotificationSource:
         self._pending_ids: dict[str, float] = {}
         self._settled_ids: dict[str, float] = {}
         self._by_id: dict[str, Watch] = {}  # watches now under way
-        self._claimed: dict[Watch, Notice] = {}  # the notice that reported each watch
+        # The notices of each watch: the first reported it, the others are copies of it.
+        self._claimed: dict[Watch, list[Notice]] = {}
         self._shared_ids: set[str] = set()  # ids this client submitted more than once
-        self._held_out: dict[str, Notice] = {}  # ours, nobody waits yet: by output location
-        self._held_err: dict[str, Notice] = {}  # ... error notices, by inference id
+        self._held: dict[str, list[Notice]] = {}  # ours, nobody waits yet: by inference id
         self._by_message: dict[str, Notice] = {}  # every notice held or claimed
+        self._logged: dict[str, None] = {}  # mismatching messages logged (by MessageId)
         self._deletes: list[Notice] = []
         self._releases: list[tuple[Notice, int]] = []
         self._flush = asyncio.Event()
@@ -233,20 +274,22 @@ class NotificationSource:
         """The invoke of ``inference_id`` failed for sure: it is nobody's."""
         self._pending_ids.pop(inference_id, None)
 
-    def safety_polling(self, polling: PollingConfig) -> PollingConfig:
+    def safety_polling(self, target: WatchTarget, polling: PollingConfig) -> PollingConfig:
         """S3 is the safety net while notifications come: watched at its slower pace."""
+        if self._covers is not None and not self._covers(target.endpoint_name):
+            return polling  # its endpoint does not notify this queue
         return self._config.safety_polling(polling)
 
+    def counts(self) -> dict[str, int]:
+        """Messages by how they were sorted (see ``ClientStats.notifications``)."""
+        return {kind: self.stats[kind] for kind in _SORTED if self.stats[kind]}
+
     def watch(self, key: Key, *, spread: float = 0.0) -> None:
-        """A watch started (``key`` is its output): use a message that came for it before."""
+        """A watch started (``key`` is its output): use the messages that came for it before."""
         watch = key.watch
-        target = watch.target
-        self._by_id[target.inference_id] = watch
-        notice = self._held_out.pop(target.output_location, None) or self._held_err.pop(
-            target.inference_id, None
-        )
-        if notice is not None:
-            self._claim(watch, notice)
+        self._by_id[watch.target.inference_id] = watch
+        for notice in self._held.pop(watch.target.inference_id, ()):
+            self._sort(notice)
 
     def unwatch(self, key: Key) -> None:
         """Nothing to stop: a message is matched when it comes (see :meth:`ended`)."""
@@ -256,24 +299,24 @@ class NotificationSource:
         target = watch.target
         if self._by_id.get(target.inference_id) is watch:
             del self._by_id[target.inference_id]
-        notice = self._claimed.pop(watch, None)
-        if settled and notice is None and watch.source in ("poll", "list", "last_look"):
-            self._unannounced_result(watch)
+        notices = self._claimed.pop(watch, [])
         if not settled:
-            if notice is not None:
-                self._hold(notice, target.output_location)
+            for notice in notices:
+                self._hold(notice)
             return
+        if not notices and watch.source in ("poll", "list", "last_look"):
+            self._unannounced_result(watch)
         self._pending_ids.pop(target.inference_id, None)
         self._settled_ids[target.inference_id] = min(
             watch.deadline, self._clock.monotonic() + _REMEMBER_SETTLED
         )
-        for done in (
-            notice,
-            self._held_out.pop(target.output_location, None),
-            self._held_err.pop(target.inference_id, None),
-        ):
-            if done is not None:
-                self._delete(done)
+        held = self._held.pop(target.inference_id, [])
+        # (Another inference of a shared id keeps the messages that name its own location.)
+        theirs = [n for n in held if n.output_location not in (None, target.output_location)]
+        if theirs:
+            self._held[target.inference_id] = theirs
+        for notice in notices + [n for n in held if n not in theirs]:
+            self._delete(notice)
 
     # -- sorting messages -------------------------------------------------------------------
     def take(self, message: dict[str, Any]) -> None:
@@ -281,40 +324,84 @@ class NotificationSource:
         self.stats["messages"] += 1
         notice = parse_notification(message)
         if notice is None:
+            self.stats["unparseable"] += 1
             self._warn_once(
-                "foreign",
+                "unparseable",
                 "notifications: a message on %s is not a SageMaker notification; leaving it "
                 "to whoever owns it (a dead-letter queue keeps such messages from coming back)",
                 self.queue_url,
             )
-            stranger = Notice(
-                message_id=str(message.get("MessageId", "")),
-                receipt=str(message.get("ReceiptHandle", "")),
-                sent=_sent(message),
-                inference_id="",
-                succeeded=False,
-            )
-            self._release(stranger)
+            self._release(_stranger(message))
             return
         known = self._by_message.get(notice.message_id)
         if known is not None:  # seen again while we still hold it: keep the newest receipt
             known.receipt = notice.receipt
             return
-        watch = self._find(notice.output_location) if notice.output_location else None
-        if watch is None:
-            watch = self._by_id.get(notice.inference_id)
-        if watch is not None and not watch.done:
+        self._sort(notice)
+
+    def _sort(self, notice: Notice) -> None:
+        watch, contradicted = self._match(notice)
+        if contradicted is not None:
+            self._mismatch(notice, contradicted)
+        elif watch is not None and not watch.done:
             self._claim(watch, notice)
         elif notice.inference_id in self._settled_ids:
             self.stats["duplicates"] += 1
             self._delete(notice)
         elif notice.inference_id in self._pending_ids:
-            self._hold(notice, notice.output_location)
+            self._hold(notice)
         else:
             self.stats["foreign"] += 1
             self._release(notice)
 
+    def _match(self, notice: Notice) -> tuple[Watch | None, Watch | None]:
+        """``(the watch notice reports, None)``, or ``(None, the watch it contradicts)``."""
+        location = notice.output_location
+        watch = self._find(location) if location is not None else None
+        if watch is not None:
+            if watch.target.inference_id != notice.inference_id:
+                return None, watch  # another inference's output location
+        else:
+            watch = self._by_id.get(notice.inference_id)
+            if watch is None:
+                return None, None
+            if location is not None and location != watch.target.output_location:
+                if notice.inference_id in self._shared_ids:
+                    return None, None  # the id's other inference, not watched now
+                return None, watch
+        named = notice.endpoint_name
+        if named is not None and named.lower() != watch.target.endpoint_name.lower():
+            return None, watch
+        return watch, None
+
+    def _mismatch(self, notice: Notice, watch: Watch) -> None:
+        """A message contradicts a watch: it resolves nothing (logged once, counted)."""
+        self.stats["mismatched"] += 1
+        if notice.message_id not in self._logged:
+            if len(self._logged) >= _REMEMBER_LOGGED:
+                del self._logged[next(iter(self._logged))]
+            self._logged[notice.message_id] = None
+            target = watch.target
+            logger.warning(
+                "notifications: message %s on %s names inference %s (endpoint %s, output %s), "
+                "which does not match inference %s of this client (endpoint %s, output %s); it "
+                "resolves nothing. Only the endpoint's topics should be allowed to send to the "
+                "queue (see the trust boundary in docs/notifications.md)",
+                notice.message_id,
+                self.queue_url,
+                notice.inference_id,
+                notice.endpoint_name or "not named",
+                notice.output_location or "not named",
+                target.inference_id,
+                target.endpoint_name,
+                target.output_location,
+            )
+        self._release(notice)
+
     def _unannounced_result(self, watch: Watch) -> None:
+        if self._on_unannounced is not None:  # the endpoints' topics are found, not given
+            self._on_unannounced(watch.target)
+            return
         if self._unannounced:
             return
         self._unannounced = True
@@ -330,7 +417,13 @@ class NotificationSource:
 
     def _claim(self, watch: Watch, notice: Notice) -> None:
         self._by_message[notice.message_id] = notice
-        self._claimed[watch] = notice
+        claimed = self._claimed.get(watch)
+        if claimed is not None:  # a copy of the message that reported it
+            self.stats["duplicates"] += 1
+            claimed.append(notice)
+            return
+        self._claimed[watch] = [notice]
+        self.stats["own"] += 1
         target = watch.target
         if notice.succeeded:
             completion = Completion(target.output_location, notice.body, notice.content_type)
@@ -343,12 +436,9 @@ class NotificationSource:
             return
         self._report(completion, self.name)
 
-    def _hold(self, notice: Notice, output_location: str | None) -> None:
+    def _hold(self, notice: Notice) -> None:
         self._by_message[notice.message_id] = notice
-        if notice.succeeded and output_location:
-            self._held_out[output_location] = notice
-        else:
-            self._held_err[notice.inference_id] = notice
+        self._held.setdefault(notice.inference_id, []).append(notice)
 
     def _delete(self, notice: Notice) -> None:
         self._by_message.pop(notice.message_id, None)
@@ -364,9 +454,10 @@ class NotificationSource:
         self._flush.set()
 
     def _release(self, notice: Notice) -> None:
-        """Make a message visible again: at once while it is young, then later and later."""
-        age = 0.0 if notice.sent is None else self._clock.wall() - notice.sent
-        self._releases.append((notice, release_delay(age)))
+        """Make a message visible again: after a second, then later at each receipt."""
+        self._by_message.pop(notice.message_id, None)
+        age = 0.0 if notice.sent is None else max(0.0, self._clock.wall() - notice.sent)
+        self._releases.append((notice, release_delay(notice.receipts, age)))
         self._flush.set()
 
     def _prune(self) -> None:
@@ -376,11 +467,9 @@ class NotificationSource:
             for inference_id in [i for i, deadline in ids.items() if deadline < now]:
                 del ids[inference_id]
         self._shared_ids &= self._pending_ids.keys()
-        for held in (self._held_out, self._held_err):
-            for key, notice in list(held.items()):
-                if notice.inference_id not in self._pending_ids:
-                    del held[key]
-                    self._delete(notice)
+        for inference_id in [i for i in self._held if i not in self._pending_ids]:
+            for notice in self._held.pop(inference_id):
+                self._delete(notice)
 
     def _warn_once(self, kind: str, message: str, *args: object) -> None:
         if kind not in self._warned:
@@ -399,7 +488,7 @@ class NotificationSource:
                     MaxNumberOfMessages=_BATCH,
                     WaitTimeSeconds=_WAIT,
                     VisibilityTimeout=visibility,
-                    MessageSystemAttributeNames=["SentTimestamp"],
+                    MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
                 )
             except asyncio.CancelledError:
                 raise
@@ -466,11 +555,15 @@ class NotificationSource:
                 for i, n in enumerate(deletes[start : start + _BATCH])
             ]
             calls.append(self._batch("DeleteMessageBatch", entries))
-        failed = [
-            error
-            for error in await asyncio.gather(*calls, return_exceptions=True)
-            if isinstance(error, BaseException)
-        ]
+        try:
+            answers = await asyncio.gather(*calls, return_exceptions=True)
+        except asyncio.CancelledError:
+            # Cut short (the client closes): what may not have been sent is sent again by the
+            # close's last send (a delete or a change sent twice does no harm).
+            self._releases[:0] = releases
+            self._deletes[:0] = deletes
+            raise
+        failed = [error for error in answers if isinstance(error, BaseException)]
         for error in failed:
             if not isinstance(error, InvocationError):
                 raise error

@@ -39,6 +39,7 @@ from ._models import (
 )
 from ._notifications import MAX_RESPONSE_IN_NOTIFICATION, build_notification
 from ._s3 import S3_KINDS, EmbeddedS3
+from ._sdk import sagemaker_session
 from ._serve import run_forever, serve, shell_exports
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "parse_endpoint_spec",
     "resolve_model",
     "run_forever",
+    "sagemaker_session",
     "serve",
     "shell_exports",
 ]

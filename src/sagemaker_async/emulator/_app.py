@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .._errors import ValidationError
 from .._validation import MAX_INLINE_BODY, validate_invoke_request
-from ._control import SERVED_ACTIONS, ApiError, ControlPlane
+from ._control import SERVED_ACTIONS, ApiError, ControlPlane, NotOurs, not_emulated
 from ._endpoint import EmulatedEndpoint, Job
 from ._sigv4 import AuthError, check_authorization, verify_sigv4
 
@@ -134,7 +134,15 @@ async def _authenticated_body(
             f"The request body is {request.content_length} bytes, more than the "
             f"{MAX_INLINE_BODY} that InvokeEndpointAsync accepts inline.",
         )
-    body = await request.read()  # at most MAX_INLINE_BODY (client_max_size) when chunked
+    try:  # at most MAX_INLINE_BODY (client_max_size) when chunked
+        body = await asyncio.wait_for(request.read(), settings["body_timeout"])
+    except asyncio.TimeoutError:
+        _log.info("closed %s: its body did not arrive in time", request.path)
+        return error(
+            408,
+            "RequestTimeout",
+            f"The request body did not arrive within {settings['body_timeout']:g} s.",
+        )
     try:
         verify_sigv4(
             method=request.method,
@@ -253,6 +261,13 @@ async def _control_plane(request: web.Request) -> web.StreamResponse:
     prefix, _, action = target.partition(".")
     if prefix != "SageMaker" or not action:
         return _json_error(400, "UnknownOperationException", f"Unknown target {target!r}.")
+    if action in not_emulated():
+        return _json_error(
+            400,
+            "UnknownOperationException",
+            f"SageMaker.{action} is not emulated: it acts on endpoints, endpoint configurations "
+            "or models, which the emulator holds itself (see docs/emulator.md).",
+        )
     if action not in SERVED_ACTIONS:
         return await _forward(request, body, action)
     try:
@@ -265,6 +280,8 @@ async def _control_plane(request: web.Request) -> web.StreamResponse:
         answer = await request.app[_CONTROL_KEY].handle(action, params)
     except ApiError as exc:
         return _json_error(exc.status, exc.code, exc.message)
+    except NotOurs:
+        return await _forward(request, body, action)
     return web.Response(
         body=json.dumps(answer).encode(),
         content_type=_JSON_11,
@@ -325,11 +342,13 @@ def create_app(
     region: str,
     control: ControlPlane,
     forward_url: str | None = None,
+    body_timeout: float = 60.0,
 ) -> web.Application:
     """The aiohttp application serving ``endpoints``, verifying SigV4 with the given key.
 
     ``endpoints`` is used as is (not copied): the control plane adds and removes entries.
     SageMaker actions the control plane does not serve go to ``forward_url`` (moto) if given.
+    A request body that has not arrived whole after ``body_timeout`` seconds is answered 408.
     """
     # An inline body is at most 128,000 bytes (the model's AsyncBodyBlob): memory per
     # connection stays bounded whatever a client announces.
@@ -341,6 +360,7 @@ def create_app(
         "secret_key": secret_key,
         "region": region,
         "forward_url": forward_url,
+        "body_timeout": body_timeout,
     }
     app.router.add_post("/", _control_plane)
     app.router.add_post("/endpoints/{name}/async-invocations", _invoke_async)

@@ -42,8 +42,10 @@ class EndpointConfig:
         has_s3_failure_path: False for an endpoint without S3FailurePath (it is optional):
             responses then carry no FailureLocation and a failure writes no object; only the
             error notification (if configured) tells of it.
-        instance_count: instances behind the endpoint (0 is allowed: requests wait forever,
-            until their TTL, like an endpoint scaled to zero).
+        instance_count: instances behind the endpoint at start (0 is allowed: requests wait
+            until their TTL, or until autoscaling adds an instance, like an endpoint scaled to
+            zero); autoscaling and UpdateEndpointWeightsAndCapacities change the running count
+            (:attr:`EmulatedEndpoint.instances`), not this.
         max_concurrent_invocations_per_instance: ClientConfig's limit (1..1000); the endpoint
             runs ``instance_count * max_concurrent_invocations_per_instance`` inferences at once
             and queues the rest. The service chooses a value itself when none is configured

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import botocore.session
-from botocore.validate import ParamValidator
 
-from .._validation import java_pattern
+from .._clock import Clock, SystemClock
 from ._config import EndpointConfig
 from ._endpoint import EmulatedEndpoint
 from ._models import ContainerModel, ContainerUnavailableError, Model, resolve_model
+from ._shapes import ShapeTypeError, constraint_errors, validation_message
 
-__all__ = ["SERVED_ACTIONS", "ApiError", "ControlPlane"]
+__all__ = ["SERVED_ACTIONS", "ApiError", "ControlPlane", "NotOurs", "not_emulated"]
 
 _log = logging.getLogger("sagemaker_async.emulator")
 
@@ -38,6 +38,8 @@ _log = logging.getLogger("sagemaker_async.emulator")
 _DEFAULT_CONCURRENCY = 4
 #: ListEndpoints and the other lists return this many items when MaxResults is not given.
 _DEFAULT_MAX_RESULTS = 10
+#: ListTags answers this many tags when MaxResults is not given (the model's minimum).
+_TAGS_PER_PAGE = 50
 #: How long a container may take to pass ``GET /ping`` when the variant sets no
 #: ContainerStartupHealthCheckTimeoutInSeconds (real seconds).
 _DEFAULT_PING_TIMEOUT = 30.0
@@ -53,40 +55,24 @@ class ApiError(Exception):
         super().__init__(f"{code}: {message}")
 
 
+class NotOurs(Exception):
+    """The action names a resource the emulator does not hold: pass it to moto."""
+
+
 @functools.cache
 def _service_model() -> Any:
     return botocore.session.get_session().get_service_model("sagemaker")
 
 
 def _check_input(action: str, params: Mapping[str, Any]) -> None:
-    """Required members and types by botocore's model; then the name patterns and lengths."""
+    """The whole request against botocore's model: types first, then every constraint."""
     shape = _service_model().operation_model(action).input_shape
-    report = ParamValidator().validate(dict(params), shape)
-    if report.has_errors():
-        raise ApiError("ValidationException", report.generate_report())
-    for member, value in params.items():
-        if not isinstance(value, str) or member not in shape.members:
-            continue
-        meta = shape.members[member].metadata
-        pattern, limit = meta.get("pattern"), meta.get("max")
-        if limit is not None and len(value) > limit:
-            raise ApiError(
-                "ValidationException",
-                f"1 validation error detected: Value '{value}' at '{_lower_first(member)}' "
-                f"failed to satisfy constraint: Member must have length less than or equal "
-                f"to {limit}",
-            )
-        if pattern and not re.fullmatch(java_pattern(pattern), value):
-            raise ApiError(
-                "ValidationException",
-                f"1 validation error detected: Value '{value}' at '{_lower_first(member)}' "
-                f"failed to satisfy constraint: Member must satisfy regular expression "
-                f"pattern: {pattern}",
-            )
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:]
+    try:
+        errors = constraint_errors(shape, params)
+    except ShapeTypeError as exc:
+        raise ApiError("SerializationException", str(exc)) from None
+    if errors:
+        raise ApiError("ValidationException", validation_message(errors))
 
 
 @dataclass(eq=False)
@@ -101,6 +87,8 @@ class _EndpointRecord:
     deployed: dict[str, Any] | None = None  # the config document in service
     images: list[dict[str, Any]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    desired: int | None = None  # DesiredInstanceCount while a scaling runs
+    pending: dict[str, Any] | None = None  # the config an UpdateEndpoint deploys
 
 
 #: The SageMaker actions the emulator answers itself; others go to the embedded moto.
@@ -119,8 +107,51 @@ SERVED_ACTIONS = frozenset(
         "UpdateEndpoint",
         "DeleteEndpoint",
         "ListEndpoints",
+        "AddTags",
+        "ListTags",
+        "DeleteTags",
+        "UpdateEndpointWeightsAndCapacities",
     }
 )
+
+#: Members that name what the emulator holds itself; moto, which answers the actions the
+#: emulator does not serve, cannot see those resources.
+_OWN_MEMBERS = frozenset({"EndpointName", "EndpointConfigName", "ModelName"})
+
+
+def _names_own_resource(shape: Any, seen: set[str]) -> bool:
+    if shape.name in seen:
+        return False
+    seen.add(shape.name)
+    if shape.type_name == "structure":
+        return any(
+            name in _OWN_MEMBERS or _names_own_resource(member, seen)
+            for name, member in shape.members.items()
+        )
+    if shape.type_name == "list":
+        return _names_own_resource(shape.member, seen)
+    if shape.type_name == "map":
+        return _names_own_resource(shape.value, seen)
+    return False
+
+
+@functools.cache
+def not_emulated() -> frozenset[str]:
+    """Actions refused with one clear error: they act on the emulator's endpoints or models.
+
+    Read from botocore's model: every action not served whose input names an endpoint, an
+    endpoint configuration or a model at any depth, except the List, Describe and Search
+    actions (moto answers those with nothing, which is true: none of it exists).
+    """
+    model = _service_model()
+    return frozenset(
+        name
+        for name in model.operation_names
+        if name not in SERVED_ACTIONS
+        and not name.startswith(("List", "Describe", "Search"))
+        and model.operation_model(name).input_shape is not None
+        and _names_own_resource(model.operation_model(name).input_shape, set())
+    )
 
 
 class ControlPlane:
@@ -135,6 +166,9 @@ class ControlPlane:
         images: container Image -> model (a callable or a :func:`resolve_model` spec); an
             Image not listed is resolved itself (``echo``, ``sleep:2``, ``http://...``).
         time_scale: multiplies ContainerStartupHealthCheckTimeoutInSeconds when given.
+        scale_out_seconds: how long adding instances takes (the endpoint is Updating).
+        scale_in_seconds: how long removing instances takes.
+        clock: the clock of the scaling delays (a test's fake clock).
     """
 
     def __init__(
@@ -147,6 +181,9 @@ class ControlPlane:
         deployment_seconds: float = 1.0,
         images: Mapping[str, Model | str] | None = None,
         time_scale: float = 1.0,
+        scale_out_seconds: float = 1.0,
+        scale_in_seconds: float = 1.0,
+        clock: Clock | None = None,
     ) -> None:
         self._running = endpoints
         self._make_endpoint = make_endpoint
@@ -155,9 +192,13 @@ class ControlPlane:
         self._delay = deployment_seconds
         self._images = dict(images or {})
         self._time_scale = time_scale
+        self._scale_out = scale_out_seconds
+        self._scale_in = scale_in_seconds
+        self._clock: Clock = clock or SystemClock()
         self._models: dict[str, dict[str, Any]] = {}
         self._configs: dict[str, dict[str, Any]] = {}
         self._endpoints: dict[str, _EndpointRecord] = {}
+        self._tags: dict[str, dict[str, str]] = {}  # resource ARN -> key -> value
         self._retired: set[EmulatedEndpoint] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -232,7 +273,7 @@ class ControlPlane:
             )
         arn = self._arn("model", name)
         self._models[name] = {**params, "ModelArn": arn, "CreationTime": time.time()}
-        self._models[name].pop("Tags", None)
+        self._tag(arn, self._models[name].pop("Tags", None))
         return {"ModelArn": arn}
 
     async def _describe_model(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -242,8 +283,10 @@ class ControlPlane:
         return self._models[name]
 
     async def _delete_model(self, params: dict[str, Any]) -> dict[str, Any]:
-        if self._models.pop(params["ModelName"], None) is None:
+        model = self._models.pop(params["ModelName"], None)
+        if model is None:
             raise self._not_found("model", "model", params["ModelName"])
+        self._tags.pop(model["ModelArn"], None)
         return {}
 
     async def _list_models(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -280,7 +323,7 @@ class ControlPlane:
             )
         arn = self._arn("endpoint-config", name)
         document = {**params, "EndpointConfigArn": arn, "CreationTime": time.time()}
-        document.pop("Tags", None)
+        self._tag(arn, document.pop("Tags", None))
         self._configs[name] = document
         return {"EndpointConfigArn": arn}
 
@@ -293,8 +336,10 @@ class ControlPlane:
     async def _delete_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
         # As on AWS, an endpoint using the config keeps running.
         name = params["EndpointConfigName"]
-        if self._configs.pop(name, None) is None:
+        document = self._configs.pop(name, None)
+        if document is None:
             raise self._not_found("endpoint-config", "endpoint configuration", name)
+        self._tags.pop(document["EndpointConfigArn"], None)
         return {}
 
     async def _list_endpoint_configs(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -336,22 +381,95 @@ class ControlPlane:
             modified=now,
         )
         self._endpoints[name] = record
+        self._tag(record.arn, params.get("Tags"))
         record.task = self._spawn(self._deploy(record, document, creating=True))
         _log.info("control plane: endpoint %s Creating", name)
         return {"EndpointArn": record.arn}
 
     async def _update_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         record = self._record(params["EndpointName"])
+        if record.status == "Failed":
+            # Our reading of the service: a failed endpoint is deleted and created again.
+            raise ApiError(
+                "ValidationException",
+                f'Cannot update failed endpoint "{record.arn}": delete it and create it again.',
+            )
         if record.status != "InService":
             raise ApiError(
                 "ValidationException", f'Cannot update in-progress endpoint "{record.arn}".'
             )
         document = self._config_for(params["EndpointConfigName"])
         record.status = "Updating"
+        record.pending = document
         record.modified = time.time()
         record.task = self._spawn(self._deploy(record, document, creating=False))
         _log.info("control plane: endpoint %s Updating", record.name)
         return {"EndpointArn": record.arn}
+
+    async def _update_endpoint_weights_and_capacities(
+        self, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        record = self._record(params["EndpointName"])
+        variants = [v["VariantName"] for v in (record.deployed or {}).get("ProductionVariants", [])]
+        for wanted in params["DesiredWeightsAndCapacities"]:
+            if wanted["VariantName"] not in variants:
+                raise ApiError(
+                    "ValidationException",
+                    f"The variant name(s) [{wanted['VariantName']}] is/are not present in "
+                    f'endpoint "{record.arn}".',
+                )
+        for wanted in params["DesiredWeightsAndCapacities"]:
+            if "DesiredInstanceCount" in wanted:
+                self.scale(record.name, wanted["DesiredInstanceCount"])
+        return {"EndpointArn": record.arn}
+
+    def capacity(self, name: str) -> tuple[str, int] | None:
+        """``(variant name, DesiredInstanceCount)`` of an InService endpoint, else None."""
+        record = self._endpoints.get(name)
+        running = self._running.get(name)
+        if record is None or running is None or record.status != "InService":
+            return None
+        assert record.deployed is not None
+        return record.deployed["ProductionVariants"][0]["VariantName"], running.instances
+
+    def scale(self, name: str, count: int) -> None:
+        """Set endpoint ``name``'s DesiredInstanceCount; instances follow after a delay.
+
+        The endpoint is ``Updating`` for ``scale_out_seconds`` (or ``scale_in_seconds``), then
+        serves with ``count`` instances and is ``InService`` again.
+
+        Raises:
+            ApiError: no such endpoint, or it is not InService.
+        """
+        record = self._record(name)
+        endpoint = self._running.get(name)
+        if record.status != "InService" or endpoint is None:
+            raise ApiError(
+                "ValidationException", f'Cannot update in-progress endpoint "{record.arn}".'
+            )
+        if count == endpoint.instances:
+            return
+        delay = self._scale_out if count > endpoint.instances else self._scale_in
+        record.desired = count
+        record.status = "Updating"
+        record.modified = time.time()
+        record.task = self._spawn(self._rescale(record, endpoint, count, delay))
+        _log.info(
+            "control plane: endpoint %s Updating: %d -> %d instances",
+            name,
+            endpoint.instances,
+            count,
+        )
+
+    async def _rescale(
+        self, record: _EndpointRecord, endpoint: EmulatedEndpoint, count: int, delay: float
+    ) -> None:
+        await self._clock.sleep(delay)
+        endpoint.set_instances(count)
+        record.desired = None
+        record.status = "InService"
+        record.modified = time.time()
+        _log.info("control plane: endpoint %s InService with %d instances", record.name, count)
 
     async def _delete_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         record = self._record(params["EndpointName"])
@@ -381,23 +499,52 @@ class ControlPlane:
         deployed = record.deployed
         if deployed is not None:
             running = self._running.get(record.name)
+            status: list[dict[str, Any]] = []
+            if record.desired is not None:
+                status = [{"Status": "Updating", "StartTime": record.modified}]
+            elif record.status == "Deleting":
+                status = [{"Status": "Deleting", "StartTime": record.modified}]
             answer["ProductionVariants"] = [
-                {
-                    "VariantName": variant["VariantName"],
-                    "DeployedImages": record.images,
-                    "CurrentWeight": variant.get("InitialVariantWeight", 1.0),
-                    "DesiredWeight": variant.get("InitialVariantWeight", 1.0),
-                    "CurrentInstanceCount": (
-                        running.config.instance_count
-                        if running is not None
-                        else variant.get("InitialInstanceCount", 1)
-                    ),
-                    "DesiredInstanceCount": variant.get("InitialInstanceCount", 1),
-                }
+                _variant_summary(
+                    variant,
+                    record.images,
+                    current=running.instances if running is not None else 0,
+                    desired=record.desired,
+                    status=status,
+                )
                 for variant in deployed["ProductionVariants"]
             ]
-            if "AsyncInferenceConfig" in deployed:
-                answer["AsyncInferenceConfig"] = deployed["AsyncInferenceConfig"]
+            for key in ("AsyncInferenceConfig", "ExplainerConfig", "MetricsConfig"):
+                if key in deployed:
+                    answer[key] = deployed[key]
+            capture = deployed.get("DataCaptureConfig")
+            if capture is not None:
+                answer["DataCaptureConfig"] = {
+                    "EnableCapture": capture.get("EnableCapture", True),
+                    "CaptureStatus": "Started" if capture.get("EnableCapture", True) else "Stopped",
+                    "CurrentSamplingPercentage": capture["InitialSamplingPercentage"],
+                    "DestinationS3Uri": capture["DestinationS3Uri"],
+                    **({"KmsKeyId": capture["KmsKeyId"]} if "KmsKeyId" in capture else {}),
+                }
+        if record.pending is not None:  # UpdateEndpoint deploying a new config
+            creating = [{"Status": "Creating", "StartTime": record.modified}]
+            answer["PendingDeploymentSummary"] = {
+                "EndpointConfigName": record.pending["EndpointConfigName"],
+                "ProductionVariants": [
+                    {
+                        **_variant_summary(
+                            variant,
+                            [],
+                            current=0,
+                            desired=variant.get("InitialInstanceCount"),
+                            status=creating,
+                        ),
+                        "InstanceType": variant.get("InstanceType"),
+                    }
+                    for variant in record.pending["ProductionVariants"]
+                ],
+                "StartTime": record.modified,
+            }
         return answer
 
     async def _list_endpoints(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -414,6 +561,48 @@ class ControlPlane:
             if status is None or r.status == status
         ]
         return _page(params, items, "Endpoints", "EndpointName", "CreationTime", "EndpointStatus")
+
+    # -- tags --------------------------------------------------------------------------------
+
+    def _tag(self, arn: str, tags: list[dict[str, str]] | None) -> None:
+        held = self._tags.setdefault(arn, {})
+        for tag in tags or ():
+            held[tag["Key"]] = tag.get("Value", "")
+
+    def _tagged(self, arn: str) -> dict[str, str]:
+        """The tags of one of the emulator's resources.
+
+        Raises:
+            NotOurs: the ARN names no model, endpoint configuration or endpoint kind (a
+                training job...): moto holds it.
+            ApiError: no such model, endpoint configuration or endpoint.
+        """
+        kind = arn.split(":", 5)[-1].partition("/")[0]
+        if kind not in ("model", "endpoint-config", "endpoint"):
+            raise NotOurs(arn)
+        held = {
+            *(m["ModelArn"] for m in self._models.values()),
+            *(c["EndpointConfigArn"] for c in self._configs.values()),
+            *(r.arn for r in self._endpoints.values()),
+        }
+        if arn not in held:
+            raise ApiError("ValidationException", f"Could not find resource {arn!r}.")
+        return self._tags.setdefault(arn, {})
+
+    async def _add_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+        tags = self._tagged(params["ResourceArn"])
+        self._tag(params["ResourceArn"], params["Tags"])
+        return {"Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+
+    async def _delete_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+        tags = self._tagged(params["ResourceArn"])
+        for key in params["TagKeys"]:
+            tags.pop(key, None)
+        return {}
+
+    async def _list_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+        items = [{"Key": k, "Value": v} for k, v in self._tagged(params["ResourceArn"]).items()]
+        return _slice(params, items, "Tags", _TAGS_PER_PAGE)
 
     # -- deployment --------------------------------------------------------------------------
 
@@ -510,6 +699,7 @@ class ControlPlane:
                 )
             record.failure_reason = reason
             record.status = "Failed" if creating else "InService"  # an update rolls back
+            record.pending = None
             record.modified = time.time()
             _log.warning("control plane: endpoint %s %s: %s", record.name, record.status, reason)
             return
@@ -523,6 +713,7 @@ class ControlPlane:
             self._retire(old)
         now = time.time()
         record.deployed = document
+        record.pending = None
         record.config_name = document["EndpointConfigName"]
         record.images = [{"SpecifiedImage": image, "ResolvedImage": image, "ResolutionTime": now}]
         record.failure_reason = None
@@ -551,6 +742,7 @@ class ControlPlane:
         finally:
             if self._endpoints.get(record.name) is record:
                 del self._endpoints[record.name]
+                self._tags.pop(record.arn, None)
         _log.info("control plane: endpoint %s deleted", record.name)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -569,6 +761,31 @@ class ControlPlane:
         for endpoint in list(self._retired):
             await endpoint.aclose()
         self._retired.clear()
+
+
+def _variant_summary(
+    variant: Mapping[str, Any],
+    images: list[dict[str, Any]],
+    *,
+    current: int,
+    desired: int | None,
+    status: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A ProductionVariantSummary of DescribeEndpoint for one variant of a config."""
+    weight = variant.get("InitialVariantWeight", 1.0)
+    summary: dict[str, Any] = {
+        "VariantName": variant["VariantName"],
+        "DeployedImages": images,
+        "CurrentWeight": weight,
+        "DesiredWeight": weight,
+        "CurrentInstanceCount": current,
+        "DesiredInstanceCount": desired if desired is not None else current,
+        "VariantStatus": status,
+    }
+    for key in ("ManagedInstanceScaling", "RoutingConfig"):
+        if key in variant:
+            summary[key] = variant[key]
+    return summary
 
 
 def _callable_name(model: Any) -> str:
@@ -640,13 +857,20 @@ def _page(
         key=lambda i: i[sort_key or time_key],
         reverse=params.get("SortOrder", "Descending") == "Descending",
     )
+    return _slice(params, items, key)
+
+
+def _slice(
+    params: Mapping[str, Any], items: list[dict[str, Any]], key: str, size: int | None = None
+) -> dict[str, Any]:
+    """One page of ``items`` (MaxResults, NextToken) under ``key``."""
     start = 0
     token = params.get("NextToken")
     if token:
         if not token.isdigit():
             raise ApiError("ValidationException", "Invalid pagination token.")
         start = int(token)
-    size = int(params.get("MaxResults", _DEFAULT_MAX_RESULTS))
+    size = int(params.get("MaxResults", size or _DEFAULT_MAX_RESULTS))
     answer: dict[str, Any] = {key: items[start : start + size]}
     if start + size < len(items):
         answer["NextToken"] = str(start + size)

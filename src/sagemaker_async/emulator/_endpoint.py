@@ -93,6 +93,9 @@ class EmulatedEndpoint:
         # The queued requests in arrival order (backlog and oldest age); expiry removes them.
         self._waiting: dict[Job, None] = {}
         self._workers: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[None]] = set()  # workers running a job
+        self._instances = config.instance_count
+        self._started = False
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -125,6 +128,37 @@ class EmulatedEndpoint:
         return self.config.failure_path(self._bucket)
 
     @property
+    def instances(self) -> int:
+        """Instances serving now (CurrentInstanceCount): the config's, until scaled."""
+        return self._instances
+
+    @property
+    def concurrency(self) -> int:
+        """How many inferences run at once now (instances times the per-instance limit)."""
+        return self._instances * self.config.max_concurrent_invocations_per_instance
+
+    def set_instances(self, count: int) -> None:
+        """Scale to ``count`` instances at once: workers are added, or leave.
+
+        A leaving worker that runs an inference finishes it first; queued requests stay queued
+        (at zero instances they wait, their TTL still running).
+        """
+        self._instances = count
+        if self._started:
+            self._resize()
+
+    def _resize(self) -> None:
+        for _ in range(self.concurrency - len(self._workers)):
+            index = len(self._workers)
+            task = asyncio.create_task(self._worker(), name=f"emulator-{self.name}-worker-{index}")
+            self._workers.append(task)
+        surplus = len(self._workers) - self.concurrency
+        for task in [t for t in self._workers if t not in self._busy][:surplus]:
+            self._workers.remove(task)  # an idle worker waits on the queue: cancel it
+            task.cancel()
+        # Busy ones beyond the count leave after their inference (see _worker).
+
+    @property
     def backlog(self) -> int:
         """Requests waiting in the queue (not yet handed to the model)."""
         return len(self._waiting)
@@ -143,7 +177,7 @@ class EmulatedEndpoint:
             name=self.name,
             backlog=self.backlog,
             in_flight=self._in_flight,
-            concurrency=self.config.concurrency,
+            concurrency=self.concurrency,
             received=self._received,
             completed=self._completed,
             failed=self._failed,
@@ -153,6 +187,11 @@ class EmulatedEndpoint:
             output_unwritable=self._output_unwritable,
             oldest_request_age_seconds=round(oldest, 3),
         )
+
+    @property
+    def idle(self) -> bool:
+        """True when every accepted request has its output or failure object (and notice)."""
+        return self._idle.is_set()
 
     async def join(self) -> None:
         """Wait until every accepted request has its output or failure object (and notice)."""
@@ -182,9 +221,8 @@ class EmulatedEndpoint:
                     bucket,
                     self._bucket,
                 )
-        for index in range(self.config.concurrency):
-            task = asyncio.create_task(self._worker(), name=f"emulator-{self.name}-worker-{index}")
-            self._workers.append(task)
+        self._started = True
+        self._resize()
 
     async def aclose(self) -> None:
         """Cancel the workers and pending writes; queued requests are dropped."""
@@ -198,7 +236,9 @@ class EmulatedEndpoint:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
+        self._busy.clear()
         self._side_tasks.clear()
+        self._started = False
         if isinstance(self.model, ContainerModel):
             await self.model.aclose()
 
@@ -248,7 +288,9 @@ class EmulatedEndpoint:
         self._spawn(self._finish_failed(job, reason, None))
 
     async def _worker(self) -> None:
-        while True:
+        me = asyncio.current_task()
+        assert me is not None
+        while me in self._workers:
             job = await self._queue.get()
             if job.expired:
                 continue
@@ -256,6 +298,7 @@ class EmulatedEndpoint:
             if job.timer is not None:
                 job.timer.cancel()
             self._in_flight += 1
+            self._busy.add(me)
             try:
                 await self._process(job)
             except Exception:
@@ -263,6 +306,9 @@ class EmulatedEndpoint:
                 _log.exception("endpoint %s: inference %s was lost", self.name, job.inference_id)
             finally:
                 self._in_flight -= 1
+                self._busy.discard(me)
+            if len(self._workers) > self.concurrency:  # scaled in while it worked: leave
+                self._workers.remove(me)
 
     async def _process(self, job: Job) -> None:
         try:

@@ -9,17 +9,20 @@ from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from .._clock import Clock, SystemClock
 from .._errors import ValidationError
 from ._app import ACCOUNT_ID, create_app
 from ._config import DEFAULT_BUCKET, EndpointConfig, EndpointStats, parse_endpoint_spec
 from ._control import ControlPlane
 from ._endpoint import EmulatedEndpoint
-from ._metrics import publish_metrics
 from ._models import Model, resolve_model
+from ._proxy import RefusingProxy
 from ._s3 import EmbeddedS3, connectable_host
+from ._scaling import Autoscaler
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -62,14 +65,26 @@ class LocalAsyncEndpoint:
             callable or a :func:`resolve_model` spec such as ``"http://127.0.0.1:8080"``).
             An Image not listed is itself a spec (``echo``, ``sleep:2``, ``http://...``);
             any other makes CreateEndpoint end ``Failed``.
-        metrics_interval: every so many seconds, put each endpoint's ApproximateBacklogSize,
-            ApproximateBacklogSizePerInstance, ApproximateAgeOfOldestRequest and
-            HasBacklogWithoutCapacity (namespace ``AWS/SageMaker``, dimension EndpointName)
-            to the CloudWatch of :attr:`env` (the embedded moto). The service publishes every
-            minute; ``None`` publishes nothing.
+        metrics_interval: every so many seconds, on the boundaries of that period, put each
+            endpoint's ApproximateBacklogSize, ApproximateBacklogSizePerInstance,
+            ApproximateAgeOfOldestRequest and HasBacklogWithoutCapacity (namespace
+            ``AWS/SageMaker``, dimension EndpointName) to the CloudWatch of :attr:`env` (the
+            embedded moto), then evaluate the CloudWatch alarms on them and the Application
+            Auto Scaling policies registered for ``endpoint/NAME/variant/V`` (see
+            docs/emulator.md). The service publishes every minute; ``None`` publishes
+            nothing and scales nothing.
         list_bucket_allowed: False: the embedded S3 answers as S3 does to a caller without
             ``s3:ListBucket`` (403 AccessDenied for a missing key and for any listing); see
             :attr:`EmbeddedS3.list_bucket_allowed`. Only with the embedded S3.
+        connection_timeout: seconds a connection may stay idle (no request, or a request whose
+            headers or body stop coming) before the emulator closes it; a request whose body
+            is still incomplete then is answered 408 RequestTimeout. 60, as a load balancer's
+            idle timeout; make it longer than your clients keep idle connections pooled.
+        scale_out_seconds: how long adding instances takes (the endpoint is ``Updating``
+            meanwhile; on AWS, minutes).
+        scale_in_seconds: how long removing instances takes.
+        clock: the clock of metric periods, alarms, cooldowns and the scaling delays (a
+            test's fake clock runs autoscaling in virtual time); default: the real one.
     """
 
     def __init__(
@@ -90,6 +105,10 @@ class LocalAsyncEndpoint:
         images: Mapping[str, Model | str] | None = None,
         metrics_interval: float | None = 60.0,
         list_bucket_allowed: bool = True,
+        connection_timeout: float = 60.0,
+        scale_out_seconds: float = 1.0,
+        scale_in_seconds: float = 1.0,
+        clock: Clock | None = None,
     ) -> None:
         configs = [parse_endpoint_spec(e) if isinstance(e, str) else e for e in endpoints]
         names = [config.name for config in configs]
@@ -131,7 +150,23 @@ class LocalAsyncEndpoint:
                 "True with s3_endpoint_url (set the permission on that S3 instead)",
             )
         self._list_bucket_allowed = list_bucket_allowed
+        if not connection_timeout > 0:
+            raise ValidationError(
+                "connection_timeout", f"{connection_timeout!r} is not positive", "> 0"
+            )
+        self._connection_timeout = connection_timeout
+        for name, value in (
+            ("scale_out_seconds", scale_out_seconds),
+            ("scale_in_seconds", scale_in_seconds),
+        ):
+            if not value >= 0:
+                raise ValidationError(name, f"{value!r} is negative", ">= 0")
+        self._scale_out_seconds = scale_out_seconds
+        self._scale_in_seconds = scale_in_seconds
+        self._clock: Clock = clock or SystemClock()
+        self._autoscaler: Autoscaler | None = None
         self._metrics_task: asyncio.Task[None] | None = None
+        self._proxy: RefusingProxy | None = None
         self._control: ControlPlane | None = None
         self._s3: S3Client | None = None
         self._sns: SNSClient | None = None
@@ -181,18 +216,6 @@ class LocalAsyncEndpoint:
             session.create_client("sns", endpoint_url=self.sns_endpoint_url, **common)
         )
         self._s3, self._sns = s3, sns
-        if self._metrics_interval is not None:
-            cloudwatch = await self._stack.enter_async_context(
-                session.create_client(
-                    "cloudwatch",
-                    endpoint_url=self._embedded.url if self._embedded else self._s3_url,
-                    **common,
-                )
-            )
-            self._metrics_task = asyncio.create_task(
-                publish_metrics(cloudwatch, lambda: self._endpoints, self._metrics_interval),
-                name="emulator-metrics",
-            )
         self._control = ControlPlane(
             self._endpoints,
             self._make_endpoint,
@@ -201,7 +224,29 @@ class LocalAsyncEndpoint:
             deployment_seconds=self._deployment_seconds,
             images=self._images,
             time_scale=self._time_scale,
+            scale_out_seconds=self._scale_out_seconds,
+            scale_in_seconds=self._scale_in_seconds,
+            clock=self._clock,
         )
+        if self._metrics_interval is not None:
+            moto = self._embedded.url if self._embedded else self._s3_url
+            cloudwatch = await self._stack.enter_async_context(
+                session.create_client("cloudwatch", endpoint_url=moto, **common)
+            )
+            autoscaling = await self._stack.enter_async_context(
+                session.create_client("application-autoscaling", endpoint_url=moto, **common)
+            )
+            self._autoscaler = Autoscaler(
+                self._control,
+                lambda: self._endpoints,
+                cloudwatch=cloudwatch,
+                autoscaling=autoscaling,
+                interval=self._metrics_interval,
+                clock=self._clock,
+            )
+            self._metrics_task = asyncio.create_task(
+                self._autoscaler.run(), name="emulator-metrics"
+            )
         for config_ in self._configs:
             endpoint = self._make_endpoint(config_, resolve_model(config_.model))
             self._endpoints[config_.name] = endpoint
@@ -214,8 +259,20 @@ class LocalAsyncEndpoint:
             region=self._region,
             control=self._control,
             forward_url=self._embedded.url if self._embedded else self._s3_url,
+            body_timeout=self._connection_timeout,
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # An idle connection, or one whose request headers never end, is closed after the
+        # timeout (aiohttp's keep-alive timer runs from the connection's start); an unfinished
+        # body is the handler's (body_timeout); what is left of it is read for at most the
+        # timeout too.
+        self._proxy = await RefusingProxy(self._host).start()
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self._connection_timeout,
+            lingering_time=min(10.0, self._connection_timeout),
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
@@ -249,6 +306,9 @@ class LocalAsyncEndpoint:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._proxy is not None:
+            await self._proxy.aclose()
+            self._proxy = None
         if self._metrics_task is not None:
             self._metrics_task.cancel()
             await asyncio.gather(self._metrics_task, return_exceptions=True)
@@ -320,6 +380,20 @@ class LocalAsyncEndpoint:
         return self._embedded
 
     @property
+    def autoscaler(self) -> Autoscaler | None:
+        """The loop of metrics, alarms and scaling (None without ``metrics_interval``).
+
+        Its ``busy`` says whether a period is being processed, and ``activities`` lists every
+        scaling decision.
+        """
+        return self._autoscaler
+
+    @property
+    def bucket(self) -> str:
+        """The emulator's own bucket (of the default output and failure paths; it exists)."""
+        return self._bucket
+
+    @property
     def region(self) -> str:
         """The region clients sign for."""
         return self._region
@@ -343,14 +417,39 @@ class LocalAsyncEndpoint:
         files are replaced by empty ones, and a configured
         ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` is turned off; also unset :attr:`UNSET_ENV`
         (the fixtures and ``emulate``'s exports do).
+
+        ``HTTP_PROXY`` and ``HTTPS_PROXY`` (both cases) point at a local proxy that refuses
+        every request, naming the emulator, and ``NO_PROXY`` keeps the loopback addresses and
+        the hosts of these URLs direct: a client that hard-codes an AWS host (the SageMaker
+        Python SDK's STS client) fails at once instead of leaving the machine.
         """
-        return {
+        urls = {
             "AWS_ENDPOINT_URL": self._embedded.url if self._embedded else self.s3_endpoint_url,
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.url,
             "AWS_ENDPOINT_URL_SAGEMAKER": self.url,
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint_url,
             "AWS_ENDPOINT_URL_SQS": self.sqs_endpoint_url,
             "AWS_ENDPOINT_URL_SNS": self.sns_endpoint_url,
+        }
+        direct = ["127.0.0.1", "localhost", "::1", "[::1]"]
+        for url in urls.values():
+            host = urlsplit(url).hostname or ""
+            for name in (host, f"[{host}]" if ":" in host else host):
+                if name and name not in direct:
+                    direct.append(name)
+        assert self._proxy is not None
+        proxies = {
+            name: value
+            for variable, value in (
+                ("HTTP_PROXY", self._proxy.url),
+                ("HTTPS_PROXY", self._proxy.url),
+                ("NO_PROXY", ",".join(direct)),
+            )
+            for name in (variable, variable.lower())  # the lower-case ones win in most tools
+        }
+        return {
+            **urls,
+            **proxies,
             "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "false",
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
@@ -358,6 +457,13 @@ class LocalAsyncEndpoint:
             "AWS_ACCESS_KEY_ID": self._credentials[0],
             "AWS_SECRET_ACCESS_KEY": self._credentials[1],
         }
+
+    @property
+    def refusing_proxy(self) -> RefusingProxy:
+        """The proxy of :attr:`env`; its ``refused`` lists what tried to leave the machine."""
+        self._require_started()
+        assert self._proxy is not None
+        return self._proxy
 
     @property
     def endpoints(self) -> Mapping[str, EmulatedEndpoint]:

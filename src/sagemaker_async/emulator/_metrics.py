@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Callable, Mapping
 from typing import Any
-
-from botocore.exceptions import BotoCoreError, ClientError
 
 from ._endpoint import EmulatedEndpoint
 
-__all__ = ["METRICS_NAMESPACE", "endpoint_metrics", "publish_metrics"]
-
-_log = logging.getLogger("sagemaker_async.emulator")
+__all__ = ["METRICS_NAMESPACE", "endpoint_metrics"]
 
 #: The namespace of the service's endpoint metrics.
 METRICS_NAMESPACE = "AWS/SageMaker"
@@ -28,7 +21,7 @@ def endpoint_metrics(endpoint: EmulatedEndpoint) -> list[dict[str, Any]]:
     HasBacklogWithoutCapacity is 1 when requests wait and the endpoint has no instance.
     """
     stats = endpoint.stats()
-    instances = endpoint.config.instance_count
+    instances = endpoint.instances
     backlog = stats.backlog + stats.in_flight
     dimensions = [{"Name": "EndpointName", "Value": endpoint.name}]
     values = [
@@ -41,27 +34,3 @@ def endpoint_metrics(endpoint: EmulatedEndpoint) -> list[dict[str, Any]]:
         {"MetricName": name, "Dimensions": dimensions, "Value": value, "Unit": unit}
         for name, value, unit in values
     ]
-
-
-async def publish_metrics(
-    cloudwatch: Any,  # an aiobotocore CloudWatch client
-    endpoints: Callable[[], Mapping[str, EmulatedEndpoint]],
-    interval: float,
-) -> None:
-    """Every ``interval`` seconds, put every endpoint's metrics; runs until cancelled.
-
-    A CloudWatch that refuses them (another S3 than moto has none) is logged once.
-    """
-    warned = False
-    while True:
-        await asyncio.sleep(interval)
-        for endpoint in list(endpoints().values()):
-            try:
-                await cloudwatch.put_metric_data(
-                    Namespace=METRICS_NAMESPACE,
-                    MetricData=endpoint_metrics(endpoint),
-                )
-            except (ClientError, BotoCoreError) as exc:
-                if not warned:
-                    _log.warning("could not publish endpoint metrics to CloudWatch: %s", exc)
-                    warned = True

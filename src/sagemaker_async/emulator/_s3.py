@@ -207,6 +207,44 @@ class RequestCountingMiddleware:
             self._counts.clear()
 
 
+def _faithful_sqs() -> None:
+    """Make moto's SQS behave as SQS does where tests of a busy queue can tell the difference.
+
+    - **Deletes never lose messages.** moto's server is threaded, and a queue's delete rebuilds
+      its list of messages without the lock that sends take: a message sent, or deleted,
+      during another delete comes back or disappears. The delete takes that lock here.
+    - **A receive costs the same in a long queue.** moto computes every attribute of the queue
+      (scans of all its messages) for each message a ReceiveMessage returns, to read one
+      number, the retention period: about a second per receive at 1,000 messages on two
+      cores, where SQS answers in milliseconds. It is read directly here; same result.
+    """
+    from moto.core.utils import unix_time
+    from moto.sqs.models import Queue, SQSBackend
+
+    if getattr(Queue, "_sagemaker_async_faithful", False):
+        return
+    Queue._sagemaker_async_faithful = True  # type: ignore[attr-defined]
+    delete = Queue.delete_message
+
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        with self._messages_lock:
+            delete(self, receipt_handle)
+
+    Queue.delete_message = delete_message  # type: ignore[method-assign]
+
+    if hasattr(SQSBackend, "is_message_valid_based_on_retention_period"):
+
+        def is_message_valid_based_on_retention_period(
+            self: Any, queue_name: str, message: Any
+        ) -> bool:
+            retention = int(self.get_queue(queue_name).message_retention_period)
+            return bool(retention + message.sent_timestamp / 1000 > unix_time())
+
+        SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
+            is_message_valid_based_on_retention_period
+        )
+
+
 class EmbeddedS3:
     """moto's server (S3, SQS, SNS and the rest) in a background thread on ``host:port``.
 
@@ -275,6 +313,8 @@ class EmbeddedS3:
                 create_backend_app,
             )
             from werkzeug.serving import make_server
+
+            _faithful_sqs()
         except ModuleNotFoundError as exc:  # the emulator extra is not installed
             raise ModuleNotFoundError(
                 f"the embedded S3 needs {exc.name or 'moto'}, from the emulator extra: "

@@ -10,7 +10,8 @@ Fixtures:
 - ``local_async_endpoint``: one emulator serving an ``echo`` endpoint named ``"echo"``.
 - ``local_async_endpoint_env``: ``local_async_endpoint``, with its :attr:`env` set in
   ``os.environ`` for the test: fake credentials, and every AWS service on 127.0.0.1; the
-  user's profile, config files and session token are kept out.
+  user's profile, config files and session token are kept out, and the proxy variables point
+  at a local proxy that refuses whatever would leave the machine.
 
 Loading the plugin is cheap: moto, aiobotocore and the emulator are imported inside the
 fixtures only.
