@@ -35,7 +35,7 @@ from ._errors import (
 from ._handle import AsyncInferenceHandle
 from ._map import map_inferences
 from ._retry import call_with_retry, retrying
-from ._s3 import Absent, Unavailable
+from ._s3 import Absent, Page, Unavailable
 from ._validation import parse_s3_uri
 
 __all__ = ["S3BatchPlan", "run_s3_batch"]
@@ -255,11 +255,12 @@ class _Run:
             what=f"ListObjectsV2 s3://{bucket}/{prefix}",
             retry_if=lambda exc: isinstance(exc, Unavailable),
         )
+
+        async def one_page() -> Page:
+            return await self.store.list_page(bucket, prefix, token, recursive=True)
+
         while True:
-            page = await call_with_retry(
-                policy,
-                lambda at=token: self.store.list_page(bucket, prefix, at, recursive=True),
-            )
+            page = await call_with_retry(policy, one_page)
             for key in page.keys:
                 yield key
             token = page.next_token
