@@ -388,3 +388,19 @@ async def test_the_cli_refuses_a_mixed_local_and_s3_batch_in_one_line(
         "batch", "echo", "s3://b/in/", "--out", "s3://b/in/", env=emulator.env
     )
     assert code == 2 and "--out" in err and "source prefix itself" in err
+
+
+async def test_the_cli_progress_says_what_this_process_and_all_finished(
+    emulator: LocalAsyncEndpoint, s3: Any
+) -> None:
+    bucket = emulator.bucket
+    base = f"progress-{uuid.uuid4().hex[:8]}/"
+    await put_inputs(s3, bucket, base + "in/", ["1", "2", "3"])
+    source, out = f"s3://{bucket}/{base}in/", f"s3://{bucket}/{base}out/"
+    code, stdout, err = await run_cli("batch", "echo", source, "--out", out, env=emulator.env)
+    assert code == 0, err
+    assert json.loads(stdout)["manifest"] == out + "manifest.jsonl"
+    assert "this process: ok=3 failed=0; all processes: 3 finished" in err
+    code, stdout, err = await run_cli("batch", "echo", source, "--out", out, env=emulator.env)
+    assert code == 0, err
+    assert "this process: ok=0 failed=0; all processes: 3 finished" in err

@@ -493,7 +493,7 @@ async def _s3_batch(args: argparse.Namespace) -> int:
                 content_type=args.content_type,
                 accept=args.accept,
                 max_in_flight=args.max_in_flight,
-                progress=None if args.no_progress else ProgressBar(),
+                progress=None if args.no_progress else ProgressBar(shared=True),
                 timeout=args.timeout,
                 summary=summary,
             )

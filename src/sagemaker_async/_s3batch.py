@@ -223,6 +223,7 @@ class _Run:
                 await renewer
             summary.unfinished += self.pending  # listed, neither finished nor refused
             self.pending = 0
+            summary.listing = False
             await asyncio.shield(self._close())
             summary.wall_seconds = self.clock.monotonic() - started
         return summary
@@ -277,6 +278,7 @@ class _Run:
     async def _inputs(self) -> AsyncIterator[dict[str, Any]]:
         """The items to send, claimed as map reads them; then those others held, as they lapse."""
         waiting: list[Busy] = []
+        self.summary.listing = True
         async for item in self._items():
             self.summary.total += 1
             self.pending += 1
@@ -285,6 +287,8 @@ class _Run:
                 yield given
             if self.stopping:
                 return
+        self.summary.listing = False
+        self.report()
         while waiting and not self.stopping:
             waiting.sort(key=lambda busy: busy.expires)
             await self.clock.sleep(max(0.0, waiting[0].expires - self.clock.wall()) + 0.05)
