@@ -404,3 +404,56 @@ async def test_the_cli_progress_says_what_this_process_and_all_finished(
     code, stdout, err = await run_cli("batch", "echo", source, "--out", out, env=emulator.env)
     assert code == 0, err
     assert "this process: ok=0 failed=0; all processes: 3 finished" in err
+
+
+async def test_a_lapsed_claim_that_may_have_been_sent_is_resubmitted_with_its_id_and_a_warning(
+    emulator: LocalAsyncEndpoint, s3: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    bucket = emulator.bucket
+    base = f"resend-{uuid.uuid4().hex[:8]}/"
+    await put_inputs(s3, bucket, base + "in/", ["sent", "fresh", "refused"])
+    # A process died: it claimed "sent" (and may have sent it), and "refused" was refused.
+    for item, state in (("sent", SENDING), ("refused", "rejected")):
+        claim = {"item": item, "owner": "dead", "token": item, "expires": 0.0}
+        claim.update(state=state, inference_id=f"id-of-{item}")
+        await s3.put_object(
+            Bucket=bucket, Key=f"{base}out/.claims/{item}", Body=json.dumps(claim).encode()
+        )
+    with caplog.at_level("WARNING", "sagemaker_async"):
+        async with client_of(emulator) as client:
+            summary = await run_s3_batch(
+                client, "echo", f"s3://{bucket}/{base}in/", f"s3://{bucket}/{base}out/"
+            )
+    assert summary.succeeded == 3 and summary.resubmitted == 1, summary
+    warnings = [r.getMessage() for r in caplog.records if "resubmitting" in r.getMessage()]
+    assert len(warnings) == 1 and "id-of-sent" in warnings[0]
+    lines = (await read(s3, bucket, base + "out/manifest.jsonl")).decode().splitlines()
+    ids = {
+        json.loads(line)["input"].rsplit("/", 1)[1]: json.loads(line)["inference_id"]
+        for line in lines
+    }
+    assert ids["sent"] == "id-of-sent" and ids["refused"] == "id-of-refused"
+
+
+async def test_items_refused_by_an_unknown_endpoint_are_sent_afresh_by_a_rerun(
+    local_async_endpoint_factory: Any, s3: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    without = await local_async_endpoint_factory([])  # the endpoint does not exist yet
+    bucket = "late-" + uuid.uuid4().hex[:8]
+    await s3.create_bucket(Bucket=bucket)
+    base = "batch/"
+    await put_inputs(s3, bucket, base + "in/", [str(i) for i in range(20)])
+    source, out = f"s3://{bucket}/{base}in/", f"s3://{bucket}/{base}out/"
+    async with client_of(without) as client:
+        first = await run_s3_batch(client, "late", source, out, max_in_flight=4)
+    assert first.stopped is not None and "every item would fail" in first.stopped
+    assert first.succeeded == 0 and counted(first) == first.total
+
+    with_it = await local_async_endpoint_factory([EndpointConfig("late", model="echo")])
+    caplog.clear()
+    with caplog.at_level("WARNING", "sagemaker_async"):
+        async with client_of(with_it) as client:
+            second = await run_s3_batch(client, "late", source, out)
+    assert second.succeeded == second.total == 20 and second.resubmitted == 0, second
+    assert not [r for r in caplog.records if "resubmitting" in r.getMessage()]
+    assert with_it.stats("late").received == 20
