@@ -22,7 +22,7 @@ from aiobotocore.session import get_session
 from fakeclock import FakeClock
 from sagemaker_async import AsyncInferenceClient, PollingConfig, RetryConfig, ValidationError
 from sagemaker_async._batch import BatchSummary
-from sagemaker_async._claims import DONE, SENDING, SUBMITTED, Busy, Claim, ClaimBook
+from sagemaker_async._claims import CLAIMED, DONE, SENDING, SUBMITTED, Busy, Claim, ClaimBook
 from sagemaker_async._s3batch import run_s3_batch
 from sagemaker_async.emulator import EndpointConfig, LocalAsyncEndpoint
 
@@ -145,7 +145,7 @@ async def test_a_renewed_lease_holds_and_a_lapsed_one_is_taken_over_with_its_sta
 ) -> None:
     clock, one, two = books
     claim = await one.acquire("item", "id-1")
-    assert isinstance(claim, Claim) and claim.record["state"] == SENDING
+    assert isinstance(claim, Claim) and claim.record["state"] == CLAIMED
     assert await one.update(claim, state=SUBMITTED, handle={"h": 1})
     clock.now += 50  # less than three quarters of the lease left: due
     await one.renew_due()
@@ -362,10 +362,12 @@ async def test_three_processes_one_killed_finish_every_item_once_and_a_rerun_sen
     assert len(manifest) == n
     assert len({json.loads(line)["inference_id"] for line in manifest}) == n
 
-    # Each item ran once at the endpoint, except those reported as resubmitted.
+    # Each item ran once at the endpoint, except those reported as resubmitted (items the
+    # victim was about to send when it died: it may or may not have sent them).
     await emulator.endpoint("slow").join()
     resubmitted = sum(r["resubmitted"] for r in reports)
-    assert emulator.stats("slow").received == n + resubmitted
+    assert n <= emulator.stats("slow").received <= n + resubmitted
+    assert resubmitted <= 4  # at most its submitters in flight (--max-in-flight 4)
 
     received = emulator.stats("slow").received
     code, stdout, err = await run_cli(*args, env=emulator.env)

@@ -3,7 +3,8 @@
 One small JSON object per item (``<claims prefix><item>``) says who holds the item and until
 when (a lease, in wall-clock seconds shared by every process), and how far its work went:
 
-- ``sending``: claimed; its invoke may have been sent (the claim is written first).
+- ``claimed``: claimed, not sent yet.
+- ``sending``: its invoke may have been sent (written just before the invoke).
 - ``submitted``: sent and accepted; the claim holds the handle (``to_dict()``).
 - ``rejected``: refused for sure: nothing runs; anyone may take it and send it afresh.
 - ``done``: finished; the claim holds the item's manifest entry.
@@ -32,7 +33,8 @@ __all__ = ["Claim", "ClaimBook", "Verdict", "verdict"]
 
 logger = logging.getLogger("sagemaker_async")
 
-SENDING, SUBMITTED, REJECTED, DONE = "sending", "submitted", "rejected", "done"
+CLAIMED, SENDING, SUBMITTED = "claimed", "sending", "submitted"
+REJECTED, DONE = "rejected", "done"
 
 
 class Verdict(enum.Enum):
@@ -62,7 +64,19 @@ class Claim:
     taken_over: bool = False  # from a process whose lease lapsed
     previous_state: str | None = None  # the state it was taken over in
     lost: bool = False  # another process took it over: stop, write nothing
+    sent: bool = False  # this process called InvokeEndpointAsync for it
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)  # one write at a time
+
+    @property
+    def unsent_state(self) -> str:
+        """The state to leave when this process gives the item up without sending it.
+
+        ``claimed`` (never sent: send it afresh) for an item it claimed fresh; the state it
+        was taken over in otherwise (an earlier holder may have sent it).
+        """
+        if self.taken_over and self.previous_state in (SENDING, SUBMITTED):
+            return self.previous_state
+        return CLAIMED
 
     @property
     def inference_id(self) -> str:
@@ -131,7 +145,7 @@ class ClaimBook:
                 "owner": self.owner,
                 "token": token,
                 "expires": now + self.lease,
-                "state": SENDING,
+                "state": CLAIMED,
                 "inference_id": inference_id,
             }
             etag = await self._store.put_if(self.uri(item), self._body(record))
@@ -156,8 +170,8 @@ class ClaimBook:
                 "expires": self._clock.wall() + self.lease,
                 "inference_id": existing.get("inference_id") or inference_id,
             }
-            if existing.get("state") != SUBMITTED:  # from here on, it may be sent
-                taken["state"] = SENDING
+            if existing.get("state") not in (SENDING, SUBMITTED):  # it was never sent
+                taken["state"] = CLAIMED
             etag = await self._store.put_if(
                 self.uri(item), self._body(taken), if_match=existing_etag
             )
@@ -263,8 +277,9 @@ class ClaimBook:
         """End every lease still held (best effort), so that others take the items at once."""
 
         async def release(claim: Claim) -> None:
+            unsent = {} if claim.sent else {"state": claim.unsent_state}
             try:
-                await self.update(claim, release=True)
+                await self.update(claim, release=True, **unsent)
             except InvocationError as exc:
                 logger.warning("item %s: its claim could not be released: %s", claim.item, exc)
 

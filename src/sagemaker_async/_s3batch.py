@@ -11,6 +11,7 @@ writing its part is read from its claim).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -43,6 +44,7 @@ __all__ = ["S3BatchPlan", "run_s3_batch"]
 logger = logging.getLogger("sagemaker_async")
 
 CLAIMS = ".claims/"
+_CLAIMS_AHEAD = 16  # claims made ahead of map's reads
 PARTS = ".manifest/"
 MANIFEST = "manifest.jsonl"
 
@@ -279,14 +281,27 @@ class _Run:
         """The items to send, claimed as map reads them; then those others held, as they lapse."""
         waiting: list[Busy] = []
         self.summary.listing = True
-        async for item in self._items():
-            self.summary.total += 1
-            self.pending += 1
-            given = await self._claimed(item, waiting)
-            if given is not None:
-                yield given
-            if self.stopping:
-                return
+        ahead: collections.deque[asyncio.Future[dict[str, Any] | None]] = collections.deque()
+        try:
+            async for item in self._items():
+                self.summary.total += 1
+                self.pending += 1
+                # Claims are made a few items ahead (each one is a round trip or two).
+                ahead.append(asyncio.ensure_future(self._claimed(item, waiting)))
+                while len(ahead) > _CLAIMS_AHEAD or (ahead and ahead[0].done()):
+                    given = await ahead.popleft()
+                    if given is not None:
+                        yield given
+                    if self.stopping:
+                        return
+            while ahead:
+                given = await ahead.popleft()
+                if given is not None:
+                    yield given
+                if self.stopping:
+                    return
+        finally:  # claims made and never given: held, and released at the close
+            await asyncio.gather(*ahead, return_exceptions=True)
         self.summary.listing = False
         self.report()
         while waiting and not self.stopping:
@@ -334,6 +349,11 @@ class _Run:
                 claim.item,
                 claim.inference_id,
             )
+        if claim.record.get("state") != SENDING and not await self.book.update(
+            claim, state=SENDING
+        ):
+            raise _NotSent()  # another process took it over: it is that one's now
+        claim.sent = True
         handle = await self.client.invoke_endpoint_async(endpoint, **kwargs)
         try:
             await self.book.update(claim, state=SUBMITTED, handle=dict(handle.to_dict()))
@@ -363,9 +383,13 @@ class _Run:
                     await self._not_sent(claim, outcome.error)
 
     async def _not_sent(self, claim: Claim, error: BaseException) -> None:
+        if claim.lost:
+            self._count("skipped")  # the process that took it over runs it
+            return
         maybe = isinstance(error, InvocationError) and error.possibly_submitted
+        state = SENDING if maybe else REJECTED if claim.sent else claim.unsent_state
         with contextlib.suppress(InvocationError):
-            await self.book.update(claim, release=True, state=SENDING if maybe else REJECTED)
+            await self.book.update(claim, release=True, state=state)
         self._count("not_submitted")
         if isinstance(error, _NotSent):
             return
