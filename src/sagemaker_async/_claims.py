@@ -90,6 +90,7 @@ class Busy:
 
     item: str
     expires: float
+    owner: str = ""
 
 
 class ClaimBook:
@@ -161,7 +162,7 @@ class ClaimBook:
             if meaning is Verdict.FINISHED:
                 return None
             if meaning is Verdict.HELD:
-                return Busy(item, float(existing["expires"]))
+                return Busy(item, float(existing["expires"]), str(existing.get("owner", "")))
             taken = {
                 **existing,
                 "item": item,

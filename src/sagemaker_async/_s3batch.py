@@ -305,14 +305,23 @@ class _Run:
         self.summary.listing = False
         self.report()
         while waiting and not self.stopping:
-            waiting.sort(key=lambda busy: busy.expires)
-            await self.clock.sleep(max(0.0, waiting[0].expires - self.clock.wall()) + 0.05)
-            due = [busy for busy in waiting if busy.expires <= self.clock.wall()]
-            waiting = [busy for busy in waiting if busy.expires > self.clock.wall()]
+            earliest = min(busy.expires for busy in waiting)
+            await self.clock.sleep(max(0.0, earliest - self.clock.wall()) + 0.05)
+            now = self.clock.wall()
+            due = [busy for busy in waiting if busy.expires <= now]
+            waiting = [busy for busy in waiting if busy.expires > now]
+            # One claim found renewed says its owner lives (it renews all its claims at once):
+            # its other items are read again at that claim's expiry, not now.
+            alive: dict[str, float] = {}
             for busy in due:
+                if busy.owner in alive:
+                    waiting.append(Busy(busy.item, alive[busy.owner], busy.owner))
+                    continue
                 given = await self._claimed(busy.item, waiting)
                 if given is not None:
                     yield given
+                elif waiting and waiting[-1].item == busy.item and waiting[-1].expires > now:
+                    alive[waiting[-1].owner] = waiting[-1].expires
                 if self.stopping:
                     return
 
@@ -420,6 +429,10 @@ class _Run:
             outcome, (InferenceFailedError, InferenceTimeoutError)
         ):
             raise outcome
+        if float(claim.record["expires"]) - self.clock.wall() < self.plan.lease / 4:
+            # Late to renew (a slow process): make sure the item is still ours before writing.
+            with contextlib.suppress(InvocationError):
+                await self.book.update(claim)
         if claim.lost:
             self._count("skipped")  # the process that took it over finishes it
             return
