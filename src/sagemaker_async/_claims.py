@@ -136,8 +136,13 @@ class ClaimBook:
                 record = {}  # not a claim of ours: lapsed, taken over
             return record, got.etag or ""
 
-    async def acquire(self, item: str, inference_id: str) -> Claim | Busy | None:
-        """Claim ``item``: a :class:`Claim` held now, :class:`Busy`, or None when finished."""
+    async def acquire(
+        self, item: str, inference_id: str, *, seen: bool = False
+    ) -> Claim | Busy | None:
+        """Claim ``item``: a :class:`Claim` held now, :class:`Busy`, or None when finished.
+
+        ``seen``: its claim was seen before (it is read first, not written).
+        """
         for _ in range(8):  # each turn loses a race to another process, which then holds it
             now = self._clock.wall()
             token = uuid.uuid4().hex
@@ -149,9 +154,11 @@ class ClaimBook:
                 "state": CLAIMED,
                 "inference_id": inference_id,
             }
-            etag = await self._store.put_if(self.uri(item), self._body(record))
-            if etag is not None:
-                return self._hold(Claim(item, record, etag))
+            if not seen:
+                etag = await self._store.put_if(self.uri(item), self._body(record))
+                if etag is not None:
+                    return self._hold(Claim(item, record, etag))
+            seen = False
             found = await self.read(item)
             if found is None:
                 continue  # gone between the two calls: claim again

@@ -317,7 +317,7 @@ class _Run:
                 if busy.owner in alive:
                     waiting.append(Busy(busy.item, alive[busy.owner], busy.owner))
                     continue
-                given = await self._claimed(busy.item, waiting)
+                given = await self._claimed(busy.item, waiting, seen=True)
                 if given is not None:
                     yield given
                 elif waiting and waiting[-1].item == busy.item and waiting[-1].expires > now:
@@ -325,9 +325,11 @@ class _Run:
                 if self.stopping:
                     return
 
-    async def _claimed(self, item: str, waiting: list[Busy]) -> dict[str, Any] | None:
+    async def _claimed(
+        self, item: str, waiting: list[Busy], *, seen: bool = False
+    ) -> dict[str, Any] | None:
         """Claim ``item``: its input for map, or None (finished, or held by another: waiting)."""
-        got = await self.book.acquire(item, str(uuid.uuid4()))
+        got = await self.book.acquire(item, str(uuid.uuid4()), seen=seen)
         if got is None:
             self._count("skipped")
             return None
