@@ -335,9 +335,15 @@ async def test_three_processes_one_killed_finish_every_item_once_and_a_rerun_sen
         if len(held) >= 2:
             break
         await asyncio.sleep(0.05)
+    assert held, "the process to kill never held a submitted item"
     victim.send_signal(signal.SIGKILL)
     await victim.wait()
-    assert held, "the process to kill never held a submitted item"
+    # What it held when it died (it may have finished some of the above meanwhile).
+    held = [
+        c
+        for c in await claims_of(s3, bucket, base + "out/.claims/")
+        if f"-{victim.pid}-" in c["owner"] and c["state"] == SUBMITTED
+    ]
 
     results = await asyncio.gather(
         run_cli(*args, env=emulator.env), run_cli(*args, env=emulator.env)
@@ -352,6 +358,7 @@ async def test_three_processes_one_killed_finish_every_item_once_and_a_rerun_sen
     assert sum(r["failed"] for r in reports) == 0
     done_by_survivors = sum(r["succeeded"] for r in reports)
     assert done_by_survivors >= len(held)  # at least the victim's submitted ones
+    # Each waited for, not sent again (more if a survivor stalled past its 2 s lease under load).
     assert sum(r["resumed"] for r in reports) >= len(held)
 
     outputs = sorted(k for k in await keys(s3, bucket, base + "out/") if k.endswith(".out"))
@@ -367,7 +374,6 @@ async def test_three_processes_one_killed_finish_every_item_once_and_a_rerun_sen
     await emulator.endpoint("slow").join()
     resubmitted = sum(r["resubmitted"] for r in reports)
     assert n <= emulator.stats("slow").received <= n + resubmitted
-    assert resubmitted <= 4  # at most its submitters in flight (--max-in-flight 4)
 
     received = emulator.stats("slow").received
     code, stdout, err = await run_cli(*args, env=emulator.env)
