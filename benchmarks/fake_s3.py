@@ -2,7 +2,8 @@
 
 Not moto: moto saturates near 300 requests/s on the benchmark machine, which would make the
 server, not the client under test, the bottleneck. This serves the few calls the clients make:
-CreateBucket, PutObject, GetObject, HeadObject, DeleteObject and ListObjectsV2 (prefix,
+CreateBucket, PutObject (with If-None-Match: * and If-Match), CopyObject, GetObject,
+HeadObject, DeleteObject and ListObjectsV2 (prefix,
 delimiter, start-after, continuation-token, max-keys up to 1,000), with S3's XML errors.
 Signatures are not checked.
 
@@ -20,11 +21,11 @@ import hashlib
 import resource
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 from xml.sax.saxutils import escape
 
 from aiohttp import web
@@ -98,6 +99,18 @@ class Store:
         self.series: dict[int, list[int]] = defaultdict(lambda: [0] * len(KINDS))
         self.lag = []
         self.counts_reset_at = time.time()
+        self.labels: Counter[str] = Counter()
+
+    def label(self, kind: str, key: str) -> None:
+        """Count a request by kind and by what its key is in an S3 batch (claims, manifest)."""
+        what = (
+            "claims"
+            if "/.claims/" in key
+            else "manifest"
+            if "/.manifest/" in key or key.endswith("manifest.jsonl")
+            else "other"
+        )
+        self.labels[f"{kind} {what}"] += 1
 
     def count(self, bucket: str, kind: str) -> None:
         i = _KIND_INDEX[kind]
@@ -325,6 +338,7 @@ async def _object_op(request: web.Request) -> web.StreamResponse:
     bucket = store.buckets.get(name)
     if method == "GET":
         store.count(name, "GET")
+        store.label("GET", key)
         if bucket is None:
             return _error(404, "NoSuchBucket", "The specified bucket does not exist", name)
         obj = bucket.objects.get(key)
@@ -335,15 +349,55 @@ async def _object_op(request: web.Request) -> web.StreamResponse:
         return web.Response(body=obj.body, headers=headers)
     if method == "HEAD":
         store.count(name, "HEAD")
+        store.label("HEAD", key)
         obj = bucket.objects.get(key) if bucket is not None else None
         if obj is None:
             return web.Response(status=404)
         return web.Response(status=200, headers=_object_headers(obj))
-    if method == "PUT" and "x-amz-copy-source" not in request.headers:
+    if method == "PUT" and "x-amz-copy-source" in request.headers:
+        store.count(name, "PUT")
+        store.label("COPY", key)
+        source = unquote(request.headers["x-amz-copy-source"]).lstrip("/")
+        source_bucket, _, source_key = source.partition("/")
+        found = store.buckets.get(source_bucket)
+        original = found.objects.get(source_key) if found is not None else None
+        if bucket is None or original is None:
+            return _error(404, "NoSuchKey", "The specified key does not exist.", source)
+        obj = store.put(name, key, original.body, original.content_type)
+        body = (
+            f'<CopyObjectResult xmlns="{_XMLNS}"><ETag>{escape(obj.etag)}</ETag>'
+            f"<LastModified>{obj.iso_date}</LastModified></CopyObjectResult>"
+        )
+        return web.Response(body=body.encode(), content_type="application/xml")
+    if method == "PUT":
         store.count(name, "PUT")
         data = await request.read()
         if bucket is None:
             return _error(404, "NoSuchBucket", "The specified bucket does not exist", name)
+        # Conditional writes, as S3 does them: If-None-Match: * and If-Match: <ETag>.
+        existing = bucket.objects.get(key)
+        if request.headers.get("If-None-Match") == "*":
+            store.label("PUT if-none-match", key)
+            if existing is not None:
+                return _error(
+                    412,
+                    "PreconditionFailed",
+                    "At least one of the pre-conditions you specified did not hold",
+                    key,
+                )
+        elif "If-Match" in request.headers:
+            store.label("PUT if-match", key)
+            if existing is None:
+                return _error(404, "NoSuchKey", "The specified key does not exist.", key)
+            if existing.etag != request.headers["If-Match"]:
+                return _error(
+                    412,
+                    "PreconditionFailed",
+                    "At least one of the pre-conditions you specified did not hold",
+                    key,
+                )
+        else:
+            store.label("PUT", key)
         encoding = request.headers.get("Content-Encoding", "")
         sha = request.headers.get("x-amz-content-sha256", "")
         if "aws-chunked" in encoding or sha.startswith("STREAMING-"):
@@ -381,6 +435,11 @@ def _rss() -> int:
 async def _admin_counts(request: web.Request) -> web.Response:
     store: Store = request.app[_STORE_KEY]  # type: ignore[assignment]
     return web.json_response(_counts_json(store, request.query.get("bucket")))
+
+
+async def _admin_labels(request: web.Request) -> web.Response:
+    store: Store = request.app[_STORE_KEY]  # type: ignore[assignment]
+    return web.json_response(dict(store.labels))
 
 
 async def _admin_reset_counts(request: web.Request) -> web.Response:
@@ -446,6 +505,7 @@ async def _admin_stats(request: web.Request) -> web.Response:
 def add_admin_routes(app: web.Application) -> None:
     """``/__admin/``: counts, reset-counts, reset, writes, bulk, series, stats (JSON)."""
     app.router.add_get("/__admin/counts", _admin_counts)
+    app.router.add_get("/__admin/labels", _admin_labels)
     app.router.add_post("/__admin/reset-counts", _admin_reset_counts)
     app.router.add_post("/__admin/reset", _admin_reset)
     app.router.add_get("/__admin/writes", _admin_writes)

@@ -12,22 +12,25 @@ An invocation answers 202 at once with ``{"InferenceId": ...}`` and the output a
 locations (``s3://bench-out/<endpoint>[/<S3OutputPathExtension>]/<uuid4>.out`` and
 ``s3://bench-out/failures/<uuid4>-error.out``); the model's delay later, one
 ``loop.call_later`` timer (not a task) writes the output, or the failure object, into the fake
-S3. The delay and failure fraction of an endpoint come from ``POST /__admin/endpoints`` (JSON
-``{"name": ..., "delay": s, "failure_fraction": f}``) or else from its name: ``...sleep-60``
-is 60 s, ``...-fail-10`` fails 10% of requests.
+S3. The delay, failure fraction and capacity (requests run at once; more wait in a FIFO) of an
+endpoint come from ``POST /__admin/endpoints`` (JSON
+``{"name": ..., "delay": s, "failure_fraction": f, "capacity": n}``) or else from its name:
+``...sleep-60`` is 60 s, ``...-fail-10`` fails 10% of requests.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import json
 import random
 import re
 import signal
 import time
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -44,6 +47,20 @@ _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 class EndpointSpec:
     delay: float
     failure_fraction: float = 0.0
+    capacity: int | None = None  # requests run at once (None: unbounded); the rest queue
+    free_at: list[float] = field(default_factory=list)  # when each slot is free (a heap)
+
+    def finish_time(self, now: float) -> float:
+        """When a request accepted ``now`` is done: at once in an unbounded endpoint, else
+        after the requests before it, FIFO, on ``capacity`` slots."""
+        if self.capacity is None:
+            return now + self.delay
+        if len(self.free_at) < self.capacity:
+            heapq.heappush(self.free_at, now + self.delay)
+            return now + self.delay
+        end = max(now, self.free_at[0]) + self.delay
+        heapq.heapreplace(self.free_at, end)
+        return end
 
 
 class Runtime:
@@ -55,6 +72,8 @@ class Runtime:
         self.endpoints: dict[str, EndpointSpec] = {}
         self.timers: set[asyncio.TimerHandle] = set()
         self.invocations = 0
+        self.per_id: Counter[str] = Counter()  # invocations by InferenceId
+        self.last_done = 0.0  # time.time() of the last completion
         store.reset_hooks.append(self.reset)
         store.buckets[BUCKET] = Bucket()
 
@@ -63,6 +82,7 @@ class Runtime:
             timer.cancel()
         self.timers.clear()
         self.invocations = 0
+        self.per_id.clear()
         self.store.buckets.setdefault(BUCKET, Bucket())
 
     def spec(self, name: str) -> EndpointSpec | None:
@@ -76,6 +96,7 @@ class Runtime:
 
     def complete(self, key: str, failed: bool, holder: list[asyncio.TimerHandle]) -> None:
         self.timers.discard(holder[0])
+        self.last_done = time.time()
         if failed:
             body = b'{"error": "ModelError: the model failed (fake)"}'
             self.store.put(BUCKET, key, body, "application/json")
@@ -100,6 +121,7 @@ async def _invoke_async(request: web.Request) -> web.Response:
         return _aws_error(400, "ValidationError", f"Endpoint {name} of account 0 not found.")
     runtime.invocations += 1
     inference_id = request.headers.get(_HEADER + "Inference-Id") or str(uuid.uuid4())
+    runtime.per_id[inference_id] += 1
     object_id = str(uuid.uuid4())
     directory = name
     extension = request.headers.get(_HEADER + "S3OutputPathExtension", "").strip("/")
@@ -110,8 +132,13 @@ async def _invoke_async(request: web.Request) -> web.Response:
     failure_key = f"{FAILURES}/{object_id}-error.out"
     failed = spec.failure_fraction > 0 and runtime.random.random() < spec.failure_fraction
     holder: list[asyncio.TimerHandle] = []
-    timer = asyncio.get_running_loop().call_later(
-        spec.delay, runtime.complete, failure_key if failed else output_key, failed, holder
+    loop = asyncio.get_running_loop()
+    timer = loop.call_later(
+        spec.finish_time(loop.time()) - loop.time(),
+        runtime.complete,
+        failure_key if failed else output_key,
+        failed,
+        holder,
     )
     holder.append(timer)
     runtime.timers.add(timer)
@@ -129,15 +156,26 @@ async def _invoke_async(request: web.Request) -> web.Response:
 async def _admin_endpoints(request: web.Request) -> web.Response:
     runtime: Runtime = request.app[_RUNTIME_KEY]  # type: ignore[assignment]
     spec = await request.json()
+    capacity = spec.get("capacity")
     runtime.endpoints[spec["name"]] = EndpointSpec(
-        float(spec["delay"]), float(spec.get("failure_fraction", 0.0))
+        float(spec["delay"]),
+        float(spec.get("failure_fraction", 0.0)),
+        int(capacity) if capacity is not None else None,
     )
     return web.json_response({"ok": True})
 
 
 async def _admin_runtime(request: web.Request) -> web.Response:
     runtime: Runtime = request.app[_RUNTIME_KEY]  # type: ignore[assignment]
-    return web.json_response({"invocations": runtime.invocations, "timers": len(runtime.timers)})
+    return web.json_response(
+        {
+            "invocations": runtime.invocations,
+            "timers": len(runtime.timers),
+            "distinct_ids": len(runtime.per_id),
+            "ids_run_more_than_once": sum(1 for n in runtime.per_id.values() if n > 1),
+            "last_done": runtime.last_done,
+        }
+    )
 
 
 def create_runtime_app(runtime: Runtime) -> web.Application:

@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
     {"_config", "_validation", "_clock", "_tasks"},
     {"_budget", "_retry", "_observe", "_public"},
     {"_s3"},
+    {"_claims"},
     # The completion engine, in its own order (shared records, then scheduling, then sources).
     {"_engine._records", "_engine.__init__"},
     {"_engine._strategy"},
@@ -31,6 +32,7 @@ LAYERS: list[set[str]] = [
     {"_map"},
     {"_client"},
     {"_batch", "_default", "fastapi"},
+    {"_s3batch"},
     # The emulator uses the library's rules and errors only (it imports nothing of the client).
     {
         "emulator._sigv4",

@@ -13,6 +13,7 @@ Submit with :meth:`AsyncInferenceClient.invoke_endpoint_async`, then ``await`` t
 ``sagemaker_async.emulator`` runs a local async endpoint over real S3 for tests and demos.
 """
 
+from ._batch import BatchSummary
 from ._client import AsyncInferenceClient
 from ._config import (
     CompletionConfig,
@@ -36,11 +37,13 @@ from ._map import MapOutcome, MapProgress, as_completed
 from ._observe import ClientStats, Hooks, OutcomeEvent, SubmitEvent
 from ._public import publish
 from ._result import HandleState, InferenceResult, InferenceStatus
+from ._s3batch import run_s3_batch
 from ._version import __version__
 
 __all__ = [
     "AsyncInferenceClient",
     "AsyncInferenceHandle",
+    "BatchSummary",
     "ClientClosedError",
     "ClientStats",
     "CompletionConfig",
@@ -66,6 +69,7 @@ __all__ = [
     "aclose_default_client",
     "as_completed",
     "invoke_endpoint_async",
+    "run_s3_batch",
 ]
 
 

@@ -85,6 +85,7 @@ class BatchSummary:
     latencies: list[float] = field(default_factory=list, repr=False)
     wall_seconds: float = 0.0
     problem: str | None = None  # why waiting is stuck right now (S3 failing), if it is
+    listing: bool = False  # an S3 batch still lists its source: ``total`` grows
 
     def percentile(self, q: float) -> float | None:
         """Latency percentile ``q`` (0..100) in seconds, over this run's finished items."""
@@ -503,32 +504,43 @@ class ProgressBar:
     """The batch's progress on stderr, drawn by tqdm: redrawn on a terminal, else a line per 10%.
 
     After the counts it shows ok/failed/skipped, and why waiting is stuck (``problem``).
+    ``shared``: several processes run the batch (over S3): it says what this process finished
+    and what all of them did (``skipped`` counts the items others finished).
     """
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, shared: bool = False) -> None:
+        self._shared = shared
         self._stream = stream or sys.stderr
         self._tty = self._stream.isatty()
         self._bar: tqdm[Any] | None = None
         self._started = time.monotonic()
-        self._last_decile = -1
+        self._last_decile: object = -1
 
     def __call__(self, s: BatchSummary) -> None:
         done = s.succeeded + s.failed + s.skipped + s.not_submitted + s.unfinished
         status = f"ok={s.succeeded} failed={s.failed}"
-        if s.skipped:
+        if self._shared:
+            status = (
+                f"this process: ok={s.succeeded} failed={s.failed}; all processes: "
+                f"{s.succeeded + s.failed + s.skipped} finished"
+            )
+        elif s.skipped:
             status += f" skipped={s.skipped}"
         if s.problem:
             status += f" - {s.problem}"
         if self._tty:
             if self._bar is None:
                 self._bar = tqdm(total=s.total, file=self._stream, unit="item", leave=True)
+            self._bar.total = s.total  # over S3, it grows as the listing goes on
             self._bar.n = done
             self._bar.set_postfix_str(status, refresh=False)
             self._bar.refresh()
-            if done >= s.total:
+            if done >= s.total and not s.listing:
                 self._bar.close()
             return
-        decile = int(10 * done / s.total) if s.total else 10
+        decile: object = int(10 * done / s.total) if s.total else 10
+        if s.listing:  # the total is not known yet: a line per 10,000 items
+            decile = ("listing", done // 10_000)
         if decile != self._last_decile:
             self._last_decile = decile
             line = tqdm.format_meter(

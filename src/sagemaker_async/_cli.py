@@ -246,8 +246,17 @@ def _parser() -> argparse.ArgumentParser:
         "  sagemaker-async batch my-endpoint images/ --out run2 --content-type image/png\n",
     )
     p.add_argument("endpoint_name", help="the async endpoint's name")
-    p.add_argument("source", type=Path, help="a folder (one payload per file) or a .jsonl file")
-    p.add_argument("--out", type=Path, required=True, help="results, errors and manifest go here")
+    p.add_argument(
+        "source",
+        help="a folder (one payload per file), a .jsonl file, or s3://bucket/prefix/ (one "
+        "payload per object, sent by InputLocation)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="results, errors and manifest go here: a folder, or s3://bucket/prefix/ with an "
+        "s3:// source",
+    )
     p.add_argument("--content-type", help="every payload's MIME type (ContentType)")
     p.add_argument("--accept", help="the MIME type wanted for the results (Accept)")
     p.add_argument(
@@ -261,6 +270,13 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_seconds,
         help="stop waiting after this many seconds; unfinished items resume on a rerun "
         "(default: wait until each inference's own deadline, up to about 7 h)",
+    )
+    p.add_argument(
+        "--lease",
+        type=_positive_seconds,
+        default=300.0,
+        help="with an s3:// source: how long a claim on an item holds without renewal; a "
+        "process that dies leaves its items to the others after this (default 300)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_aws_options(p)
@@ -372,7 +388,24 @@ async def _report_s3_trouble(client: AsyncInferenceClient, every: float = 1.0) -
         said = text
 
 
+def _in_s3(args: argparse.Namespace) -> bool:
+    """True for a batch over S3; refuses a local source with an S3 ``--out`` and the reverse."""
+    source: bool = args.source.startswith("s3://")
+    out: bool = args.out.startswith("s3://")
+    if source != out:
+        raise ValidationError(
+            "--out" if out else "source",
+            f"{args.out if out else args.source} is in S3 while "
+            f"{'the source' if out else '--out'} is local",
+            "both local (a folder or JSONL file, and a folder), or both s3://bucket/prefix/",
+        )
+    return source
+
+
 async def _batch(args: argparse.Namespace) -> int:
+    if _in_s3(args):
+        return await _s3_batch(args)
+    args.source, args.out = Path(args.source), Path(args.out)
     skipped: list[str] = []
     items = read_items(args.source, exclude=args.out, skipped=skipped)
     if args.source.is_file() and (args.content_type is None or "json" in args.content_type):
@@ -437,7 +470,49 @@ async def _batch(args: argparse.Namespace) -> int:
     return 0 if finished == summary.total and summary.failed == 0 else 1
 
 
-def _print_summary(summary: BatchSummary, out: Path, *, interrupted: bool = False) -> None:
+async def _s3_batch(args: argparse.Namespace) -> int:
+    from ._s3batch import MANIFEST, S3BatchPlan, run_s3_batch
+
+    plan = S3BatchPlan.of(  # checked before any call
+        args.source, args.out, args.lease, names=("source", "--out", "--lease")
+    )
+    summary = BatchSummary()
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGINT, task.cancel)
+    manifest = plan.out + MANIFEST
+    try:
+        async with _client(args) as client:
+            await run_s3_batch(
+                client,
+                args.endpoint_name,
+                args.source,
+                args.out,
+                lease=args.lease,
+                content_type=args.content_type,
+                accept=args.accept,
+                max_in_flight=args.max_in_flight,
+                progress=None if args.no_progress else ProgressBar(shared=True),
+                timeout=args.timeout,
+                summary=summary,
+            )
+    except asyncio.CancelledError:
+        _print_summary(summary, manifest, interrupted=True)
+        print("interrupted: rerun the same command to go on", file=sys.stderr)
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    _print_summary(summary, manifest)
+    if summary.total == 0:
+        print(f"no objects under {args.source}: nothing to run", file=sys.stderr)
+    if summary.stopped:
+        print(f"stopped: {summary.stopped}", file=sys.stderr)
+    finished = summary.succeeded + summary.skipped
+    return 0 if finished == summary.total and summary.failed == 0 else 1
+
+
+def _print_summary(summary: BatchSummary, out: Path | str, *, interrupted: bool = False) -> None:
     report: dict[str, object] = {
         "total": summary.total,
         "succeeded": summary.succeeded,
@@ -448,7 +523,7 @@ def _print_summary(summary: BatchSummary, out: Path, *, interrupted: bool = Fals
         "duplicates": summary.duplicates,
         "not_submitted": summary.not_submitted,
         "unfinished": summary.unfinished,
-        "manifest": str(out / "manifest.jsonl"),
+        "manifest": out if isinstance(out, str) else str(out / "manifest.jsonl"),
     }
     if summary.stopped:
         report["stopped"] = summary.stopped

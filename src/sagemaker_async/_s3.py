@@ -46,6 +46,10 @@ logger = logging.getLogger("sagemaker_async")
 # s3:ListBucket, so a missing key and a forbidden one look alike.
 _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 _FORBIDDEN = frozenset({"AccessDenied", "403", "Forbidden"})
+# A conditional write whose condition did not hold (or raced another): nothing was written.
+_CONDITION_FAILED = frozenset(
+    {"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"}
+)
 
 
 class Absent(enum.Enum):
@@ -65,6 +69,7 @@ class S3Object:
 
     body: bytes
     content_type: str | None
+    etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -183,7 +188,9 @@ class ObjectStore:
             raise self._failed(exc, "GetObject") from exc
         self._check_genuine(response, "GetObject")
         self.trouble = None
-        return S3Object(body=body, content_type=response.get("ContentType"))
+        return S3Object(
+            body=body, content_type=response.get("ContentType"), etag=response.get("ETag")
+        )
 
     def _check_genuine(self, response: Any, operation: str) -> None:
         """Raise :class:`Unavailable` for a 200 that is not S3's (a proxy's or portal's page).
@@ -223,17 +230,23 @@ class ObjectStore:
             operation="GetObject",
         )
 
-    async def list_page(self, bucket: str, prefix: str, token: str | None) -> Page:
+    async def list_page(
+        self, bucket: str, prefix: str, token: str | None, *, recursive: bool = False
+    ) -> Page:
         """One ListObjectsV2 page (up to 1,000 keys) of the directory ``prefix``.
+
+        ``recursive``: every key under ``prefix``, in sub-folders too (no delimiter).
 
         Raises:
             Unavailable: a transient failure; try again later.
             InvocationError: any other failure (``AccessDenied`` without s3:ListBucket).
         """
         extra: dict[str, Any] = {"ContinuationToken": token} if token else {}
+        if not recursive:
+            extra["Delimiter"] = "/"
         try:
             response = await self._bounded(
-                self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/", **extra),
+                self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, **extra),
                 self._retry.first_byte_timeout,
                 f"ListObjectsV2 s3://{bucket}/{prefix}",
             )
@@ -246,6 +259,61 @@ class ObjectStore:
         keys = [item["Key"] for item in response.get("Contents", ())]
         token = response.get("NextContinuationToken") if response.get("IsTruncated") else None
         return Page(keys=keys, next_token=token)
+
+    def _policy(self, what: str, deadline: float | None) -> Any:
+        return retrying(
+            self._retry,
+            clock=self._clock,
+            deadline=deadline,
+            max_attempts=self._retry.max_attempts,
+            what=what,
+            on_retry=self._on_retry,
+        )
+
+    async def put_if(
+        self, uri: str, body: bytes, *, if_match: str | None = None, deadline: float | None = None
+    ) -> str | None:
+        """A conditional PutObject; its new ETag, or None when the condition did not hold.
+
+        Without ``if_match``, the object must not exist (``If-None-Match: *``); with it, the
+        object must be unchanged since it had that ETag. S3 answers 412 (PreconditionFailed)
+        when it does not hold, 409 (ConditionalRequestConflict) when another write raced this
+        one, and 404 for ``if_match`` on an object that is gone: all three give None. A retried
+        attempt may meet its own earlier write (412): the caller reads the object to tell.
+        """
+        bucket, key = parse_s3_uri(uri)
+        condition = {"IfMatch": if_match} if if_match is not None else {"IfNoneMatch": "*"}
+        try:
+            response = await call_with_retry(
+                self._policy(f"PutObject {uri}", deadline),
+                lambda: self._client.put_object(Bucket=bucket, Key=key, Body=body, **condition),  # type: ignore[arg-type]
+            )
+        except ClientError as exc:
+            if from_the_service(exc.response) and error_code(exc) in _CONDITION_FAILED:
+                return None
+            raise to_invocation_error(exc, "PutObject") from exc
+        except Exception as exc:
+            raise to_invocation_error(exc, "PutObject") from exc
+        etag: str | None = response.get("ETag")
+        return etag
+
+    async def copy(self, source: str, target: str, *, deadline: float | None = None) -> None:
+        """Copy ``source`` to ``target`` inside S3 (CopyObject: the bytes never pass through here).
+
+        Raises:
+            InvocationError: S3 refused (a missing source is ``NoSuchKey``).
+        """
+        bucket, key = parse_s3_uri(source)
+        target_bucket, target_key = parse_s3_uri(target)
+        try:
+            await call_with_retry(
+                self._policy(f"CopyObject {target}", deadline),
+                lambda: self._client.copy_object(
+                    Bucket=target_bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": key}
+                ),
+            )
+        except Exception as exc:
+            raise to_invocation_error(exc, "CopyObject") from exc
 
     async def delete(self, uri: str, *, deadline: float | None) -> None:
         """Delete ``uri`` (retried like an upload)."""

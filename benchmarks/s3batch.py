@@ -1,0 +1,170 @@
+"""S3 batch benchmark: N inputs under one prefix, P ``batch`` processes, one killed midway.
+
+One server process (``fake_sagemaker.py``: the fake S3 with conditional writes and CopyObject,
+and a fake endpoint of fixed capacity: ``capacity`` requests at once, ``delay`` s each, the
+rest queued) and P processes running ``sagemaker-async batch ENDPOINT s3://bench-in/in/ --out
+s3://bench-in/out/``. Once half the items were invoked, the first process is killed
+(SIGKILL): the others take its items over once its leases lapse.
+
+    python benchmarks/s3batch.py                       # 100,000 inputs, 4 processes
+    python benchmarks/s3batch.py --items 20000 --capacity 100 --delay 0.5
+
+Reports: throughput against the endpoint's capacity, each process's peak RSS (and at a
+quarter of the run, to see it flat in the number of items), the S3 requests per item by
+kind (claims, copies, manifest) counted by the server, and the invocations per InferenceId
+(every item run once, but for those reported as resubmitted). Writes
+benchmarks/results/s3batch-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from scale import RESULTS, Server, child_env
+
+HERE = Path(__file__).parent
+ENDPOINT = "bench-batch"
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    server = Server()
+    await server.start()
+    try:
+        await server.post("reset", params={"bucket": "bench-in"})
+        await server.post(
+            "bulk", params={"bucket": "bench-in", "prefix": "in/", "count": args.items}
+        )
+        body = {"name": ENDPOINT, "delay": args.delay, "capacity": args.capacity}
+        await server.post("endpoints", body=body)
+        await server.post("reset-counts")
+        env = child_env(server.urls, library_src=str(HERE.parent / "src"))
+        command = [
+            sys.executable,
+            "-m",
+            "sagemaker_async._cli",
+            "batch",
+            ENDPOINT,
+            "s3://bench-in/in/",
+            "--out",
+            "s3://bench-in/out/",
+            "--lease",
+            str(args.lease),
+            "--max-in-flight",
+            str(args.max_in_flight),
+            "--no-progress",
+        ]
+        started = time.time()
+        procs = [
+            await asyncio.create_subprocess_exec(
+                *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+            for _ in range(args.processes)
+        ]
+        outputs = [asyncio.ensure_future(p.communicate()) for p in procs]
+        peak: dict[int, float] = {}
+        quarter: dict[int, float] = {}
+        killed_at: float | None = None
+        first_done: float | None = None
+        while not all(o.done() for o in outputs[1:]):
+            runtime = await server.get("runtime")
+            for i, p in enumerate(procs):
+                mb = rss_mb(p.pid) if p.returncode is None else None
+                if mb is not None:
+                    peak[i] = max(peak.get(i, 0.0), mb)
+                    if runtime["invocations"] < args.items / 4:
+                        quarter[i] = mb
+            if first_done is None and runtime["last_done"]:
+                first_done = runtime["last_done"]
+            if killed_at is None and runtime["invocations"] >= args.items / 2:
+                procs[0].send_signal(signal.SIGKILL)
+                killed_at = time.time()
+            await asyncio.sleep(0.5)
+        results = [await o for o in outputs]
+        runtime = await server.get("runtime")
+        labels = await server.get("labels")
+        counts = await server.get("counts")
+    finally:
+        await server.stop()
+    reports = []
+    for code, (out, err) in zip([p.returncode for p in procs], results, strict=True):
+        text = out.decode().strip()
+        reports.append(
+            {
+                "exit": code,
+                "summary": json.loads(text) if text else None,
+                "stderr": err.decode()[-400:],
+            }
+        )
+    survivors = [r["summary"] for r in reports[1:] if r["summary"]]
+    elapsed = runtime["last_done"] - started
+    capacity = args.capacity / args.delay
+    # the killed process's items wait for its leases: that time is not the endpoint's
+    lease_pause = args.lease
+    n = args.items
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "items": n,
+        "processes": args.processes,
+        "endpoint": {"capacity": args.capacity, "delay_s": args.delay, "items_per_s": capacity},
+        "lease_s": args.lease,
+        "max_in_flight": args.max_in_flight,
+        "elapsed_s": round(elapsed, 1),
+        "throughput_items_per_s": round(n / elapsed, 1),
+        "throughput_without_the_lease_pause": round(n / max(1e-9, elapsed - lease_pause), 1),
+        "killed_after_s": round(killed_at - started, 1) if killed_at else None,
+        "rss_mb_peak": {str(i): round(v, 1) for i, v in peak.items()},
+        "rss_mb_at_a_quarter": {str(i): round(v, 1) for i, v in quarter.items()},
+        "invocations": runtime["invocations"],
+        "distinct_inference_ids": runtime["distinct_ids"],
+        "ids_run_more_than_once": runtime["ids_run_more_than_once"],
+        "resubmitted_reported": sum(s["resubmitted"] for s in survivors),
+        "resumed_reported": sum(s["resumed"] for s in survivors),
+        "finished_by_survivors": sum(s["succeeded"] + s["failed"] for s in survivors),
+        "survivors_exit": [r["exit"] for r in reports[1:]],
+        "survivors_total": [s["total"] for s in survivors],
+        "s3_requests_by_label": labels,
+        "s3_requests_per_item_by_label": {k: round(v / n, 3) for k, v in sorted(labels.items())},
+        "s3_counts": counts["total"],
+        "stderr_tail_of_survivors": [r["stderr"] for r in reports[1:]],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--capacity", type=int, default=200)
+    parser.add_argument("--delay", type=float, default=1.0)
+    parser.add_argument("--lease", type=float, default=20.0)
+    parser.add_argument("--max-in-flight", type=int, default=256)
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    RESULTS.mkdir(exist_ok=True)
+    name = f"s3batch-{result['date'][:10]}{'-' + args.tag if args.tag else ''}.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        json.dumps({k: v for k, v in result.items() if k != "stderr_tail_of_survivors"}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()
