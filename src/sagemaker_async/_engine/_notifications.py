@@ -68,6 +68,8 @@ _PRUNE_EVERY = 60.0
 # On close, a receive under way on a busy queue is let finish (it answers within a round trip)
 # for at most this long, so that what it brings is given back rather than hidden for ``hold``.
 _CLOSE_GRACE = 1.0
+# On close, how long the last deletes and releases may take.
+_CLOSE_SEND = 10.0
 # How long a resolved inference's id is remembered, to delete a second delivery of its message.
 _REMEMBER_SETTLED = 900.0
 _SORTED = ("messages", "own", "duplicates", "foreign", "unparseable", "mismatched")
@@ -256,7 +258,9 @@ class NotificationSource:
             await asyncio.wait({sender}, timeout=2.0)
             await cancel_all([sender])
         try:
-            await asyncio.wait_for(self._send_all(), timeout=2.0)
+            # (Deletes not sent now leave this client's results to come back to others for
+            # good: a slow SQS is given its read timeout's worth, not just a moment.)
+            await asyncio.wait_for(self._send_all(), timeout=_CLOSE_SEND)
         except (asyncio.TimeoutError, InvocationError) as exc:
             logger.info("notifications: could not tidy the queue on close: %s", exc)
 
