@@ -64,8 +64,8 @@ async def test_create_describe_invoke_update_list_delete(
     local_async_endpoint_factory: Any, aws: dict[str, Any]
 ) -> None:
     # Long enough that "Creating" and "too early" hold on a loaded machine (0.3 s failed once
-    # with four test workers on two cores).
-    emu = await local_async_endpoint_factory([], deployment_seconds=1.5)
+    # with four test workers on two cores, 1.5 s with four agents' suites on them).
+    emu = await local_async_endpoint_factory([], deployment_seconds=6.0)
     sm = sagemaker(emu)
     suffix = uuid.uuid4().hex[:8]
     bucket = f"cp-{suffix}"
