@@ -47,11 +47,25 @@ SLICE = 250
 FREEZE_EVERY = 10_000
 
 
-def gc_recipe(spec: dict[str, Any], count: int) -> None:
-    """After every FREEZE_EVERY handles, with gc "freeze": collect the young, freeze the rest."""
-    if spec.get("gc") == "freeze" and count % FREEZE_EVERY == 0:
-        gc.collect(1)
-        gc.freeze()
+async def gc_recipe(spec: dict[str, Any], watched: Any) -> None:
+    """With gc "freeze", the recipe of docs/howto-batches.md, as a task of the caller's.
+
+    Each time ``watched()`` (the handles being waited on) grew by FREEZE_EVERY: collect the
+    young generations, then freeze everything alive. One rule for every way of waiting (a task
+    per handle, callbacks, as_completed, which starts watching in its own loop).
+    """
+    if spec.get("gc") != "freeze":
+        return
+    last = 0
+    while True:
+        await asyncio.sleep(0.05)
+        now = watched()
+        if now - last >= FREEZE_EVERY:
+            gc.collect(1)
+            gc.freeze()
+            last = now
+        elif now < last:
+            last = now  # (cancelled: count the next ones from here)
 
 
 def rss() -> int:
@@ -329,8 +343,8 @@ class Ours:
             self.watch(handle, keep=False)
             if i % SLICE == 0:
                 await asyncio.sleep(0)
-                gc_recipe(self.spec, i)
         self.start_waiting()
+        await self.all_watched(len(self.handles))
 
     async def cancel_all(self) -> None:
         """Cancel every handle (``handle.cancel()``), in slices of SLICE."""
@@ -368,6 +382,16 @@ class Ours:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    def watched(self) -> int:
+        """Handles being waited on now (the engine's count)."""
+        return int(self.client.stats().in_flight)
+
+    async def all_watched(self, count: int, limit_s: float = 300.0) -> None:
+        """Until ``count`` handles are watched (or ``limit_s``)."""
+        started = time.monotonic()
+        while self.watched() < count and time.monotonic() - started < limit_s:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # (a count of the library's, polled)
 
     async def closed_seen_by_all(self, expected: int, limit_s: float = 60.0) -> float | None:
         """Seconds until ``expected`` waiters saw ClientClosedError (None: not within limit)."""
@@ -479,7 +503,6 @@ async def submit_all(spec: dict[str, Any], client: Any, rec: Recorder, out: dict
         accepted += 1
         if accepted % 1000 == 0:
             marks.append(time.time())
-        gc_recipe(spec, accepted)
 
     if not rate:
         indices = iter(range(n))
@@ -529,6 +552,8 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
     client: Any = Naive(spec, rec) if spec["client"] == "naive" else Ours(spec, rec)
     out: dict[str, Any] = {}
     await client.open()
+    if isinstance(client, Ours):
+        recipe = loop.create_task(gc_recipe(spec, client.watched))
     baseline = set(asyncio.all_tasks())
     gc.collect()
     gcw = GcWatch()
@@ -589,6 +614,8 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
     out["t_close_end"] = time.time()
     await asyncio.sleep(0.1)  # the probe's last samples of closing
     ticker.cancel()
+    if isinstance(client, Ours):
+        recipe.cancel()
     gcw.stop()
     await asyncio.sleep(0)
     out["tasks_left_after_close"] = len(set(asyncio.all_tasks()) - {asyncio.current_task()})
@@ -669,6 +696,7 @@ async def drive_resumed(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     states = spec["states_file"]  # written by main(), before the loop starts
     await client.open()
+    recipe = loop.create_task(gc_recipe(spec, client.watched))
     gc.collect()
     gcw = GcWatch()
     gcw.start()
@@ -684,9 +712,8 @@ async def drive_resumed(spec: dict[str, Any]) -> dict[str, Any]:
             count += 1
             if count % SLICE == 0:
                 await asyncio.sleep(0)
-                gc_recipe(spec, count)
     client.start_waiting()
-    await asyncio.sleep(0)
+    await client.all_watched(count)  # (tasks and as_completed start watching in their turn)
     t1 = out["t_submit_end"] = time.time()
     named["resuming"] = (t0, t1)
     out["submitted"] = rec.n = count
@@ -733,6 +760,7 @@ async def drive_resumed(spec: dict[str, Any]) -> dict[str, Any]:
     named["closing"] = (t6, t7 + 0.1)
     await asyncio.sleep(0.2)
     ticker.cancel()
+    recipe.cancel()
     gcw.stop()
     out["gc_frozen"] = gc.get_freeze_count()
     gc.unfreeze()

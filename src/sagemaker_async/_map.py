@@ -338,7 +338,9 @@ async def as_completed(
                 listening.append(handle)
             if i % _SLICE == 0:
                 await asyncio.sleep(0)
-        for _ in pending:
+        for i in range(1, len(pending) + 1):
+            if i % _SLICE == 0:  # (a full queue is read without a pause: a million at close)
+                await asyncio.sleep(0)
             yield await finished.get()
     finally:
         for i, handle in enumerate(listening, 1):
