@@ -47,19 +47,20 @@ SLICE = 250
 FREEZE_EVERY = 10_000
 
 
-async def gc_recipe(spec: dict[str, Any], watched: Any) -> None:
+async def gc_recipe(spec: dict[str, Any], grown: Any) -> None:
     """With gc "freeze", the recipe of docs/howto-batches.md, as a task of the caller's.
 
-    Each time ``watched()`` (the handles being waited on) grew by FREEZE_EVERY: collect the
-    young generations, then freeze everything alive. One rule for every way of waiting (a task
-    per handle, callbacks, as_completed, which starts watching in its own loop).
+    Each time ``grown()`` (the handles made plus the handles being waited on) grew by
+    FREEZE_EVERY: collect the young generations, then freeze everything alive. One rule for
+    every way of waiting (a task per handle, callbacks, as_completed, which starts watching in
+    its own loop once every handle is made).
     """
     if spec.get("gc") != "freeze":
         return
     last = 0
     while True:
         await asyncio.sleep(0.05)
-        now = watched()
+        now = grown()
         if now - last >= FREEZE_EVERY:
             gc.collect(1)
             gc.freeze()
@@ -362,13 +363,27 @@ class Ours:
                 if i % SLICE == 0:
                     await asyncio.sleep(0)
         elif self.waiter == "task":
-            # Taken from the set one by one: a cancelled task (and the CancelledError it
-            # keeps, with its traceback and frames) is freed once it has unwound.
-            cancelling = list(self.tasks)
-            for i in range(1, len(cancelling) + 1):
-                cancelling.pop().cancel()
+            # Taken from the set one by one (no copy of a million): a cancelled task, and the
+            # CancelledError it keeps with its traceback and frames, is freed once unwound.
+            left = len(self.tasks)
+            unwound = asyncio.Event()
+
+            def one_unwound(_: Any) -> None:
+                nonlocal left
+                left -= 1
+                if not left:
+                    unwound.set()
+
+            i = 0
+            while self.tasks:
+                task = self.tasks.pop()
+                task.add_done_callback(one_unwound)
+                task.cancel()
+                i += 1
                 if i % SLICE == 0:
                     await asyncio.sleep(0)
+            if i:
+                await unwound.wait()
         elif self.consumer is not None:
             self.consumer.cancel()  # leaving the loop closes as_completed (in slices)
         await self._unwound()
@@ -386,6 +401,10 @@ class Ours:
     def watched(self) -> int:
         """Handles being waited on now (the engine's count)."""
         return int(self.client.stats().in_flight)
+
+    def grown(self) -> int:
+        """Handles made, plus handles being waited on (what the gc recipe counts)."""
+        return len(self.handles) + self.watched()
 
     async def all_watched(self, count: int, limit_s: float = 300.0) -> None:
         """Until ``count`` handles are watched (or ``limit_s``)."""
@@ -553,7 +572,7 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     await client.open()
     if isinstance(client, Ours):
-        recipe = loop.create_task(gc_recipe(spec, client.watched))
+        recipe = loop.create_task(gc_recipe(spec, client.grown))
     baseline = set(asyncio.all_tasks())
     gc.collect()
     gcw = GcWatch()
@@ -696,7 +715,7 @@ async def drive_resumed(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     states = spec["states_file"]  # written by main(), before the loop starts
     await client.open()
-    recipe = loop.create_task(gc_recipe(spec, client.watched))
+    recipe = loop.create_task(gc_recipe(spec, client.grown))
     gc.collect()
     gcw = GcWatch()
     gcw.start()

@@ -229,6 +229,19 @@ class Locations:
         for shard in self._shards:
             yield from shard.values()
 
+    def clear_by_shard(self, step: int = 10_000) -> Iterator[None]:
+        """Empty it, ``step`` locations at a time.
+
+        What the caller does between the steps is its own (let the event loop run: the last
+        reference to a watch may go with its location, and freeing a million takes time).
+        """
+        for shard in self._shards:
+            while shard:
+                for _ in range(min(step, len(shard))):
+                    shard.popitem()
+                self._count = sum(map(len, self._shards))
+                yield
+
 
 class Directory:
     """The pending locations of one S3 directory, how it is watched, what listing it costs.
