@@ -131,11 +131,22 @@ async def measure(path: str, n: int, waiter: str, trace: bool) -> dict[str, Any]
     out: dict[str, Any] = {"n": n, "waiter": waiter, "watching": client.stats().in_flight}
     out["rss_bytes_per_handle"] = round((rss() - rss_before) / n)
     if trace:
-        assert before is not None
-        counts0, sizes0, tracked0 = before
-        counts1, sizes1, tracked1 = census()  # (first: a snapshot is Python objects too)
         snapshot = tracemalloc.take_snapshot()
         tracemalloc.stop()
+        lines_ = []
+        for stat in snapshot.statistics("lineno")[:20]:  # (by each block's latest frame)
+            per = stat.size / n
+            if per >= 1:
+                frame = stat.traceback[0]
+                short = frame.filename.split("site-packages/")[-1].split("src/")[-1]
+                where = f"{short}:{frame.lineno}"
+                lines_.append((round(per, 1), round(stat.count / n, 2), where))
+        out["by_line"] = lines_
+        del snapshot  # (Python objects too: gone before the census)
+        gc.collect()
+        assert before is not None
+        counts0, sizes0, tracked0 = before
+        counts1, sizes1, tracked1 = census()
         out["tracked_per_handle"] = round(len(tracked1 - tracked0) / n, 2)
         by_type = []
         for name in counts1:
@@ -144,15 +155,6 @@ async def measure(path: str, n: int, waiter: str, trace: bool) -> dict[str, Any]
             if count >= 0.05:
                 by_type.append((round(size, 1), round(count, 2), name))
         out["by_type"] = sorted(by_type, reverse=True)
-        lines_ = []
-        for stat in snapshot.statistics("lineno")[:20]:
-            per = stat.size / n
-            if per >= 1:
-                frame = stat.traceback[0]
-                short = frame.filename.split("site-packages/")[-1].split("src/")[-1]
-                where = f"{short}:{frame.lineno}"
-                lines_.append((round(per, 1), round(stat.count / n, 2), where))
-        out["by_line"] = lines_
     for task in tasks:
         task.cancel()
     for handle in handles:

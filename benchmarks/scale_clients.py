@@ -47,11 +47,26 @@ SLICE = 250
 FREEZE_EVERY = 10_000
 
 
-def gc_recipe(spec: dict[str, Any], count: int) -> None:
-    """After every FREEZE_EVERY handles, with gc "freeze": collect the young, freeze the rest."""
-    if spec.get("gc") == "freeze" and count % FREEZE_EVERY == 0:
-        gc.collect(1)
-        gc.freeze()
+async def gc_recipe(spec: dict[str, Any], grown: Any) -> None:
+    """With gc "freeze", the recipe of docs/howto-batches.md, as a task of the caller's.
+
+    Each time ``grown()`` (the handles made plus the handles being waited on) grew by
+    FREEZE_EVERY: collect the young generations, then freeze everything alive. One rule for
+    every way of waiting (a task per handle, callbacks, as_completed, which starts watching in
+    its own loop once every handle is made).
+    """
+    if spec.get("gc") != "freeze":
+        return
+    last = 0
+    while True:
+        await asyncio.sleep(0.05)
+        now = grown()
+        if now - last >= FREEZE_EVERY:
+            gc.collect(1)
+            gc.freeze()
+            last = now
+        elif now < last:
+            last = now  # (cancelled: count the next ones from here)
 
 
 def rss() -> int:
@@ -329,8 +344,8 @@ class Ours:
             self.watch(handle, keep=False)
             if i % SLICE == 0:
                 await asyncio.sleep(0)
-                gc_recipe(self.spec, i)
         self.start_waiting()
+        await self.all_watched(len(self.handles))
 
     async def cancel_all(self) -> None:
         """Cancel every handle (``handle.cancel()``), in slices of SLICE."""
@@ -348,13 +363,27 @@ class Ours:
                 if i % SLICE == 0:
                     await asyncio.sleep(0)
         elif self.waiter == "task":
-            # Taken from the set one by one: a cancelled task (and the CancelledError it
-            # keeps, with its traceback and frames) is freed once it has unwound.
-            cancelling = list(self.tasks)
-            for i in range(1, len(cancelling) + 1):
-                cancelling.pop().cancel()
+            # Taken from the set one by one (no copy of a million): a cancelled task, and the
+            # CancelledError it keeps with its traceback and frames, is freed once unwound.
+            left = len(self.tasks)
+            unwound = asyncio.Event()
+
+            def one_unwound(_: Any) -> None:
+                nonlocal left
+                left -= 1
+                if not left:
+                    unwound.set()
+
+            i = 0
+            while self.tasks:
+                task = self.tasks.pop()
+                task.add_done_callback(one_unwound)
+                task.cancel()
+                i += 1
                 if i % SLICE == 0:
                     await asyncio.sleep(0)
+            if i:
+                await unwound.wait()
         elif self.consumer is not None:
             self.consumer.cancel()  # leaving the loop closes as_completed (in slices)
         await self._unwound()
@@ -368,6 +397,20 @@ class Ours:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    def watched(self) -> int:
+        """Handles being waited on now (the engine's count)."""
+        return int(self.client.stats().in_flight)
+
+    def grown(self) -> int:
+        """Handles made, plus handles being waited on (what the gc recipe counts)."""
+        return len(self.handles) + self.watched()
+
+    async def all_watched(self, count: int, limit_s: float = 300.0) -> None:
+        """Until ``count`` handles are watched (or ``limit_s``)."""
+        started = time.monotonic()
+        while self.watched() < count and time.monotonic() - started < limit_s:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # (a count of the library's, polled)
 
     async def closed_seen_by_all(self, expected: int, limit_s: float = 60.0) -> float | None:
         """Seconds until ``expected`` waiters saw ClientClosedError (None: not within limit)."""
@@ -479,7 +522,6 @@ async def submit_all(spec: dict[str, Any], client: Any, rec: Recorder, out: dict
         accepted += 1
         if accepted % 1000 == 0:
             marks.append(time.time())
-        gc_recipe(spec, accepted)
 
     if not rate:
         indices = iter(range(n))
@@ -529,6 +571,8 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
     client: Any = Naive(spec, rec) if spec["client"] == "naive" else Ours(spec, rec)
     out: dict[str, Any] = {}
     await client.open()
+    if isinstance(client, Ours):
+        recipe = loop.create_task(gc_recipe(spec, client.grown))
     baseline = set(asyncio.all_tasks())
     gc.collect()
     gcw = GcWatch()
@@ -589,6 +633,8 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
     out["t_close_end"] = time.time()
     await asyncio.sleep(0.1)  # the probe's last samples of closing
     ticker.cancel()
+    if isinstance(client, Ours):
+        recipe.cancel()
     gcw.stop()
     await asyncio.sleep(0)
     out["tasks_left_after_close"] = len(set(asyncio.all_tasks()) - {asyncio.current_task()})
@@ -669,6 +715,7 @@ async def drive_resumed(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     states = spec["states_file"]  # written by main(), before the loop starts
     await client.open()
+    recipe = loop.create_task(gc_recipe(spec, client.grown))
     gc.collect()
     gcw = GcWatch()
     gcw.start()
@@ -684,9 +731,8 @@ async def drive_resumed(spec: dict[str, Any]) -> dict[str, Any]:
             count += 1
             if count % SLICE == 0:
                 await asyncio.sleep(0)
-                gc_recipe(spec, count)
     client.start_waiting()
-    await asyncio.sleep(0)
+    await client.all_watched(count)  # (tasks and as_completed start watching in their turn)
     t1 = out["t_submit_end"] = time.time()
     named["resuming"] = (t0, t1)
     out["submitted"] = rec.n = count
@@ -733,6 +779,7 @@ async def drive_resumed(spec: dict[str, Any]) -> dict[str, Any]:
     named["closing"] = (t6, t7 + 0.1)
     await asyncio.sleep(0.2)
     ticker.cancel()
+    recipe.cancel()
     gcw.stop()
     out["gc_frozen"] = gc.get_freeze_count()
     gc.unfreeze()

@@ -327,21 +327,22 @@ async def as_completed(
             await asyncio.sleep(0)
     finished: asyncio.Queue[AsyncInferenceHandle] = asyncio.Queue()
     done = _Wake(finished.put_nowait)  # one waiter for every handle (told of a close too)
-    listening: list[AsyncInferenceHandle] = []
+    listened = 0  # pending[:listened] were given ``done``
     try:
-        for i, handle in enumerate(pending, 1):
+        for handle in pending:
             try:
                 handle._listen(done)
             except ClientClosedError:
                 finished.put_nowait(handle)  # awaiting it says so
-            else:
-                listening.append(handle)
-            if i % _SLICE == 0:
+            listened += 1
+            if listened % _SLICE == 0:
                 await asyncio.sleep(0)
-        for _ in pending:
+        for i in range(1, len(pending) + 1):
+            if i % _SLICE == 0:  # (a full queue is read without a pause: a million at close)
+                await asyncio.sleep(0)
             yield await finished.get()
     finally:
-        for i, handle in enumerate(listening, 1):
-            handle._unlisten(done)
+        for i, handle in enumerate(pending[:listened], 1):
+            handle._unlisten(done)  # (nothing for those done, or whose client closed)
             if i % _SLICE == 0:
                 await asyncio.sleep(0)

@@ -8,6 +8,7 @@ source, in its own module: no source reads or writes another's state, and the en
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +26,7 @@ __all__ = [
     "Key",
     "Kind",
     "Listener",
+    "Locations",
     "Mode",
     "Watch",
 ]
@@ -184,6 +186,63 @@ class Key:
         return target.failure_location
 
 
+# Dicts per directory: a million pending in one directory is 16 dicts of 62,500, and growing
+# one of them (a copy of the whole dict) holds the event loop 5 ms, not 80.
+_SHARDS = 16
+
+
+class Locations:
+    """The watches of one directory, by location: a dict in ``_SHARDS`` pieces (by hash)."""
+
+    __slots__ = ("_count", "_shards")
+
+    def __init__(self) -> None:
+        self._shards: list[dict[str, Watch]] = [{} for _ in range(_SHARDS)]
+        self._count = 0
+
+    def get(self, location: str) -> Watch | None:
+        """The watch filed under ``location``, if any."""
+        return self._shards[hash(location) % _SHARDS].get(location)
+
+    def __contains__(self, location: object) -> bool:
+        return location in self._shards[hash(location) % _SHARDS]
+
+    def __setitem__(self, location: str, watch: Watch) -> None:
+        shard = self._shards[hash(location) % _SHARDS]
+        self._count += location not in shard
+        shard[location] = watch
+
+    def __delitem__(self, location: str) -> None:
+        del self._shards[hash(location) % _SHARDS][location]
+        self._count -= 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def items(self) -> Iterator[tuple[str, Watch]]:
+        """Every (location, watch), shard by shard."""
+        for shard in self._shards:
+            yield from shard.items()
+
+    def values(self) -> Iterator[Watch]:
+        """Every watch filed here (one per location)."""
+        for shard in self._shards:
+            yield from shard.values()
+
+    def clear_by_shard(self, step: int = 10_000) -> Iterator[None]:
+        """Empty it, ``step`` locations at a time.
+
+        What the caller does between the steps is its own (let the event loop run: the last
+        reference to a watch may go with its location, and freeing a million takes time).
+        """
+        for shard in self._shards:
+            while shard:
+                for _ in range(min(step, len(shard))):
+                    shard.popitem()
+                self._count = sum(map(len, self._shards))
+                yield
+
+
 class Directory:
     """The pending locations of one S3 directory, how it is watched, what listing it costs.
 
@@ -212,7 +271,7 @@ class Directory:
         self.root = f"s3://{bucket}/"  # + an object key: its location
         # The watches with a location here, by that location (the target's own string, so a
         # pending location costs one dict entry and no string of its own).
-        self.keys: dict[str, Watch] = {}
+        self.keys = Locations()
         self.outputs = 0  # how many keys are output locations
         self.mode = POLL
         self.pages = 1  # pages a full listing took last time (at least)
