@@ -129,7 +129,7 @@ def sdk(session: nox.Session) -> None:
     Not in ``tests``: the SDK brings about 65 packages and 550 MB (about 2 minutes to install)
     and botocore pins of its own, so it has a venv of its own; elsewhere the test is skipped.
     """
-    session.install("-e", ".[test]", "sagemaker>=2.250,<3")
+    session.install("-e", ".[test,sdk]")
     session.run("pytest", "-p", "no:cacheprovider", "tests/emulator/test_sagemaker_sdk.py")
 
 

@@ -186,6 +186,7 @@ def test_classifiers_cover_the_supported_pythons() -> None:
 MODULE_EXTRAS = {
     "emulator": "emulator",
     "emulator.pytest_plugin": "pytest",
+    "emulator._sdk": "sdk",
     "fastapi": "fastapi",
     "_observe": "otel",  # imported only when a meter or tracer is asked for
 }
