@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nox
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,14 +55,19 @@ EVERY_EXTRA = ".[test,docs]"
 
 
 def floors_of(pyproject: Path = Path("pyproject.toml")) -> list[str]:
-    """``name==floor`` for each requirement of the package and its extras with a ``>=`` floor."""
+    """``name==floor`` for each requirement of the package and its extras with a ``>=`` floor.
+
+    A package floored in several groups (aiohttp: the dependencies and the emulator) gets the
+    highest: the suite needs every extra.
+    """
     project = tomllib.loads(pyproject.read_text())["project"]
-    floors: dict[str, str] = {}
+    floors: dict[str, Version] = {}
     for group in [project["dependencies"], *project["optional-dependencies"].values()]:
         for requirement in map(Requirement, group):
             for spec in requirement.specifier:
                 if spec.operator == ">=":
-                    floors[requirement.name] = spec.version
+                    version = Version(spec.version)
+                    floors[requirement.name] = max(version, floors.get(requirement.name, version))
     return [f"{name}=={version}" for name, version in sorted(floors.items())]
 
 

@@ -25,7 +25,8 @@ def sagemaker_session(
     the default bucket is ``default_bucket`` (default: the emulator's own bucket, which exists),
     and endpoint deployments are polled every ``poll_seconds`` instead of the SDK's 30 s.
 
-    Needs the ``sagemaker`` package (v2), which sagemaker-async does not install.
+    Needs the ``sagemaker`` package (v2), which only the ``sdk`` extra installs
+    (``pip install "sagemaker-async[sdk]"``).
 
     Raises:
         ModuleNotFoundError: the SageMaker Python SDK is not installed.
