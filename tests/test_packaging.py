@@ -187,7 +187,6 @@ MODULE_EXTRAS = {
     "emulator": "emulator",
     "emulator._sdk": "sdk",
     "emulator.pytest_plugin": "pytest",
-    "emulator._sdk": "sdk",
     "fastapi": "fastapi",
     "_observe": "otel",  # imported only when a meter or tracer is asked for
 }
