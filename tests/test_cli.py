@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -770,3 +771,26 @@ async def test_emulate_says_stopped_once_its_servers_are_closed(signals: list[st
     ), "".join(said)
     rest = await asyncio.wait_for(proc.stderr.read(), 30)
     assert rest == b"" and await asyncio.wait_for(proc.wait(), 30) == 0, rest
+
+
+async def test_emulate_exits_0_when_signalled_again_after_saying_stopped() -> None:
+    """A supervisor that signals again while the process exits (after the "stopped" line,
+    during the interpreter's exit) does not turn a clean stop into exit -15."""
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "emulate", "--endpoint", "a=echo",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    await read_exports(proc)
+    proc.send_signal(signal.SIGINT)
+    while True:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        assert line, "no 'stopped' line"
+        if line.startswith("# sagemaker-async emulator stopped"):
+            break
+    while proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.wait(), 0.01)
+    assert proc.returncode == 0

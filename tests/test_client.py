@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiobotocore.session import get_session
 
+from fakeclock import FakeClock, settler
 from sagemaker_async import (
     AsyncInferenceClient,
     AsyncInferenceHandle,
@@ -331,29 +332,36 @@ async def test_many_handles_share_one_client_pool(client: AsyncInferenceClient) 
 
 
 async def test_requests_per_inference_counted_by_the_server(
-    client: AsyncInferenceClient, moto_admin: aiohttp.ClientSession, embedded_s3: Any
+    moto_url: str, moto_admin: aiohttp.ClientSession, embedded_s3: Any
 ) -> None:
     """A finished inference costs one GET; a failed one two (output 404, then the failure
-    location, read one round after the output)."""
+    location, read one round after the output).
+
+    On the fake clock: on the real one, a loaded machine could let a round pass between the
+    two submissions or within a read, and the counts moved (GET 4 was seen).
+    """
     await set_moto_results(moto_admin, ("fine", False), ("broken", True))
-    polling = PollingConfig(initial_delay=0.2, max_delay=1.0, jitter=0.0)
-    # Each is waited on from its submission: a handle first awaited more than a round after
-    # it was submitted reads its output and failure locations at once (as a resumed one
-    # does), which a slow second submission on a loaded machine used to cause here.
-    ok = await client.invoke_endpoint_async("ep", input_location=unique_input(), polling=polling)
-    ok.add_done_callback(lambda _: None)
-    bad = await client.invoke_endpoint_async("ep", input_location=unique_input(), polling=polling)
-    bad.add_done_callback(lambda _: None)
-    await ok
-    with pytest.raises(InferenceFailedError):
-        await bad
-    ok_bucket = ok.output_location.removeprefix("s3://").split("/")[0]
-    assert {k: v for k, v in embedded_s3.counts(ok_bucket).items() if v} == {"GET": 1, "total": 1}
-    # 2, or 3 on a machine so loaded that the first read outlasts a round (the failure read
-    # then waits: the output may answer for both)
-    bad_bucket = bad.output_location.removeprefix("s3://").split("/")[0]
-    bad_counts = {k: v for k, v in embedded_s3.counts(bad_bucket).items() if v}
-    assert bad_counts in ({"GET": 2, "total": 2}, {"GET": 3, "total": 3}), bad_counts
+    clock = FakeClock()
+    async with AsyncInferenceClient(
+        region_name="us-east-1",
+        endpoint_url=moto_url,
+        s3_endpoint_url=moto_url,
+        polling=PollingConfig(initial_delay=0.2, max_delay=1.0, jitter=0.0),
+        input_prefix="s3://sagemaker-async-inputs/in/",
+        clock=clock,
+    ) as client:
+        ok = await client.invoke_endpoint_async("ep", input_location=unique_input())
+        ok.add_done_callback(lambda _: None)
+        bad = await client.invoke_endpoint_async("ep", input_location=unique_input())
+        bad.add_done_callback(lambda _: None)
+        await clock.run_until(lambda: ok.done() and bad.done(), settler(client))
+        assert (await ok).body == b"fine"
+        with pytest.raises(InferenceFailedError):
+            await bad
+    for handle, gets in ((ok, 1), (bad, 2)):
+        bucket = handle.output_location.removeprefix("s3://").split("/")[0]
+        counts = {k: v for k, v in embedded_s3.counts(bucket).items() if v}
+        assert counts == {"GET": gets, "total": gets}, (handle.inference_id, counts)
 
 
 async def test_restarted_watcher_stays_registered_and_closes_cleanly(

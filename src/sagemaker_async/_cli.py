@@ -658,6 +658,12 @@ async def _emulate(args: argparse.Namespace) -> int:
         if not stop_asked:
             stop_asked = True
             serving.cancel()
+            # Later signals are ignored by the process itself until it exits: the loop's
+            # close would give them back their default action, and a SIGTERM during the
+            # interpreter's exit would kill it (exit -15) after a clean close.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, signal.SIG_IGN)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
