@@ -52,6 +52,21 @@ def moto_url(_fake_aws_env: None, embedded_s3: Any) -> str:
 
 
 @pytest.fixture
+async def aws(moto_url: str) -> AsyncIterator[dict[str, Any]]:
+    """Raw aiobotocore S3, SNS and SQS clients on the session's moto server."""
+    import aiobotocore.session
+
+    session = aiobotocore.session.get_session()
+    options: dict[str, Any] = {"endpoint_url": moto_url, "region_name": "us-east-1"}
+    async with (
+        session.create_client("s3", **options) as s3,
+        session.create_client("sns", **options) as sns,
+        session.create_client("sqs", **options) as sqs,
+    ):
+        yield {"s3": s3, "sns": sns, "sqs": sqs}
+
+
+@pytest.fixture
 async def moto_admin(moto_url: str) -> AsyncIterator[aiohttp.ClientSession]:
     """A plain HTTP session for moto's /moto-api/ admin calls."""
     async with aiohttp.ClientSession(base_url=moto_url) as session:

@@ -46,17 +46,6 @@ BOTH = (SUCCESS_NOTIFICATION_TOPIC, ERROR_NOTIFICATION_TOPIC)
 WAIT = 20.0  # only guards against hangs: the safety net would take 60 s
 
 
-@pytest.fixture
-async def aws(moto_url: str) -> AsyncIterator[dict[str, Any]]:
-    session = aiobotocore.session.get_session()
-    options: dict[str, Any] = {"endpoint_url": moto_url, "region_name": "us-east-1"}
-    async with (
-        session.create_client("sns", **options) as sns,
-        session.create_client("sqs", **options) as sqs,
-    ):
-        yield {"sns": sns, "sqs": sqs}
-
-
 @dataclass
 class Setup:
     emu: LocalAsyncEndpoint

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiobotocore.session
@@ -19,17 +18,6 @@ from support import local_server
 
 WAIT = 30.0  # only guards against hangs
 ROLE = "arn:aws:iam::123456789012:role/sagemaker-execution"
-
-
-@pytest.fixture
-async def aws(moto_url: str) -> AsyncIterator[dict[str, Any]]:
-    session = aiobotocore.session.get_session()
-    options: dict[str, Any] = {"endpoint_url": moto_url, "region_name": "us-east-1"}
-    async with (
-        session.create_client("sns", **options) as sns,
-        session.create_client("sqs", **options) as sqs,
-    ):
-        yield {"sns": sns, "sqs": sqs}
 
 
 def auto_client(
