@@ -14,7 +14,7 @@ import pytest
 from aiobotocore.session import get_session
 from aiohttp import web
 
-from fakeclock import FakeClock, settler
+from fakeclock import settler
 from faultproxy import FaultMix, FaultProxy, Rule
 from sagemaker_async import (
     AsyncInferenceClient,
@@ -63,21 +63,10 @@ async def faulty(moto_url: str, embedded_s3: Any) -> AsyncIterator[Make]:
             proxy = FaultProxy(moto_url, mix, kind="s3", seed=seed, stall_seconds=30, rule=rule)
             url = await proxy.start()
             proxies.append(proxy)
-            clock = FakeClock()
-            client = AsyncInferenceClient(
-                region_name="us-east-1",
-                endpoint_url=url,
-                s3_endpoint_url=url,
-                polling=polling,
-                completion=completion,
-                clock=clock,
-            )
-            await client.open()
-            clients.append(client)
-            world = World(client, clock, s3, embedded_s3)
+            world = await World.make(url, s3, embedded_s3, completion=completion, polling=polling)
+            clients.append(world.client)
             if stalls:  # stalled requests never settle: time moves on after 50 ms of real time
-                world.settle = settler(client, patience=0.05)
-            await s3.create_bucket(Bucket=world.bucket)
+                world.settle = settler(world.client, patience=0.05)
             return world
 
         yield make

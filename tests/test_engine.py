@@ -53,6 +53,31 @@ class World:
         self.settle = settler(client)
         self.done_at: dict[str, float] = {}
 
+    @classmethod
+    async def make(
+        cls,
+        url: str,
+        s3: Any,
+        embedded: EmbeddedS3,
+        *,
+        completion: CompletionConfig | None,
+        polling: PollingConfig,
+    ) -> World:
+        """An open client on a fake clock whose AWS calls go to ``url``, and a new bucket."""
+        clock = FakeClock()
+        client = AsyncInferenceClient(
+            region_name="us-east-1",
+            endpoint_url=url,
+            s3_endpoint_url=url,
+            polling=polling,
+            completion=completion,
+            clock=clock,
+        )
+        await client.open()
+        world = cls(client, clock, s3, embedded)
+        await s3.create_bucket(Bucket=world.bucket)
+        return world
+
     def handle(
         self, out: str, fail: str, *, endpoint: str = "ep", timeout: float = 3600, age: float = 0
     ) -> AsyncInferenceHandle:
@@ -110,19 +135,10 @@ async def make_world(moto_url: str, embedded_s3: Any) -> AsyncIterator[Any]:
         async def make(
             completion: CompletionConfig | None = None, polling: PollingConfig = POLLING
         ) -> World:
-            clock = FakeClock()
-            client = AsyncInferenceClient(
-                region_name="us-east-1",
-                endpoint_url=moto_url,
-                s3_endpoint_url=moto_url,
-                polling=polling,
-                completion=completion,
-                clock=clock,
+            world = await World.make(
+                moto_url, s3, embedded_s3, completion=completion, polling=polling
             )
-            await client.open()
-            made.append(client)
-            world = World(client, clock, s3, embedded_s3)
-            await s3.create_bucket(Bucket=world.bucket)
+            made.append(world.client)
             return world
 
         yield make
