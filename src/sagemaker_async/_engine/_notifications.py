@@ -139,15 +139,18 @@ def parse_notification(message: dict[str, Any]) -> Notice | None:
     return notice
 
 
-def release_delay(receipts: int, age: float = 0.0) -> int:
+def release_delay(receipts: int, age: float = 0.0, young: float = math.inf) -> int:
     """Seconds a message that is not this client's stays invisible when given back.
 
-    As many seconds as the message has had receipts (one at its first), and at least half its
-    ``age`` (seconds since it was sent): a young message whose owner shares the queue is back
-    for its owner within seconds, while messages nobody takes (an old run's, junk) come back
-    less and less often. Never past SQS's limit (12 hours from the receipt, less a margin).
+    As many seconds as the message has had receipts (one at its first); once it is older
+    than ``young`` seconds (the safety net: its owner, if alive, has looked in S3 by then),
+    at least half its ``age`` (seconds since it was sent). So a young message whose owner
+    shares the queue is back for its owner within seconds even after many misses, while
+    messages nobody takes (an old run's, junk) come back less and less often. Never past
+    SQS's limit (12 hours from the receipt, less a margin).
     """
-    return max(1, min(max(receipts, int(age / 2)), _MAX_VISIBILITY))
+    grown = int(age / 2) if age >= young else 0
+    return max(1, min(max(receipts, grown), _MAX_VISIBILITY))
 
 
 def _attribute(message: dict[str, Any], name: str) -> int | None:
@@ -461,7 +464,8 @@ class NotificationSource:
         """Make a message visible again: after a second, then later at each receipt."""
         self._by_message.pop(notice.message_id, None)
         age = 0.0 if notice.sent is None else max(0.0, self._clock.wall() - notice.sent)
-        self._releases.append((notice, release_delay(notice.receipts, age)))
+        delay = release_delay(notice.receipts, age, self._config.safety_net)
+        self._releases.append((notice, delay))
         self._flush.set()
 
     def _prune(self) -> None:
