@@ -7,11 +7,14 @@ import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 from aioresponses import aioresponses
+
+if TYPE_CHECKING:
+    from sagemaker_async import AsyncInferenceClient
 
 CLIENT_TASKS = "sagemaker-async "  # the engine; with notifications, the receive loop and its kin
 
@@ -114,3 +117,17 @@ async def local_server(
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+def client_at(url: str, **options: Any) -> AsyncInferenceClient:
+    """A client whose every AWS call (runtime, S3, SQS, SNS) goes to the server at ``url``."""
+    from sagemaker_async import AsyncInferenceClient
+
+    return AsyncInferenceClient(
+        region_name="us-east-1",
+        endpoint_url=url,
+        s3_endpoint_url=url,
+        sqs_endpoint_url=url,
+        sns_endpoint_url=url,
+        **options,
+    )

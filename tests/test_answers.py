@@ -28,7 +28,7 @@ from sagemaker_async import (
     RetryConfig,
 )
 from sagemaker_async._engine._notifications import NotificationSource
-from support import local_server
+from support import client_at, local_server
 
 PAGE = "<html><head><title>Error</title></head><body>Something went wrong</body></html>"
 STATUSES = [400, 403, 404, 501, 520, 599]
@@ -76,10 +76,8 @@ async def wait_out(
     clock = FakeClock()
     async with (
         local_server(handler) as url,
-        AsyncInferenceClient(
-            region_name="us-east-1",
-            endpoint_url=url,
-            s3_endpoint_url=url,
+        client_at(
+            url,
             completion=CompletionConfig(strategy=strategy),  # type: ignore[arg-type]
             polling=PollingConfig(initial_delay=0.5, max_delay=2.0, jitter=0.0),
             clock=clock,
@@ -188,10 +186,8 @@ async def test_a_failing_listing_names_listobjectsv2() -> None:
     clock = FakeClock()
     async with (
         local_server(s3) as url,
-        AsyncInferenceClient(
-            region_name="us-east-1",
-            endpoint_url=url,
-            s3_endpoint_url=url,
+        client_at(
+            url,
             completion=CompletionConfig(strategy="list"),
             clock=clock,
         ) as client,
@@ -217,11 +213,8 @@ async def test_a_failing_receive_names_receivemessage() -> None:
 
     async with (
         local_server(sqs) as url,
-        AsyncInferenceClient(
-            region_name="us-east-1",
-            endpoint_url=url,
-            s3_endpoint_url=url,
-            sqs_endpoint_url=url,
+        client_at(
+            url,
             notifications=NotificationConfig(queue_url=f"{url}/123456789012/q"),
         ) as client,
     ):
@@ -251,11 +244,8 @@ async def test_a_proxy_page_in_front_of_sqs_is_retried_soon(status: int) -> None
     clock = FakeClock()
     async with (
         local_server(proxy) as url,
-        AsyncInferenceClient(
-            region_name="us-east-1",
-            endpoint_url=url,
-            s3_endpoint_url=url,
-            sqs_endpoint_url=url,
+        client_at(
+            url,
             notifications=NotificationConfig(queue_url=f"{url}/123456789012/q"),
             retry=RetryConfig(initial_delay=1.0, max_delay=2.0, jitter=0.0),
             clock=clock,
@@ -287,10 +277,8 @@ async def test_a_proxy_page_in_front_of_the_runtime_is_retried() -> None:
 
     async with (
         local_server(proxy) as url,
-        AsyncInferenceClient(
-            region_name="us-east-1",
-            endpoint_url=url,
-            s3_endpoint_url=url,
+        client_at(
+            url,
             retry=RetryConfig(max_attempts=3, initial_delay=0.01, max_delay=0.02, jitter=0.0),
         ) as client,
     ):

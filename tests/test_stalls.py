@@ -24,7 +24,7 @@ from sagemaker_async import (
     RetryConfig,
     ValidationError,
 )
-from support import local_server
+from support import client_at, local_server
 
 
 @pytest.fixture
@@ -181,10 +181,8 @@ async def test_a_slow_output_read_keeps_the_failure_read_waiting() -> None:
     clock = FakeClock()
     async with (
         local_server(s3) as url,
-        AsyncInferenceClient(
-            region_name="us-east-1",
-            endpoint_url=url,
-            s3_endpoint_url=url,
+        client_at(
+            url,
             polling=PollingConfig(initial_delay=0.5, max_delay=5.0, jitter=0.0),
             retry=RetryConfig(first_byte_timeout=10.0),  # slow, not stalled
             clock=clock,

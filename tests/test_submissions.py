@@ -19,7 +19,7 @@ from aiohttp import web
 
 from sagemaker_async import AsyncInferenceClient, ClientClosedError, InvocationError, RetryConfig
 from sagemaker_async.emulator import EndpointConfig
-from support import THROTTLE, faults, local_server
+from support import THROTTLE, client_at, faults, local_server
 
 BIG = 128_001
 
@@ -212,10 +212,8 @@ def odd_answer(name: str) -> Any:
 async def test_an_answer_without_an_output_location_may_have_been_submitted(answer: str) -> None:
     async with (
         local_server(odd_answer(answer)) as url,
-        AsyncInferenceClient(
-            region_name="us-east-1",
-            endpoint_url=url,
-            s3_endpoint_url=url,
+        client_at(
+            url,
             retry=RetryConfig(max_attempts=2, initial_delay=0.01, jitter=0.0),
         ) as client,
     ):
@@ -240,10 +238,8 @@ async def test_a_batch_warns_when_it_resubmits_an_item_whose_answer_had_no_locat
     summaries = []
     async with local_server(odd_answer("html page")) as url:
         for _ in range(2):
-            async with AsyncInferenceClient(
-                region_name="us-east-1",
-                endpoint_url=url,
-                s3_endpoint_url=url,
+            async with client_at(
+                url,
                 retry=RetryConfig(max_attempts=1),
             ) as client:
                 with caplog.at_level(logging.WARNING, "sagemaker_async"):
