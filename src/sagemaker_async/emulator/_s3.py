@@ -217,8 +217,17 @@ def _faithful_sqs() -> None:
       (scans of all its messages) for each message a ReceiveMessage returns, to read one
       number, the retention period: about a second per receive at 1,000 messages on two
       cores, where SQS answers in milliseconds. It is read directly here; same result.
+    - **A message visible again goes to any receive that waits.** moto's long polls look
+      again when a message is sent, else once a second from their start: the client that gave
+      a message back and polled again at once looked just after it came back, every time,
+      and another client's waiting poll almost never got it (on a queue two clients share,
+      a result missed its owner for a minute). Here a waiting poll also wakes when the next
+      hidden or delayed message is due.
     """
-    from moto.core.utils import unix_time
+    import random
+    import time
+
+    from moto.core.utils import unix_time, unix_time_millis
     from moto.sqs.models import Queue, SQSBackend
 
     if getattr(Queue, "_sagemaker_async_faithful", False):
@@ -231,6 +240,27 @@ def _faithful_sqs() -> None:
             delete(self, receipt_handle)
 
     Queue.delete_message = delete_message  # type: ignore[method-assign]
+
+    def wait_for_messages(self: Any, timeout: int) -> None:
+        end = time.monotonic() + timeout
+        with self._messages_lock:
+            while not self.messages:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return
+                now = unix_time_millis()
+                due = [
+                    max(m.visible_at, getattr(m, "delayed_until", 0.0))
+                    for m in self._messages
+                    if m.visible_at >= now or getattr(m, "delayed_until", 0.0) > now
+                ]
+                if due:  # (visible strictly after visible_at; which waiting poll takes it is
+                    # SQS's choice, not the order the threads wake in: up to 10 ms at random)
+                    wake = min(due) - now + 1 + 10 * random.random()
+                    left = min(left, max(0.001, wake / 1000))
+                self._messages_lock.wait(left)
+
+    Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
 
     if hasattr(SQSBackend, "is_message_valid_based_on_retention_period"):
 
