@@ -469,6 +469,7 @@ async def run_one(
             "submissions kept up" if kept else "submissions fell behind (starved by waiting)"
         )
     row["phases"] = data.get("phases")
+    row["stall_stacks"] = data.get("stall_stacks")
     row["submit_rate_at"] = rate_at(data.get("submit_marks") or [], (2000, 10_000, 100_000))
     for key in ("close_s", "closed_seen_s", "closed_seen", "gc_frozen", "states_written_s"):
         if key in data:
@@ -521,10 +522,17 @@ async def run_one(
 
 
 def rate_at(marks: list[float], counts: tuple[int, ...]) -> dict[str, float]:
-    """Submissions per second around each of ``counts`` pending (±2,000, from the 1,000 marks)."""
+    """Submissions per second around each of ``counts`` pending, from the 1,000 marks.
+
+    Over the 4,000 submissions around ``count`` (±2,000), or the last 4,000 when ``count`` is
+    the load's size (the rate at 100,000 pending of a load of 100,000).
+    """
     rates = {}
     for count in counts:
-        lo, hi = max(1, count // 1000 - 2), count // 1000 + 2  # marks[k - 1]: k,000 accepted
+        hi = min(count // 1000 + 2, len(marks))  # marks[k - 1]: k,000 accepted
+        lo = max(1, hi - 4)
+        if hi < count // 1000:
+            continue  # (never got there)
         if hi <= len(marks) and marks[hi - 1] > marks[lo - 1]:
             rates[str(count)] = round((hi - lo) * 1000 / (marks[hi - 1] - marks[lo - 1]), 1)
     return rates
