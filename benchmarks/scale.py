@@ -636,7 +636,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-SCALE_PHASES = ("load", "waiting", "cancelling", "closing")
+SCALE_PHASES = ("load", "waiting", "cancelling", "rewatching", "closing")
 
 
 def _at_scale(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -668,8 +668,9 @@ def scale_table(rows: list[dict[str, Any]]) -> str:
         "RSS B / handle (growth; process, MiB)",
         "submits or resumes / s",
         "submits / s at 2,000 / 100,000 pending",
-        "loop lag max (ms; over 100: its CPU): loading; waiting; cancelling; aclose()",
-        "gen-2 GCs n / longest ms: loading; waiting; cancelling; aclose()",
+        "loop lag max (ms; over 100: its CPU): loading; waiting; cancelling; watching again; "
+        "aclose()",
+        "gen-2 GCs n / longest ms: loading; waiting; cancelling; watching again; aclose()",
         "S3 req/s waiting",
         "cancel (s)",
         "aclose() s / every waiter told s",
@@ -853,7 +854,70 @@ def full_text(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             + (f"Load average before the run: {load}.\n\n" if load else "")
             + scale_table(rows)
         )
+        stalls = stall_text(rows)
+        if stalls:
+            parts.append(stalls)
     return "\n\n".join(parts)
+
+
+def stall_text(rows: list[dict[str, Any]]) -> str:
+    """Each stall over 100 ms in a measured phase: what the loop's thread was doing.
+
+    Listed when this process's own CPU made up at least half of it and a full collection
+    did not; the others are counted: full collections, and stalls in which the machine's
+    other processes had the CPU.
+    """
+    lines = []
+    for r in _at_scale(rows):
+        scheduled: dict[str, int] = {}
+        collections: dict[str, list[float]] = {}
+        for stall in r.get("stall_stacks") or []:
+            phase = stall.get("phase")
+            if phase is None:
+                continue  # (the client's imports and set-up, before the measured phases)
+            cpu = stall.get("cpu_ms")
+            if cpu is not None and cpu < stall["held_ms"] / 2:
+                scheduled[phase] = scheduled.get(phase, 0) + 1
+                continue
+            full = (stall.get("gc_ms") or {}).get("gen2") or 0
+            if full >= stall["held_ms"] / 2:
+                collections.setdefault(phase, []).append(stall["held_ms"])
+                continue
+            top = stall["stacks"][0] if stall["stacks"] else None
+            where = (
+                f"`{top['stack'][:240]}` ({top['n']} of {stall['samples']} samples)" if top else ""
+            )
+            gcs = "".join(
+                f", {gen} GC {ms:g} ms" for gen, ms in (stall.get("gc_ms") or {}).items() if ms
+            )
+            lines.append(
+                f"- {r['n']:,}, {r.get('waiter')}, gc {r.get('gc_mode')}, {phase}: "
+                f"{stall['held_ms']:,} ms"
+                + (f" ({cpu:,} ms CPU)" if cpu is not None else "")
+                + gcs
+                + "; "
+                + (where or "no sample")
+            )
+        variant = f"- {r['n']:,}, {r.get('waiter')}, gc {r.get('gc_mode')}"
+        if collections:
+            counts = ", ".join(
+                f"{len(held)} {phase} (longest {max(held):,} ms)"
+                for phase, held in collections.items()
+            )
+            lines.append(f"{variant}: stalls over 100 ms, most of each a full collection: {counts}")
+        if scheduled:
+            counts = ", ".join(f"{n} {phase}" for phase, n in scheduled.items())
+            lines.append(
+                f"{variant}: stalls over 100 ms with less than half of them this process's "
+                f"CPU: {counts}"
+            )
+    if not lines:
+        return ""
+    return (
+        "Stalls over 100 ms (when this process's CPU was at least half of one), and the "
+        "innermost frames of the loop's thread sampled most often in each (every 5 ms; a "
+        "collection holds the GIL, so it shows as few samples):\n\n" + "\n".join(lines)
+    )
 
 
 def header_line(meta: dict[str, Any]) -> str:

@@ -110,16 +110,20 @@ class Probe:
         self.samples: list[tuple[float, float]] = []  # (time.time(), lag in s)
         self.cpu: list[float] = []  # process CPU s during each sample (asyncio probe only)
         self.asleep_at = time.monotonic()  # when the probe last went to sleep (for Stalls)
+        self.stalls: dict[float, tuple[float, float]] = {}  # asleep_at -> (lag, its CPU) s
         self._stop = threading.Event()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             before, cpu_before = loop.time(), time.process_time()
-            self.asleep_at = time.monotonic()
+            asleep = self.asleep_at = time.monotonic()
             await asyncio.sleep(self.PERIOD)
-            self.samples.append((time.time(), max(0.0, loop.time() - before - self.PERIOD)))
+            lag = max(0.0, loop.time() - before - self.PERIOD)
+            self.samples.append((time.time(), lag))
             self.cpu.append(time.process_time() - cpu_before)
+            if lag > 0.1:  # (a stall: what it was, for Stalls.report)
+                self.stalls[asleep] = (lag, self.cpu[-1])
 
     def start_thread(self) -> None:
         def tick() -> None:
@@ -191,9 +195,11 @@ class Stalls:
         """Each stall over ``over_s`` (by the probe): when, how long, its commonest stacks."""
         out = []
         mono_to_wall = time.time() - time.monotonic()
-        for asleep, stacks in sorted(self.stacks.items()):
-            held = stacks[-1][0] - asleep - Probe.PERIOD  # (at least: until the last sample)
-            if held < over_s:
+        for asleep in sorted(set(self.stacks) | set(self.probe.stalls)):
+            stacks = self.stacks.get(asleep, [])  # (none: a collection held the GIL, say)
+            held = stacks[-1][0] - asleep - Probe.PERIOD if stacks else 0.0
+            lag, cpu = self.probe.stalls.get(asleep, (held, None))
+            if lag < over_s:
                 continue
             counts: dict[str, int] = {}
             for _, stack in stacks:
@@ -202,7 +208,8 @@ class Stalls:
             out.append(
                 {
                     "at": round(asleep + mono_to_wall, 3),
-                    "held_ms": round(held * 1000),
+                    "held_ms": round(lag * 1000),
+                    "cpu_ms": None if cpu is None else round(cpu * 1000),
                     "samples": len(stacks),
                     "stacks": [{"n": n, "stack": stack} for stack, n in common],
                 }
@@ -715,7 +722,7 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
     named["closing"] = (out["t_close_start"], out["t_close_end"] + 0.1)
     phase_stats(out, probe, gcw, named)
     stalls.stop()
-    out["stall_stacks"] = stall_stacks(stalls, named)
+    out["stall_stacks"] = stall_stacks(stalls, gcw, named)
     out.update(
         notes=client.notes,
         waiting_via=client.waiting_via,
@@ -740,13 +747,21 @@ def phase_stats(
     }
 
 
-def stall_stacks(stalls: Stalls, named: dict[str, tuple[float, float]]) -> list[dict[str, Any]]:
-    """The sampled stacks of each stall over 100 ms, with the phase it began in."""
+def stall_stacks(
+    stalls: Stalls, gcw: GcWatch, named: dict[str, tuple[float, float]]
+) -> list[dict[str, Any]]:
+    """The sampled stacks of each stall over 100 ms, its phase, the collections in it."""
     out = stalls.report()
     for stall in out:
+        start = stall["at"]
+        end = start + Probe.PERIOD + stall["held_ms"] / 1000
         stall["phase"] = next(
-            (name for name, (start, end) in named.items() if start <= stall["at"] < end), None
+            (name for name, (first, last) in named.items() if first <= start < last), None
         )
+        inside = [(g, p) for t, g, p in gcw.events if start < t <= end + 0.05]
+        stall["gc_ms"] = {
+            f"gen{gen}": round(sum(p for g, p in inside if g == gen) * 1000, 1) for gen in (0, 1, 2)
+        }
     return out
 
 
@@ -869,7 +884,7 @@ async def drive_resumed(spec: dict[str, Any]) -> dict[str, Any]:
     phases(out, probe, gcw, out["window_end"])
     phase_stats(out, probe, gcw, named)
     stalls.stop()
-    out["stall_stacks"] = stall_stacks(stalls, named)
+    out["stall_stacks"] = stall_stacks(stalls, gcw, named)
     out.update(
         notes=client.notes,
         waiting_via=client.waiting_via,
