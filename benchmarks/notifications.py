@@ -180,6 +180,15 @@ async def child(spec: dict[str, Any]) -> None:
             lags.append((time.time(), max(0.0, loop.time() - before - 0.01)))
 
     tick = asyncio.get_running_loop().create_task(ticker())
+    # What held the loop, and the collector's pauses (scale_clients.py's probes, in this dir).
+    from scale_clients import GcWatch, Probe, Stalls, stall_stacks
+
+    probe = Probe()
+    probing = asyncio.get_running_loop().create_task(probe.run())
+    stalls = Stalls(probe)
+    stalls.start()
+    gcw = GcWatch()
+    gcw.start()
     trace: list[tuple[float, str, str, str]] = []
     if spec.get("trace"):
         install_trace(trace)
@@ -283,7 +292,17 @@ async def child(spec: dict[str, Any]) -> None:
     await client.aclose()
     out["close_s"] = round(time.time() - t_close, 3)
     tick.cancel()
+    probing.cancel()
+    stalls.stop()
+    gcw.stop()
     out["loop_lag_waiting_ms"] = dist([g for t, g in lags if t >= out["t_submit_end"]], 1000, 1)
+    phases = {
+        "submitting": (out["t_submit_start"], out["t_submit_end"]),
+        "waiting": (out["t_submit_end"], t_close),
+        "closing": (t_close, time.time()),
+    }
+    out["gc"] = {name: gcw.stats(since=a, until=b) for name, (a, b) in phases.items()}
+    out["stall_stacks"] = stall_stacks(stalls, gcw, phases)
     out["resolved"] = resolved
     out["submitted_at"] = submitted
     out["errors"] = dict(errors)
@@ -1050,6 +1069,28 @@ def summarize(
         sum(d["cpu_s"] - d["cpu_submit_s"] for d in datas) / max(1, len(submitted)) * 1000, 2
     )
     row["client_loop_lag_waiting_ms"] = [d["loop_lag_waiting_ms"] for d in datas]
+    row["client_gc"] = [d.get("gc") for d in datas]
+    row["client_stalls"] = [d.get("stall_stacks") for d in datas]
+    full = [g["waiting"]["gen2"] for g in row["client_gc"] if g]
+    if full:
+        row["notes"].append(
+            "clients' full collections while waiting: "
+            + ", ".join(f"{f['count']} (longest {f['max_ms']:g} ms)" for f in full)
+        )
+    own = [
+        s
+        for stalls in row["client_stalls"]
+        for s in stalls or []
+        if s.get("phase") == "waiting" and (s.get("cpu_ms") or 0) >= s["held_ms"] / 2
+    ]
+    if own:
+        longest = max(own, key=lambda s: s["held_ms"])
+        top = longest["stacks"][0]["stack"][:200] if longest["stacks"] else "no sample"
+        row["notes"].append(
+            f"clients' stalls over 100 ms while waiting, their own CPU: {len(own)}, the "
+            f"longest {longest['held_ms']} ms (gen-2 GC {longest['gc_ms']['gen2']:g} ms; "
+            f"`{top}`)"
+        )
     row["engine_stats"] = [d["engine_stats"] for d in datas]
     if any(d.get("trace") for d in datas):
         row["trace"] = {d["name"]: d["trace"] for d in datas}
