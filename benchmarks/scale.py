@@ -312,6 +312,7 @@ async def run_one(
         "result_file": str(result_file),
         "waiter": waiter,
         "gc": gc_mode,
+        "freeze_every": args.freeze_every,
         "states_file": str(workdir / f"{endpoint}.states"),
     }
     python = args.sdk_python if client == "sdk" else sys.executable
@@ -362,6 +363,7 @@ async def run_one(
         "kind": load.kind,
         "waiter": waiter,
         "gc_mode": gc_mode,
+        "freeze_every": args.freeze_every if gc_mode == "freeze" else None,
         "notes": [],
     }
     if not got_result or not result_file.exists():
@@ -995,6 +997,12 @@ async def main() -> None:
         default="default",
         help="comma-separated: default (CPython's settings), freeze (the recipe of "
         "docs/performance.md: gc.collect(1); gc.freeze() after every 10,000 handles)",
+    )
+    parser.add_argument(
+        "--freeze-every",
+        type=int,
+        default=10_000,
+        help="gc freeze: freeze after each this many more handles (default 10,000)",
     )
     parser.add_argument("--list", action="store_true", help="print the loads and exit")
     args = parser.parse_args()

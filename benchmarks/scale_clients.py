@@ -51,17 +51,18 @@ async def gc_recipe(spec: dict[str, Any], grown: Any) -> None:
     """With gc "freeze", the recipe of docs/howto-batches.md, as a task of the caller's.
 
     Each time ``grown()`` (the handles made plus the handles being waited on) grew by
-    FREEZE_EVERY: collect the young generations, then freeze everything alive. One rule for
-    every way of waiting (a task per handle, callbacks, as_completed, which starts watching in
-    its own loop once every handle is made).
+    FREEZE_EVERY (or the spec's freeze_every): collect the young generations, then freeze
+    everything alive. One rule for every way of waiting (a task per handle, callbacks,
+    as_completed, which starts watching in its own loop once every handle is made).
     """
     if spec.get("gc") != "freeze":
         return
     last = 0
+    every = spec.get("freeze_every") or FREEZE_EVERY
     while True:
         await asyncio.sleep(0.05)
         now = grown()
-        if now - last >= FREEZE_EVERY:
+        if now - last >= every:
             gc.collect(1)
             gc.freeze()
             last = now
