@@ -24,6 +24,10 @@ Scenarios (each with fresh topics, endpoint and queues):
 Loads: 1,000 and 10,000 inferences, all genuinely in flight together: the model holds every
 request until all clients have submitted everything, then releases them at ``--release-rate``
 per second (a steady stream of results, below what moto can carry: see docs/performance.md).
+With ``--release N``, only the first N requests the model received are answered (at that
+rate); the others stay in flight until the clients close, a few seconds (``--settle-s``) after
+the last of the N was published: 100,000 in flight, of which 10,000 finish, costs what 10,000
+results cost moto, and shows whether the number in flight changes what each result costs.
 
 The SQS moto gets two speed fixes (``speed_up_moto_sqs``; ``--stock-moto`` leaves them out).
 Other processes' CPU and any pytest run are watched; a scenario they disturbed is run again
@@ -33,6 +37,7 @@ once (``--reruns``); each scenario first waits for pytest runs and other busy pr
     python benchmarks/notifications.py            # 1,000 and 10,000 x a, b, c (~14 min)
     python benchmarks/notifications.py --quick    # 200 and 800 x a, b, c (under 2 min)
     python benchmarks/notifications.py --loads 1000 --scenarios a,c --release-rate 40
+    python benchmarks/notifications.py --loads 10000,100000 --scenarios c --release 10000
 
 Writes benchmarks/results/notifications-<date>[-quick|-custom].{json,md}; prints the table.
 See docs/performance.md, "Notifications", for the method and a reading of the results.
@@ -175,6 +180,15 @@ async def child(spec: dict[str, Any]) -> None:
             lags.append((time.time(), max(0.0, loop.time() - before - 0.01)))
 
     tick = asyncio.get_running_loop().create_task(ticker())
+    # What held the loop, and the collector's pauses (scale_clients.py's probes, in this dir).
+    from scale_clients import GcWatch, Probe, Stalls, stall_stacks
+
+    probe = Probe()
+    probing = asyncio.get_running_loop().create_task(probe.run())
+    stalls = Stalls(probe)
+    stalls.start()
+    gcw = GcWatch()
+    gcw.start()
     trace: list[tuple[float, str, str, str]] = []
     if spec.get("trace"):
         install_trace(trace)
@@ -217,7 +231,8 @@ async def child(spec: dict[str, Any]) -> None:
     out["open_s"] = round(time.time() - t0, 3)
     out["queue_url"] = client.notification_queue_url
     print("OPEN", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "GO"
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.readline)  # "GO"
     cpu0, t_submit = process_cpu(), time.time()
     indices = iter(range(n))
     submit_errors: Counter[str] = Counter()
@@ -242,10 +257,17 @@ async def child(spec: dict[str, Any]) -> None:
     n = len(submitted)
     if len(resolved) >= n:
         all_done.set()
-    try:
-        await asyncio.wait_for(all_done.wait(), spec["timeout_s"])
-    except asyncio.TimeoutError:
+    waits = [asyncio.ensure_future(all_done.wait())]
+    if spec.get("stop_on_stdin"):  # only some are released: the harness says when to stop
+        waits.append(asyncio.ensure_future(loop.run_in_executor(None, sys.stdin.readline)))
+    finished, _ = await asyncio.wait(
+        waits, timeout=spec["timeout_s"], return_when=asyncio.FIRST_COMPLETED
+    )
+    if not finished:
         out["timed_out"] = True
+    for waiting in waits:
+        waiting.cancel()
+    out["pending_at_stop"] = len(submitted) - len(resolved)
     out["cpu_s"] = round(process_cpu() - cpu0, 3)
     # A queue this client reads alone (a, c): empty after the last result? (c: deleted at close.)
     if spec["check_queue"] and client.notification_queue_url:
@@ -270,7 +292,17 @@ async def child(spec: dict[str, Any]) -> None:
     await client.aclose()
     out["close_s"] = round(time.time() - t_close, 3)
     tick.cancel()
+    probing.cancel()
+    stalls.stop()
+    gcw.stop()
     out["loop_lag_waiting_ms"] = dist([g for t, g in lags if t >= out["t_submit_end"]], 1000, 1)
+    phases = {
+        "submitting": (out["t_submit_start"], out["t_submit_end"]),
+        "waiting": (out["t_submit_end"], t_close),
+        "closing": (t_close, time.time()),
+    }
+    out["gc"] = {name: gcw.stats(since=a, until=b) for name, (a, b) in phases.items()}
+    out["stall_stacks"] = stall_stacks(stalls, gcw, phases)
     out["resolved"] = resolved
     out["submitted_at"] = submitted
     out["errors"] = dict(errors)
@@ -450,9 +482,10 @@ class Gate:
     steady stream.
     """
 
-    def __init__(self, rate: float, hold: float = 1.0) -> None:
+    def __init__(self, rate: float, hold: float = 1.0, release: int | None = None) -> None:
         self.rate = rate
         self.hold = hold
+        self.release = release  # answer only the first this many (None: all)
         self.arrived = 0
         self.opened = asyncio.Event()
         self.t_open = 0.0
@@ -465,6 +498,8 @@ class Gate:
         k = self.arrived
         self.arrived += 1
         await self.opened.wait()
+        if self.release is not None and k >= self.release:
+            await asyncio.Event().wait()  # in flight until the endpoint closes
         delay = self.t_open + self.hold + k / self.rate - asyncio.get_running_loop().time()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -525,7 +560,7 @@ async def emulator_process(sns_url: str) -> None:
             command = json.loads(line)
             op = command["op"]
             if op == "endpoint":  # start an endpoint for one scenario
-                gate = Gate(command["release_rate"])
+                gate = Gate(command["release_rate"], release=command.get("release"))
                 n = command["n"]
                 per_instance = min(n, 1000)
                 config = EndpointConfig(
@@ -557,6 +592,8 @@ async def emulator_process(sns_url: str) -> None:
                 gate.open()
                 marks = {"t": time.time(), "cpu": process_cpu(), "main": main_thread_cpu()}
                 answer({"arrived": gate.arrived})
+            elif op == "published":  # how many notifications were published so far
+                answer({"published": len(PUBLISHED)})
             elif op == "finish":  # the clients are done: counts, publish times; close
                 t, cpu, main = time.time(), process_cpu(), main_thread_cpu()
                 write_json(command["published_file"], PUBLISHED)
@@ -735,11 +772,13 @@ async def run_scenario(
     if scenario == "d":
         assert shared_queue is not None
         await fill_with_others(harness.sqs, shared_queue, args.foreign)
+    released = min(n, args.release) if args.release else n
     runtime_url = (
         await harness.emulator.call(
             "endpoint",
             name=name,
             n=n,
+            release=released if released < n else None,
             release_rate=args.release_rate,
             success=success,
             error=error,
@@ -748,7 +787,7 @@ async def run_scenario(
     clients = 1 if scenario in ("a", "d") else 2
     shares = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
     queue_prefix = f"nbq-{suffix}-"
-    timeout_s = n / args.release_rate * 2 + 120
+    timeout_s = released / args.release_rate * 2 + 120
     procs: list[asyncio.subprocess.Process] = []
     files: list[Path] = []
     logs: list[Any] = []
@@ -785,6 +824,7 @@ async def run_scenario(
                 "result_file": str(files[-1]),
                 "trace": args.trace,
                 "check_queue": scenario in ("a", "c"),
+                "stop_on_stdin": released < n,
             }
             logs.append((workdir / f"{name}-{i}.log").open("wb"))
             procs.append(
@@ -807,9 +847,21 @@ async def run_scenario(
             assert proc.stdin is not None
             proc.stdin.write(b"GO\n")
             await proc.stdin.drain()
-        await asyncio.gather(*(expect(p, "SUBMITTED", 600) for p in procs))
+        await asyncio.gather(*(expect(p, "SUBMITTED", 600 + n / 50) for p in procs))
         arrived = (await harness.emulator.call("open"))["arrived"]
         t_gate, cpu0, main0 = time.time(), process_cpu(), main_thread_cpu()
+        if released < n:  # the last released result published, then a few seconds to see it
+            limit = time.monotonic() + timeout_s
+            while time.monotonic() < limit:
+                published_now = (await harness.emulator.call("published"))["published"]
+                if published_now >= released:
+                    break
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(args.settle_s)
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write(b"STOP\n")
+                await proc.stdin.drain()
         await asyncio.gather(*(expect(p, "RESULT", timeout_s + 120) for p in procs))
         await asyncio.gather(*(asyncio.wait_for(p.wait(), 60) for p in procs))
         t_end, cpu1, main1 = time.time(), process_cpu(), main_thread_cpu()
@@ -883,6 +935,7 @@ async def run_scenario(
     row = summarize(
         scenario=scenario,
         n=n,
+        released=released,
         args=args,
         datas=datas,
         s3_counts=emu["s3"],
@@ -906,6 +959,7 @@ def summarize(
     *,
     scenario: str,
     n: int,
+    released: int,
     args: argparse.Namespace,
     datas: list[dict[str, Any]],
     s3_counts: dict[str, int],
@@ -920,6 +974,7 @@ def summarize(
         "scenario": scenario,
         "scenario_desc": SCENARIOS[scenario],
         "n": n,
+        "released": released,
         "endpoint": endpoint,
         "clients": len(datas),
         "release_rate": args.release_rate,
@@ -944,18 +999,19 @@ def summarize(
     # S3: reads of the endpoint's output and failure prefixes, by the S3 moto server.
     reads = s3_counts["GET"] + s3_counts["HEAD"] + s3_counts["LIST"]
     row["s3_counts"] = {k: s3_counts[k] for k in ("GET", "HEAD", "LIST", "PUT")}
-    row["s3_reads_per_inference"] = round(reads / n, 4)
+    # Per inference: per result released (every one, unless --release).
+    row["s3_reads_per_inference"] = round(reads / released, 4)
     # SQS: every request the SQS moto server saw, minus the depth checks of the client processes.
     sqs = {a: c for a, c in sqs_counts.items() if a != "total"}
     for action, count in harness_sqs.items():
         sqs[action] = sqs.get(action, 0) - count
     sqs = {a: c for a, c in sorted(sqs.items()) if c}
     row["sqs_counts"] = sqs
-    row["sqs_per_inference"] = round(sum(sqs.values()) / n, 4)
+    row["sqs_per_inference"] = round(sum(sqs.values()) / released, 4)
     setup = sum(c for a, c in sqs.items() if a not in MAIN_ACTIONS)
     row["sqs_by_action_per_inference"] = {
-        **{a: round(sqs.get(a, 0) / n, 4) for a in MAIN_ACTIONS},
-        "set-up and other": round(setup / n, 4),
+        **{a: round(sqs.get(a, 0) / released, 4) for a in MAIN_ACTIONS},
+        "set-up and other": round(setup / released, 4),
     }
     # Detection latency: resolved (done callback) minus the Publish call's start.
     latencies, queue_latencies, publish_s, lifetimes = [], [], [], []
@@ -1013,6 +1069,28 @@ def summarize(
         sum(d["cpu_s"] - d["cpu_submit_s"] for d in datas) / max(1, len(submitted)) * 1000, 2
     )
     row["client_loop_lag_waiting_ms"] = [d["loop_lag_waiting_ms"] for d in datas]
+    row["client_gc"] = [d.get("gc") for d in datas]
+    row["client_stalls"] = [d.get("stall_stacks") for d in datas]
+    full = [g["waiting"]["gen2"] for g in row["client_gc"] if g]
+    if full:
+        row["notes"].append(
+            "clients' full collections while waiting: "
+            + ", ".join(f"{f['count']} (longest {f['max_ms']:g} ms)" for f in full)
+        )
+    own = [
+        s
+        for stalls in row["client_stalls"]
+        for s in stalls or []
+        if s.get("phase") == "waiting" and (s.get("cpu_ms") or 0) >= s["held_ms"] / 2
+    ]
+    if own:
+        longest = max(own, key=lambda s: s["held_ms"])
+        top = longest["stacks"][0]["stack"][:200] if longest["stacks"] else "no sample"
+        row["notes"].append(
+            f"clients' stalls over 100 ms while waiting, their own CPU: {len(own)}, the "
+            f"longest {longest['held_ms']} ms (gen-2 GC {longest['gc_ms']['gen2']:g} ms; "
+            f"`{top}`)"
+        )
     row["engine_stats"] = [d["engine_stats"] for d in datas]
     if any(d.get("trace") for d in datas):
         row["trace"] = {d["name"]: d["trace"] for d in datas}
@@ -1030,8 +1108,12 @@ def summarize(
         "p95": p95 is not None and p95 < TARGETS["p95_s"],
         "left": row["messages_left"] == TARGETS["left"],
     }
-    if len(resolved) < n:
-        row["notes"].append(f"only {len(resolved):,} of {n:,} resolved")
+    if len(resolved) < released:
+        row["notes"].append(f"only {len(resolved):,} of {released:,} resolved")
+    if released < n:
+        row["notes"].append(
+            f"{released:,} of the {n:,} in flight released; the rest pending at close"
+        )
     if errors:
         row["notes"].append(f"errors: {dict(errors)}")
     if not row["all_in_flight_together"]:
@@ -1060,7 +1142,8 @@ def summarize(
             f"of {machine['samples']}"
         )
     row["verdicts"] = verdicts
-    missed = [k for k, v in verdicts.items() if not v] + (["resolved"] if len(resolved) < n else [])
+    missed = [k for k, v in verdicts.items() if not v]
+    missed += ["resolved"] if len(resolved) < released else []
     row["verdict"] = "PASS" if not missed else "MISS: " + ", ".join(missed)
     return row
 
@@ -1098,10 +1181,11 @@ def table(rows: list[dict[str, Any]]) -> str:
         v = r["verdicts"]
         srv = r["server"]
         left = fmt(r["messages_left"])
+        released = f", {r['released']:,} released" if r.get("released", r["n"]) < r["n"] else ""
         if "messages_at_last_result" in r:
             left += f" ({fmt(r['messages_at_last_result'])} at last result)"
         lines.append(
-            f"| {r['scenario']}: {r['scenario_desc']} | {r['n']:,} in flight "
+            f"| {r['scenario']}: {r['scenario_desc']} | {r['n']:,} in flight{released} "
             f"| {r['resolved']:,} "
             f"| {fmt(r['s3_reads_per_inference'])} {mark(v['s3'])} "
             f"| {fmt(r['sqs_per_inference'])} {mark(v['sqs'])} "
@@ -1381,6 +1465,17 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--max-connections", type=int, default=200)
     parser.add_argument(
         "--drain-s", type=float, default=5.0, help="topics mode: wait for the queue to empty"
+    )
+    parser.add_argument(
+        "--release",
+        type=int,
+        help="answer only the first this many of each load (the others stay in flight)",
+    )
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=10.0,
+        help="with --release: how long the clients wait after the last result was published",
     )
     parser.add_argument(
         "--reruns",

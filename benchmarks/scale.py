@@ -312,6 +312,7 @@ async def run_one(
         "result_file": str(result_file),
         "waiter": waiter,
         "gc": gc_mode,
+        "freeze_every": args.freeze_every,
         "states_file": str(workdir / f"{endpoint}.states"),
     }
     python = args.sdk_python if client == "sdk" else sys.executable
@@ -362,6 +363,7 @@ async def run_one(
         "kind": load.kind,
         "waiter": waiter,
         "gc_mode": gc_mode,
+        "freeze_every": args.freeze_every if gc_mode == "freeze" else None,
         "notes": [],
     }
     if not got_result or not result_file.exists():
@@ -469,6 +471,7 @@ async def run_one(
             "submissions kept up" if kept else "submissions fell behind (starved by waiting)"
         )
     row["phases"] = data.get("phases")
+    row["stall_stacks"] = data.get("stall_stacks")
     row["submit_rate_at"] = rate_at(data.get("submit_marks") or [], (2000, 10_000, 100_000))
     for key in ("close_s", "closed_seen_s", "closed_seen", "gc_frozen", "states_written_s"):
         if key in data:
@@ -521,10 +524,17 @@ async def run_one(
 
 
 def rate_at(marks: list[float], counts: tuple[int, ...]) -> dict[str, float]:
-    """Submissions per second around each of ``counts`` pending (±2,000, from the 1,000 marks)."""
+    """Submissions per second around each of ``counts`` pending, from the 1,000 marks.
+
+    Over the 4,000 submissions around ``count`` (±2,000), or the last 4,000 when ``count`` is
+    the load's size (the rate at 100,000 pending of a load of 100,000).
+    """
     rates = {}
     for count in counts:
-        lo, hi = max(1, count // 1000 - 2), count // 1000 + 2  # marks[k - 1]: k,000 accepted
+        hi = min(count // 1000 + 2, len(marks))  # marks[k - 1]: k,000 accepted
+        lo = max(1, hi - 4)
+        if hi < count // 1000:
+            continue  # (never got there)
         if hi <= len(marks) and marks[hi - 1] > marks[lo - 1]:
             rates[str(count)] = round((hi - lo) * 1000 / (marks[hi - 1] - marks[lo - 1]), 1)
     return rates
@@ -628,7 +638,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-SCALE_PHASES = ("load", "waiting", "cancelling", "closing")
+SCALE_PHASES = ("load", "waiting", "cancelling", "rewatching", "closing")
 
 
 def _at_scale(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -660,8 +670,9 @@ def scale_table(rows: list[dict[str, Any]]) -> str:
         "RSS B / handle (growth; process, MiB)",
         "submits or resumes / s",
         "submits / s at 2,000 / 100,000 pending",
-        "loop lag max (ms; over 100: its CPU): loading; waiting; cancelling; aclose()",
-        "gen-2 GCs n / longest ms: loading; waiting; cancelling; aclose()",
+        "loop lag max (ms; over 100: its CPU): loading; waiting; cancelling; watching again; "
+        "aclose()",
+        "gen-2 GCs n / longest ms: loading; waiting; cancelling; watching again; aclose()",
         "S3 req/s waiting",
         "cancel (s)",
         "aclose() s / every waiter told s",
@@ -845,7 +856,70 @@ def full_text(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             + (f"Load average before the run: {load}.\n\n" if load else "")
             + scale_table(rows)
         )
+        stalls = stall_text(rows)
+        if stalls:
+            parts.append(stalls)
     return "\n\n".join(parts)
+
+
+def stall_text(rows: list[dict[str, Any]]) -> str:
+    """Each stall over 100 ms in a measured phase: what the loop's thread was doing.
+
+    Listed when this process's own CPU made up at least half of it and a full collection
+    did not; the others are counted: full collections, and stalls in which the machine's
+    other processes had the CPU.
+    """
+    lines = []
+    for r in _at_scale(rows):
+        scheduled: dict[str, int] = {}
+        collections: dict[str, list[float]] = {}
+        for stall in r.get("stall_stacks") or []:
+            phase = stall.get("phase")
+            if phase is None:
+                continue  # (the client's imports and set-up, before the measured phases)
+            cpu = stall.get("cpu_ms")
+            if cpu is not None and cpu < stall["held_ms"] / 2:
+                scheduled[phase] = scheduled.get(phase, 0) + 1
+                continue
+            full = (stall.get("gc_ms") or {}).get("gen2") or 0
+            if full >= stall["held_ms"] / 2:
+                collections.setdefault(phase, []).append(stall["held_ms"])
+                continue
+            top = stall["stacks"][0] if stall["stacks"] else None
+            where = (
+                f"`{top['stack'][:240]}` ({top['n']} of {stall['samples']} samples)" if top else ""
+            )
+            gcs = "".join(
+                f", {gen} GC {ms:g} ms" for gen, ms in (stall.get("gc_ms") or {}).items() if ms
+            )
+            lines.append(
+                f"- {r['n']:,}, {r.get('waiter')}, gc {r.get('gc_mode')}, {phase}: "
+                f"{stall['held_ms']:,} ms"
+                + (f" ({cpu:,} ms CPU)" if cpu is not None else "")
+                + gcs
+                + "; "
+                + (where or "no sample")
+            )
+        variant = f"- {r['n']:,}, {r.get('waiter')}, gc {r.get('gc_mode')}"
+        if collections:
+            counts = ", ".join(
+                f"{len(held)} {phase} (longest {max(held):,} ms)"
+                for phase, held in collections.items()
+            )
+            lines.append(f"{variant}: stalls over 100 ms, most of each a full collection: {counts}")
+        if scheduled:
+            counts = ", ".join(f"{n} {phase}" for phase, n in scheduled.items())
+            lines.append(
+                f"{variant}: stalls over 100 ms with less than half of them this process's "
+                f"CPU: {counts}"
+            )
+    if not lines:
+        return ""
+    return (
+        "Stalls over 100 ms (when this process's CPU was at least half of one), and the "
+        "innermost frames of the loop's thread sampled most often in each (every 5 ms; a "
+        "collection holds the GIL, so it shows as few samples):\n\n" + "\n".join(lines)
+    )
 
 
 def header_line(meta: dict[str, Any]) -> str:
@@ -923,6 +997,12 @@ async def main() -> None:
         default="default",
         help="comma-separated: default (CPython's settings), freeze (the recipe of "
         "docs/performance.md: gc.collect(1); gc.freeze() after every 10,000 handles)",
+    )
+    parser.add_argument(
+        "--freeze-every",
+        type=int,
+        default=10_000,
+        help="gc freeze: freeze after each this many more handles (default 10,000)",
     )
     parser.add_argument("--list", action="store_true", help="print the loads and exit")
     args = parser.parse_args()

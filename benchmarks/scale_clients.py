@@ -51,17 +51,18 @@ async def gc_recipe(spec: dict[str, Any], grown: Any) -> None:
     """With gc "freeze", the recipe of docs/howto-batches.md, as a task of the caller's.
 
     Each time ``grown()`` (the handles made plus the handles being waited on) grew by
-    FREEZE_EVERY: collect the young generations, then freeze everything alive. One rule for
-    every way of waiting (a task per handle, callbacks, as_completed, which starts watching in
-    its own loop once every handle is made).
+    FREEZE_EVERY (or the spec's freeze_every): collect the young generations, then freeze
+    everything alive. One rule for every way of waiting (a task per handle, callbacks,
+    as_completed, which starts watching in its own loop once every handle is made).
     """
     if spec.get("gc") != "freeze":
         return
     last = 0
+    every = spec.get("freeze_every") or FREEZE_EVERY
     while True:
         await asyncio.sleep(0.05)
         now = grown()
-        if now - last >= FREEZE_EVERY:
+        if now - last >= every:
             gc.collect(1)
             gc.freeze()
             last = now
@@ -109,15 +110,21 @@ class Probe:
     def __init__(self) -> None:
         self.samples: list[tuple[float, float]] = []  # (time.time(), lag in s)
         self.cpu: list[float] = []  # process CPU s during each sample (asyncio probe only)
+        self.asleep_at = time.monotonic()  # when the probe last went to sleep (for Stalls)
+        self.stalls: dict[float, tuple[float, float]] = {}  # asleep_at -> (lag, its CPU) s
         self._stop = threading.Event()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             before, cpu_before = loop.time(), time.process_time()
+            asleep = self.asleep_at = time.monotonic()
             await asyncio.sleep(self.PERIOD)
-            self.samples.append((time.time(), max(0.0, loop.time() - before - self.PERIOD)))
+            lag = max(0.0, loop.time() - before - self.PERIOD)
+            self.samples.append((time.time(), lag))
             self.cpu.append(time.process_time() - cpu_before)
+            if lag > 0.1:  # (a stall: what it was, for Stalls.report)
+                self.stalls[asleep] = (lag, self.cpu[-1])
 
     def start_thread(self) -> None:
         def tick() -> None:
@@ -141,6 +148,73 @@ class Probe:
                 if since <= t < until
             ]
             out["max_cpu"] = round(max(own, default=0.0) * 1000, 3)
+        return out
+
+
+class Stalls:
+    """What held the event loop: the loop thread's stack, sampled while the probe is late.
+
+    A thread looks every 5 ms; once the probe is more than ``late_s`` past its wake-up, it
+    records the event loop thread's innermost frames (``sys._current_frames``), keyed by the
+    probe's sleep (one stall). A full collection holds the GIL, so it shows as no samples
+    (the collections themselves are counted by GcWatch); Python code holding the loop is
+    sampled every 5 ms (the interpreter's switch interval).
+    """
+
+    EVERY = 0.005
+    FRAMES = 6
+
+    def __init__(self, probe: Probe, late_s: float = 0.05) -> None:
+        self.probe, self.late_s = probe, late_s
+        # the probe's time asleep (one stall) -> (time.monotonic(), stack) sampled in it
+        self.stacks: dict[float, list[tuple[float, str]]] = {}
+        self._stop = threading.Event()
+        self._main = threading.get_ident()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.EVERY):
+            asleep = self.probe.asleep_at
+            if time.monotonic() - asleep - Probe.PERIOD < self.late_s:
+                continue
+            frame = sys._current_frames().get(self._main)
+            lines = []
+            while frame is not None and len(lines) < self.FRAMES:
+                code = frame.f_code
+                path = code.co_filename.rsplit("/site-packages/", 1)[-1]
+                path = path.rsplit("/src/", 1)[-1].rsplit("/benchmarks/", 1)[-1]
+                lines.append(f"{path}:{frame.f_lineno} {code.co_name}")
+                frame = frame.f_back
+            self.stacks.setdefault(asleep, []).append((time.monotonic(), " < ".join(lines)))
+
+    def report(self, over_s: float = 0.1, top: int = 3) -> list[dict[str, Any]]:
+        """Each stall over ``over_s`` (by the probe): when, how long, its commonest stacks."""
+        out = []
+        mono_to_wall = time.time() - time.monotonic()
+        for asleep in sorted(set(self.stacks) | set(self.probe.stalls)):
+            stacks = self.stacks.get(asleep, [])  # (none: a collection held the GIL, say)
+            held = stacks[-1][0] - asleep - Probe.PERIOD if stacks else 0.0
+            lag, cpu = self.probe.stalls.get(asleep, (held, None))
+            if lag < over_s:
+                continue
+            counts: dict[str, int] = {}
+            for _, stack in stacks:
+                counts[stack] = counts.get(stack, 0) + 1
+            common = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+            out.append(
+                {
+                    "at": round(asleep + mono_to_wall, 3),
+                    "held_ms": round(lag * 1000),
+                    "cpu_ms": None if cpu is None else round(cpu * 1000),
+                    "samples": len(stacks),
+                    "stacks": [{"n": n, "stack": stack} for stack, n in common],
+                }
+            )
         return out
 
 
@@ -568,6 +642,8 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
     probe = Probe()
     loop = asyncio.get_running_loop()
     ticker = loop.create_task(probe.run())
+    stalls = Stalls(probe)
+    stalls.start()
     client: Any = Naive(spec, rec) if spec["client"] == "naive" else Ours(spec, rec)
     out: dict[str, Any] = {}
     await client.open()
@@ -646,6 +722,8 @@ async def drive_async(spec: dict[str, Any]) -> dict[str, Any]:
         named["cancelling"] = (out["t_cancel_start"], out["t_cancel_done"])
     named["closing"] = (out["t_close_start"], out["t_close_end"] + 0.1)
     phase_stats(out, probe, gcw, named)
+    stalls.stop()
+    out["stall_stacks"] = stall_stacks(stalls, gcw, named)
     out.update(
         notes=client.notes,
         waiting_via=client.waiting_via,
@@ -668,6 +746,24 @@ def phase_stats(
         }
         for name, (start, end) in named.items()
     }
+
+
+def stall_stacks(
+    stalls: Stalls, gcw: GcWatch, named: dict[str, tuple[float, float]]
+) -> list[dict[str, Any]]:
+    """The sampled stacks of each stall over 100 ms, its phase, the collections in it."""
+    out = stalls.report()
+    for stall in out:
+        start = stall["at"]
+        end = start + Probe.PERIOD + stall["held_ms"] / 1000
+        stall["phase"] = next(
+            (name for name, (first, last) in named.items() if first <= start < last), None
+        )
+        inside = [(g, p) for t, g, p in gcw.events if start < t <= end + 0.05]
+        stall["gc_ms"] = {
+            f"gen{gen}": round(sum(p for g, p in inside if g == gen) * 1000, 1) for gen in (0, 1, 2)
+        }
+    return out
 
 
 def write_states(path: str, n: int, endpoint: str, deadline_s: float) -> None:
@@ -711,6 +807,8 @@ async def drive_resumed(spec: dict[str, Any]) -> dict[str, Any]:
     probe = Probe()
     loop = asyncio.get_running_loop()
     ticker = loop.create_task(probe.run())
+    stalls = Stalls(probe)
+    stalls.start()
     client = Ours(spec, rec)
     out: dict[str, Any] = {}
     states = spec["states_file"]  # written by main(), before the loop starts
@@ -786,6 +884,8 @@ async def drive_resumed(spec: dict[str, Any]) -> dict[str, Any]:
     out["tasks_left_after_close"] = len(client.tasks)
     phases(out, probe, gcw, out["window_end"])
     phase_stats(out, probe, gcw, named)
+    stalls.stop()
+    out["stall_stacks"] = stall_stacks(stalls, gcw, named)
     out.update(
         notes=client.notes,
         waiting_via=client.waiting_via,

@@ -560,6 +560,46 @@ async def test_as_completed_runs_no_task_per_handle(make_world: Any) -> None:
     assert len(given) == 300 and all(not h.done() for h in given[3:])
 
 
+async def test_as_completed_reads_its_handles_a_slice_at_a_time(
+    make_world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: as_completed made a million handles into a dict in one call (200 ms)."""
+    from sagemaker_async import _map, as_completed
+
+    monkeypatch.setattr(_map, "_SLICE", 2, raising=False)  # (a turn every 20 handles read)
+    world = await make_world()
+    handles = [world.handle("out", "fail") for _ in range(100)]
+    turns = 0
+
+    async def tick() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    read_at: list[int] = []  # the turn of the loop each handle was read in
+
+    def each() -> Any:
+        for handle in [*handles, *handles[:10]]:  # (each handle once, the repeats too)
+            read_at.append(turns)
+            yield handle
+
+    given: list[AsyncInferenceHandle] = []
+
+    async def consume() -> None:
+        async for handle in as_completed(each()):
+            given.append(handle)
+
+    ticker = asyncio.create_task(tick())
+    consumer = asyncio.create_task(consume())
+    await world.advance(1)
+    assert len(read_at) == 110 and len(set(read_at)) >= 5, read_at  # the loop ran between
+    await world.client.aclose()  # every one is given back, still pending, once
+    await asyncio.wait_for(consumer, 10)
+    ticker.cancel()
+    assert sorted(map(id, given)) == sorted(map(id, handles))
+
+
 async def test_handles_cancelled_before_they_were_watched_leave_nothing(make_world: Any) -> None:
     """Issue 10, defect 5: cancel() or remove_done_callback() before the watch leaked."""
     world = await make_world()
