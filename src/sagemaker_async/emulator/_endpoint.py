@@ -376,7 +376,7 @@ class EmulatedEndpoint:
         return body, content_type or job.accept or "application/octet-stream"
 
     async def _finish_completed(self, job: Job, body: bytes, content_type: str) -> None:
-        if await self._finish(
+        await self._finish(
             job,
             job.output_location,
             body,
@@ -386,11 +386,10 @@ class EmulatedEndpoint:
             response_body=body,
             output_location=job.output_location,
             output_content_type=content_type,
-        ):
-            self._completed += 1
+        )
 
     async def _finish_failed(self, job: Job, reason: str, body: bytes | None) -> None:
-        if await self._finish(
+        await self._finish(
             job,
             job.failure_location,
             reason.encode(),
@@ -400,8 +399,7 @@ class EmulatedEndpoint:
             response_body=body if body is not None else reason.encode(),
             failure_location=job.failure_location,
             failure_reason=reason,
-        ):
-            self._failed += 1
+        )
 
     async def _finish(
         self,
@@ -419,7 +417,8 @@ class EmulatedEndpoint:
 
         Without S3FailurePath (``location`` None), a failure writes no object. When S3 refuses
         the object (a missing bucket, no permission), nothing more happens: no notification,
-        False.
+        False. The inference counts as completed (or failed) once its object is written, before
+        the notification: a client may read the object, and submit again, at once.
         """
         try:
             if location is not None:
@@ -431,6 +430,10 @@ class EmulatedEndpoint:
                     job.inference_id,
                     location,
                 )
+            if include == SUCCESS_NOTIFICATION_TOPIC:
+                self._completed += 1
+            else:
+                self._failed += 1
             if topic:
                 await self._publish(
                     topic,
