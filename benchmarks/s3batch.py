@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import signal
 import sys
 import time
@@ -32,6 +33,38 @@ from scale import RESULTS, Server, child_env
 
 HERE = Path(__file__).parent
 ENDPOINT = "bench-batch"
+
+
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a live process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def by_kind(labels: dict[str, int], items: int) -> dict[str, float]:
+    """S3 requests per item by what they were for (the server's labels: verb and folder)."""
+    kinds: dict[str, int] = {}
+    for label, count in labels.items():
+        verb, what = label.rsplit(" ", 1)
+        if what == "claims":
+            kind = "claim (write, read, list)"
+        elif what == "renewals":
+            kind = "renewals (heartbeats)"
+        elif what == "manifest":
+            kind = "manifest"
+        elif verb == "COPY":
+            kind = "copy"
+        elif verb == "LIST":
+            kind = "listing (source, out, results)"
+        else:
+            kind = "results read (the client's completion engine)"
+        kinds[kind] = kinds.get(kind, 0) + count
+    per_item = {kind: round(count / items, 3) for kind, count in sorted(kinds.items())}
+    per_item["total"] = round(sum(kinds.values()) / items, 3)
+    return per_item
 
 
 def rss_mb(pid: int) -> float | None:
@@ -81,21 +114,39 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         outputs = [asyncio.ensure_future(p.communicate()) for p in procs]
         peak: dict[int, float] = {}
         quarter: dict[int, float] = {}
+        rss_at: dict[str, dict[int, float]] = {}  # RSS at 10%, 25%, 50%, 75%, 90% of the items
+        cpu: dict[int, float] = {}
+        load: list[float] = []
         killed_at: float | None = None
+        measure_from: tuple[float, int] | None = None
+        killed_span, before_kill = 0.0, 0
         first_done: float | None = None
         while not all(o.done() for o in outputs[1:]):
             runtime = await server.get("runtime")
+            load.append(os.getloadavg()[0])
+            share = runtime["invocations"] / args.items
             for i, p in enumerate(procs):
                 mb = rss_mb(p.pid) if p.returncode is None else None
+                used = cpu_s(p.pid) if p.returncode is None else None
+                if used is not None:
+                    cpu[i] = used
                 if mb is not None:
                     peak[i] = max(peak.get(i, 0.0), mb)
-                    if runtime["invocations"] < args.items / 4:
+                    if share < 0.25:
                         quarter[i] = mb
+                    for mark in (0.1, 0.25, 0.5, 0.75, 0.9):
+                        if share >= mark:
+                            rss_at.setdefault(f"{mark:.0%}", {}).setdefault(i, round(mb, 1))
             if first_done is None and runtime["last_done"]:
                 first_done = runtime["last_done"]
+            if measure_from is None and runtime["invocations"] >= args.items / 20:
+                measure_from = (time.time(), runtime["invocations"])
             if killed_at is None and runtime["invocations"] >= args.items / 2:
                 procs[0].send_signal(signal.SIGKILL)
                 killed_at = time.time()
+                if measure_from is not None:  # the steady rate: from 5% of the items to the kill
+                    killed_span = killed_at - measure_from[0]
+                    before_kill = runtime["invocations"] - measure_from[1]
             await asyncio.sleep(0.5)
         results = [await o for o in outputs]
         runtime = await server.get("runtime")
@@ -132,6 +183,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "killed_after_s": round(killed_at - started, 1) if killed_at else None,
         "rss_mb_peak": {str(i): round(v, 1) for i, v in peak.items()},
         "rss_mb_at_a_quarter": {str(i): round(v, 1) for i, v in quarter.items()},
+        "rss_mb_by_progress": {k: {str(i): v for i, v in d.items()} for k, d in rss_at.items()},
+        "cpu_s_by_process": {str(i): round(v, 1) for i, v in cpu.items()},
+        "client_cpu_ms_per_item": round(1000 * sum(cpu.values()) / n, 2),
+        "load_average_1min": {
+            "min": round(min(load), 2) if load else None,
+            "mean": round(sum(load) / len(load), 2) if load else None,
+            "max": round(max(load), 2) if load else None,
+        },
+        "throughput_before_the_kill": round(before_kill / max(1e-9, killed_span), 1)
+        if killed_span
+        else None,
+        "s3_requests_per_item_by_kind": by_kind(labels, n),
         "invocations": runtime["invocations"],
         "distinct_inference_ids": runtime["distinct_ids"],
         "ids_run_more_than_once": runtime["ids_run_more_than_once"],
