@@ -484,6 +484,7 @@ class _Run:
         """Sweep until every item is finished: take over lapsed claims, wait for live ones."""
         after: str | None = None
         pause = min(1.0, self.plan.lease / 4)
+        grace = min(2.0, self.plan.lease / 4)
         while not self.stopping:
             before = after
             unfinished, after = await self._sweep(after)
@@ -503,8 +504,8 @@ class _Run:
                 holder = waiting.get(item)
                 if holder is not None and await self.book.alive(holder):
                     continue  # held by a live process: not read again
-                if now - self.seen.get(item, -math.inf) < self.plan.lease:
-                    continue  # claimed: its holder has a lease to finish it before it is read
+                if now - self.seen.get(item, -math.inf) < grace:
+                    continue  # claimed: likely under way, finished before long: not read yet
                 known = await self.book.read(item) if item in claimed else None
                 got = await self.book.acquire(item, str(uuid.uuid4()), known=known)
                 if isinstance(got, Busy):
