@@ -67,6 +67,30 @@ def by_kind(labels: dict[str, int], items: int) -> dict[str, float]:
     return per_item
 
 
+def rate(series: list[tuple[float, int]], low: float, high: float) -> float | None:
+    """Completions per second between the first sample at ``low`` and the last at ``high``."""
+    inside = [(t, c) for t, c in series if low <= c <= high]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return None
+    (t0, c0), (t1, c1) = inside[0], inside[-1]
+    return round((c1 - c0) / (t1 - t0), 1)
+
+
+def steady_rates(
+    series: list[tuple[float, int]], n: int, killed_at: float | None, lease: float
+) -> dict[str, float | None]:
+    """The endpoint's completion rate: before the kill, after its items were taken over."""
+    killed = next((c for t, c in series if killed_at and t >= killed_at), n // 2)
+    resumed = next(
+        (c for t, c in series if killed_at and t >= killed_at + 2 * lease + 10), n
+    )  # the killed process's claims are read a grace after its heartbeat lapsed
+    return {
+        "from_5%_to_the_kill": rate(series, 0.05 * n, killed),
+        "after_the_takeover_to_95%": rate(series, resumed, 0.95 * n),
+        "whole_run_5%_to_95%": rate(series, 0.05 * n, 0.95 * n),
+    }
+
+
 def rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -116,6 +140,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         quarter: dict[int, float] = {}
         rss_at: dict[str, dict[int, float]] = {}  # RSS at 10%, 25%, 50%, 75%, 90% of the items
         cpu: dict[int, float] = {}
+        series: list[tuple[float, int]] = []  # (time, completions at the endpoint)
         load: list[float] = []
         killed_at: float | None = None
         measure_from: tuple[float, int] | None = None
@@ -124,6 +149,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         while not all(o.done() for o in outputs[1:]):
             runtime = await server.get("runtime")
             load.append(os.getloadavg()[0])
+            series.append((time.time(), runtime.get("completed", 0)))
             share = runtime["invocations"] / args.items
             for i, p in enumerate(procs):
                 mb = rss_mb(p.pid) if p.returncode is None else None
@@ -194,6 +220,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "throughput_before_the_kill": round(before_kill / max(1e-9, killed_span), 1)
         if killed_span
         else None,
+        "completions_per_s": steady_rates(series, n, killed_at, args.lease),
         "s3_requests_per_item_by_kind": by_kind(labels, n),
         "invocations": runtime["invocations"],
         "distinct_inference_ids": runtime["distinct_ids"],

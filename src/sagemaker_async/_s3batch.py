@@ -60,7 +60,8 @@ MANIFEST = "manifest.jsonl"
 _PART_ENTRIES = 1000  # entries of a manifest part, at most
 _LAG = 2  # pages walked before the unclaimed rest of a page is claimed
 _MET = 4  # claims found taken in a share before the live processes are read again
-_UNFINISHED = 10_000  # items a sweep gives back at most (the rest: at the next sweep)
+_UNFINISHED = 10_000
+_LATENCIES = 10_000  # latencies kept for the percentiles, at most (a uniform sample)  # items a sweep gives back at most (the rest: at the next sweep)
 _OWN = (CLAIMS, PARTS, OWNERS)  # the batch's own folders under out
 
 
@@ -668,8 +669,17 @@ class _Run:
         self.entries.append(json.dumps(entry) + "\n")
         if len(self.entries) >= _PART_ENTRIES:
             await self._flush()
-        self.summary.latencies.append(self.clock.wall() - handle.submitted_at.timestamp())
+        self._latency(self.clock.wall() - handle.submitted_at.timestamp())
         self._count("failed" if entry["status"] == "failed" else "succeeded")
+
+    def _latency(self, seconds: float) -> None:
+        """Keep a uniform sample of at most 10,000 latencies (reservoir): memory stays flat."""
+        kept = self.summary.latencies
+        seen = self.summary.succeeded + self.summary.failed + 1
+        if len(kept) < _LATENCIES:
+            kept.append(seconds)
+        elif (at := random.randrange(seen)) < _LATENCIES:
+            kept[at] = seconds
 
     async def _save_failure(
         self, handle: AsyncInferenceHandle, error: BaseException, target: str
