@@ -60,8 +60,8 @@ MANIFEST = "manifest.jsonl"
 _PART_ENTRIES = 1000  # entries of a manifest part, at most
 _LAG = 2  # pages walked before the unclaimed rest of a page is claimed
 _MET = 4  # claims found taken in a share before the live processes are read again
-_UNFINISHED = 10_000
-_LATENCIES = 10_000  # latencies kept for the percentiles, at most (a uniform sample)  # items a sweep gives back at most (the rest: at the next sweep)
+_UNFINISHED = 10_000  # items a sweep gives back at most (the rest: at the next sweep)
+_LATENCIES = 10_000  # latencies kept for the percentiles, at most (a uniform sample)
 _OWN = (CLAIMS, PARTS, OWNERS)  # the batch's own folders under out
 
 
