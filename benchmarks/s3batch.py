@@ -8,6 +8,7 @@ s3://bench-in/out/``. Once half the items were invoked, the first process is kil
 
     python benchmarks/s3batch.py                       # 100,000 inputs, 4 processes
     python benchmarks/s3batch.py --items 20000 --capacity 100 --delay 0.5
+    python benchmarks/s3batch.py --first-submit --items 2000000  # the lazy listing
 
 Reports: throughput against the endpoint's capacity, each process's peak RSS (and at a
 quarter of the run, to see it flat in the number of items), the S3 requests per item by
@@ -237,6 +238,46 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def first_submit(args: argparse.Namespace) -> dict[str, Any]:
+    """One process on ``--items`` keys: how long until its first invoke, and after what."""
+    server = Server()
+    await server.start()
+    try:
+        await server.post("reset", params={"bucket": "bench-in"})
+        await server.post(
+            "bulk", params={"bucket": "bench-in", "prefix": "in/", "count": args.items}
+        )
+        body = {"name": ENDPOINT, "delay": args.delay, "capacity": args.capacity}
+        await server.post("endpoints", body=body)
+        await server.post("reset-counts")
+        env = child_env(server.urls, library_src=str(HERE.parent / "src"))
+        command = [sys.executable, "-m", "sagemaker_async._cli", "batch", ENDPOINT]
+        command += ["s3://bench-in/in/", "--out", "s3://bench-in/out/", "--no-progress"]
+        started = time.time()
+        proc = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        first = None
+        while time.time() - started < 120:
+            runtime = await server.get("runtime")
+            if runtime["invocations"] >= 1:
+                first = time.time() - started
+                break
+            await asyncio.sleep(0.05)
+        labels = await server.get("labels")
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    finally:
+        await server.stop()
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "keys": args.items,
+        "first_invoke_after_s": round(first, 2) if first is not None else None,
+        "s3_requests_before_it": labels,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--items", type=int, default=100_000)
@@ -246,10 +287,16 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=20.0)
     parser.add_argument("--max-in-flight", type=int, default=256)
     parser.add_argument("--tag", default="")
+    parser.add_argument(
+        "--first-submit",
+        action="store_true",
+        help="only time one process's first invoke over --items keys (the lazy listing)",
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args))
+    result = asyncio.run(first_submit(args) if args.first_submit else run(args))
     RESULTS.mkdir(exist_ok=True)
-    name = f"s3batch-{result['date'][:10]}{'-' + args.tag if args.tag else ''}.json"
+    kind = "s3batch-first-submit" if args.first_submit else "s3batch"
+    name = f"{kind}-{result['date'][:10]}{'-' + args.tag if args.tag else ''}.json"
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(
         json.dumps({k: v for k, v in result.items() if k != "stderr_tail_of_survivors"}, indent=2)

@@ -482,29 +482,33 @@ class _Run:
                 return
 
     async def _rest(self) -> AsyncIterator[dict[str, Any]]:
-        """Sweep until every item is finished: take over lapsed claims, wait for live ones."""
+        """Sweep until every item is finished: take over lapsed claims, wait for live ones.
+
+        The sweeps back off (a second, doubling up to half a lease) while nothing is taken:
+        each lists the source and ``out`` from the first unfinished item on.
+        """
         after: str | None = None
-        pause = min(1.0, self.plan.lease / 4)
+        first = pause = min(1.0, self.plan.lease / 4)
         grace = min(2.0, self.plan.lease / 4)
         while not self.stopping:
             before = after
             unfinished, after = await self._sweep(after)
             waiting = {item: self.waiting[item] for item in unfinished if item in self.waiting}
             self.waiting = waiting
-            todo = [
-                item
-                for item in unfinished
-                if item not in self.in_flight and item not in self.given_up
-            ]
-            if not todo:
+            todo = []
+            for item in unfinished:
+                if item in self.in_flight or item in self.given_up:
+                    continue  # this process's own, under way; or one it gave up
+                holder = waiting.get(item)
+                if holder is None or not await self.book.alive(holder):
+                    todo.append(item)  # else held by a live process: not read again
+            if not todo and not waiting:
                 return  # what is left is this process's own, under way
-            claimed = await self._claimed_in(before, todo[-1])
+            claimed = await self._claimed_in(before, todo[-1]) if todo else set()
             now = self.clock.wall()
             self.seen = {item: self.seen.get(item, now) for item in todo if item in claimed}
+            took = False
             for item in todo:
-                holder = waiting.get(item)
-                if holder is not None and await self.book.alive(holder):
-                    continue  # held by a live process: not read again
                 if now - self.seen.get(item, -math.inf) < grace:
                     continue  # claimed: likely under way, finished before long: not read yet
                 known = await self.book.read(item) if item in claimed else None
@@ -516,9 +520,11 @@ class _Run:
                 if got.taken_over and await self._has_result(item):
                     self.book.drop(got)  # finished since the sweep listed it
                     continue
+                took = True
                 yield self._offer(item, got)
                 if self.stopping:
                     return
+            pause = first if took or self.seen else min(pause * 2, max(first, self.plan.lease / 2))
             await self.clock.sleep(pause)
 
     async def _has_result(self, item: str) -> bool:
