@@ -603,8 +603,7 @@ class _Run:
 
     async def _not_sent(self, claim: Claim, error: BaseException) -> None:
         if claim.lost:
-            self._count("skipped")  # the process that took it over runs it
-            return
+            return  # the process that took it over runs it: counted by the sweeps (pending)
         maybe = isinstance(error, InvocationError) and error.possibly_submitted
         state = SENDING if maybe else REJECTED if claim.sent else claim.unsent_state
         with contextlib.suppress(InvocationError):
@@ -644,8 +643,9 @@ class _Run:
             with contextlib.suppress(InvocationError):
                 await self.book.beat()
         if claim.lost or not self.book.live(0.0):
+            # Another process took it over, or may: it stays pending, for the sweeps to
+            # count as finished by another, or to take back (it is never counted twice).
             self.book.drop(claim)
-            self._count("skipped")  # the process that took it over finishes it
             return
         target = f"{self.plan.out}{claim.item}"
         entry: dict[str, Any] = {
