@@ -281,8 +281,11 @@ def bench(session: nox.Session) -> None:
     and SQS over moto) runs too, at small sizes with ``--quick``; ``--no-notifications``
     skips it. map.py (``client.map`` over 10,000 and 100,000 inputs against the emulator,
     about 15 minutes) runs too, at 1,000 and 5,000 inputs with ``--quick``; ``--no-map`` skips
-    it. ``--million`` runs only the million pending handles (scale.py's resumed-1000000 load,
-    each waiter, default gc and the freeze recipe; about 15 minutes on 2 cores), nothing else.
+    it. s3batch.py (the S3 batch: 4 processes on one prefix of the fake S3, one killed) runs
+    too, at ``--s3batch-items N`` inputs (10,000 by default, 2,000 with ``--quick``; the
+    issue's figure is 100,000, about 40 minutes); ``--no-s3batch`` skips it. ``--million``
+    runs only the million pending handles (scale.py's resumed-1000000 load, each waiter,
+    default gc and the freeze recipe; about 15 minutes on 2 cores), nothing else.
     Writes benchmarks/results/ and prints the tables.
     """
     # matplotlib draws scale.py's plot; uvloop speeds up its fake S3 server process.
@@ -327,6 +330,14 @@ def bench(session: nox.Session) -> None:
     fan_out = "--no-map" not in args
     if not fan_out:
         args.remove("--no-map")
+    s3batch = "--no-s3batch" not in args
+    if not s3batch:
+        args.remove("--no-s3batch")
+    s3batch_items = "2000" if "--quick" in args else "10000"
+    if "--s3batch-items" in args:
+        at = args.index("--s3batch-items")
+        s3batch_items = args[at + 1]
+        del args[at : at + 2]
     session.run("python", "benchmarks/scale.py", *args, *sdk)
     if notifications:
         session.run(
@@ -334,5 +345,7 @@ def bench(session: nox.Session) -> None:
         )
     if fan_out:
         session.run("python", "benchmarks/map.py", *(["--quick"] if "--quick" in args else []))
+    if s3batch:
+        session.run("python", "benchmarks/s3batch.py", "--items", s3batch_items)
     if not scale_only:
         session.run("python", "benchmarks/run.py", *sdk)

@@ -106,6 +106,8 @@ class Store:
         what = (
             "claims"
             if "/.claims/" in key
+            else "renewals"
+            if "/.owners/" in key
             else "manifest"
             if "/.manifest/" in key or key.endswith("manifest.jsonl")
             else "other"
@@ -259,6 +261,7 @@ async def _bucket_op(request: web.Request) -> web.StreamResponse:
     query = request.query
     if method == "GET" and "location" not in query and "versioning" not in query:
         store.count(name, "LIST")
+        store.label("LIST", query.get("prefix", ""))
         bucket = store.buckets.get(name)
         if bucket is None:
             return _error(404, "NoSuchBucket", "The specified bucket does not exist", name)

@@ -74,6 +74,7 @@ class Runtime:
         self.invocations = 0
         self.per_id: Counter[str] = Counter()  # invocations by InferenceId
         self.last_done = 0.0  # time.time() of the last completion
+        self.completed = 0  # results and failures written
         store.reset_hooks.append(self.reset)
         store.buckets[BUCKET] = Bucket()
 
@@ -82,6 +83,7 @@ class Runtime:
             timer.cancel()
         self.timers.clear()
         self.invocations = 0
+        self.completed = 0
         self.per_id.clear()
         self.store.buckets.setdefault(BUCKET, Bucket())
 
@@ -97,6 +99,7 @@ class Runtime:
     def complete(self, key: str, failed: bool, holder: list[asyncio.TimerHandle]) -> None:
         self.timers.discard(holder[0])
         self.last_done = time.time()
+        self.completed += 1
         if failed:
             body = b'{"error": "ModelError: the model failed (fake)"}'
             self.store.put(BUCKET, key, body, "application/json")
@@ -174,6 +177,7 @@ async def _admin_runtime(request: web.Request) -> web.Response:
             "distinct_ids": len(runtime.per_id),
             "ids_run_more_than_once": sum(1 for n in runtime.per_id.values() if n > 1),
             "last_done": runtime.last_done,
+            "completed": runtime.completed,
         }
     )
 

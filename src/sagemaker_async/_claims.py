@@ -1,24 +1,34 @@
-"""Claims on batch items through S3 conditional writes: who works on an item, until when.
+"""Claims on batch items through S3 conditional writes, kept alive by one heartbeat per process.
 
-One small JSON object per item (``<claims prefix><item>``) says who holds the item and until
-when (a lease, in wall-clock seconds shared by every process), and how far its work went:
+Under an output prefix ``out``:
 
-- ``claimed``: claimed, not sent yet.
-- ``sending``: its invoke may have been sent (written just before the invoke).
-- ``submitted``: sent and accepted; the claim holds the handle (``to_dict()``).
-- ``rejected``: refused for sure: nothing runs; anyone may take it and send it afresh.
-- ``done``: finished; the claim holds the item's manifest entry.
+- ``<out>.claims/<item>``: one small JSON object per item, written when a process takes the
+  item: who holds it (``owner``), its InferenceId, and how far its work went:
 
-A process claims an absent item with ``If-None-Match: *``, renews or takes over an existing
-claim with ``If-Match`` on the ETag it read: of two processes racing, exactly one write holds.
-Every write carries a fresh token, so no two writes share an ETag. The rules that need no S3
-(what a claim read at some time means) are :func:`verdict`'s.
+  - ``claimed``: not sent (left so by a process that gave the item up before sending it);
+  - ``sending``: its invoke may have been sent (a process claims an item just before sending);
+  - ``submitted``: sent and accepted; the claim holds the handle (``to_dict()``);
+  - ``rejected``: refused for sure: nothing runs; anyone may take it and send it afresh.
+
+- ``<out>.owners/<owner>``: each process's heartbeat, ``{"expires": <wall-clock seconds>}``,
+  rewritten every quarter of a lease. A claim is held while its owner's heartbeat is fresh:
+  renewing one object renews every claim of the process, so a claim is written at its
+  transitions only (taken; handle saved; released), never to renew it.
+
+A process claims an absent item with ``If-None-Match: *`` and takes over a lapsed claim with
+``If-Match`` on the ETag it read: of two processes racing, exactly one write holds. Every
+write carries a fresh token, so no two writes share an ETag.
+
+A process that missed its own heartbeat (stalled past its lease) may have lost any claim: it
+writes no result until it beat again and re-asserted each claim it holds with ``If-Match``
+(:meth:`ClaimBook.beat`); a claim another process took meanwhile is lost, and left to it. A
+taker reads the claim, then the owner's heartbeat, then writes with ``If-Match``: the holder
+beats before re-asserting, so one of the two conditional writes fails.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import logging
 import uuid
@@ -29,29 +39,12 @@ from ._clock import Clock
 from ._errors import InvocationError
 from ._s3 import Absent, ObjectStore, Unavailable
 
-__all__ = ["Claim", "ClaimBook", "Verdict", "verdict"]
+__all__ = ["Busy", "Claim", "ClaimBook"]
 
 logger = logging.getLogger("sagemaker_async")
 
-CLAIMED, SENDING, SUBMITTED = "claimed", "sending", "submitted"
-REJECTED, DONE = "rejected", "done"
-
-
-class Verdict(enum.Enum):
-    """What a claim read at some time means for a process that does not hold it."""
-
-    FINISHED = "finished"  # done: nothing to do
-    HELD = "held"  # another process holds a live lease: wait for it
-    LAPSED = "lapsed"  # its lease lapsed (or it was released): take it over
-
-
-def verdict(record: dict[str, Any], now: float) -> Verdict:
-    """The meaning of claim ``record`` at wall-clock time ``now``."""
-    if record.get("state") == DONE:
-        return Verdict.FINISHED
-    if float(record.get("expires", 0.0)) > now:
-        return Verdict.HELD
-    return Verdict.LAPSED
+CLAIMED, SENDING, SUBMITTED, REJECTED = "claimed", "sending", "submitted", "rejected"
+CLAIMS, OWNERS = ".claims/", ".owners/"
 
 
 @dataclass
@@ -86,118 +79,197 @@ class Claim:
 
 @dataclass(frozen=True)
 class Busy:
-    """An item another process holds, until ``expires`` (wall-clock seconds) at least."""
+    """An item another process holds (``owner``, when known: its claim was read)."""
 
     item: str
-    expires: float
     owner: str = ""
 
 
 class ClaimBook:
-    """One process's claims under ``prefix``: leases of ``lease`` seconds, kept renewed."""
+    """One process's claims under ``out`` (an ``s3://`` prefix), its heartbeat every lease/4."""
 
     def __init__(
-        self, store: ObjectStore, clock: Clock, prefix: str, *, lease: float, owner: str
+        self, store: ObjectStore, clock: Clock, out: str, *, lease: float, owner: str
     ) -> None:
         self._store = store
         self._clock = clock
-        self._prefix = prefix
+        self._claims = out + CLAIMS
+        self._owners = out + OWNERS
         self.lease = lease
         self.owner = owner
         self.held: dict[str, Claim] = {}
-        self.renewals = 0  # conditional writes that extended a lease
+        self.beats = 0  # heartbeats written
+        self.alive_until = 0.0  # this process's claims hold until then (wall clock)
+        self._others: dict[str, float] = {}  # owner: alive until (as last read)
+        self._beating = asyncio.Lock()
 
     def uri(self, item: str) -> str:
         """Where ``item``'s claim lives."""
-        return self._prefix + item
+        return self._claims + item
 
     def _body(self, record: dict[str, Any]) -> bytes:
         return json.dumps(record, sort_keys=True).encode()
 
-    async def read(self, item: str) -> tuple[dict[str, Any], str] | None:
-        """The claim of ``item`` and its ETag; None when there is none."""
+    async def _read(self, uri: str) -> tuple[dict[str, Any], str] | None:
+        """The JSON object at ``uri`` and its ETag; None when there is none."""
         while True:
             try:
-                got = await self._store.read(self.uri(item))
+                got = await self._store.read(uri)
             except Unavailable:
                 await self._clock.sleep(min(1.0, self.lease / 10))
                 continue
             if isinstance(got, Absent):
                 if got is Absent.FORBIDDEN:
                     raise InvocationError(
-                        f"{self.uri(item)} cannot be read (403)",
-                        code="AccessDenied",
-                        operation="GetObject",
+                        f"{uri} cannot be read (403)", code="AccessDenied", operation="GetObject"
                     )
                 return None
             try:
                 record = json.loads(got.body)
             except ValueError:
-                record = {}  # not a claim of ours: lapsed, taken over
-            return record, got.etag or ""
+                record = {}  # not ours: lapsed, taken over
+            return (record if isinstance(record, dict) else {}), got.etag or ""
 
+    async def read(self, item: str) -> tuple[dict[str, Any], str] | None:
+        """The claim of ``item`` and its ETag; None when there is none."""
+        return await self._read(self.uri(item))
+
+    # -- heartbeats ----------------------------------------------------------------------------
+    def live(self, margin: float | None = None) -> bool:
+        """True while this process's claims hold for ``margin`` more seconds (lease/4)."""
+        margin = self.lease / 4 if margin is None else margin
+        return self._clock.wall() + margin < self.alive_until
+
+    async def beat(self, *, closing: bool = False) -> None:
+        """Renew this process's heartbeat; first after a lapse, re-assert each held claim.
+
+        ``closing``: end it instead (every claim still held lapses at once).
+        """
+        async with self._beating:
+            now = self._clock.wall()
+            lapsed = self.beats > 0 and now >= self.alive_until
+            expires = now if closing else now + self.lease
+            body = json.dumps({"owner": self.owner, "expires": expires}).encode()
+            await self._store.put(self._owners + self.owner, body, content_type=None, deadline=None)
+            self.beats += 1
+            if lapsed and not closing:
+                logger.warning(
+                    "this process missed its heartbeat (stalled %.1f s past its lease): "
+                    "checking its %d claim(s)",
+                    now - self.alive_until,
+                    len(self.held),
+                )
+                await asyncio.gather(*(self._reassert(c) for c in list(self.held.values())))
+            self.alive_until = expires
+
+    async def _reassert(self, claim: Claim) -> None:
+        try:
+            await self.update(claim)
+        except InvocationError as exc:  # not known to hold it: give it up
+            logger.warning("item %s: its claim could not be re-asserted: %s", claim.item, exc)
+            self._lose(claim)
+
+    async def keep_beating(self) -> None:
+        """Beat every quarter of a lease, until cancelled (a failed beat is tried next time)."""
+        while True:
+            await self._clock.sleep(self.lease / 4)
+            try:
+                await self.beat()
+            except InvocationError as exc:
+                logger.warning("the heartbeat could not be written: %s", exc)
+
+    async def owners(self) -> list[str]:
+        """The owners of live heartbeats (this process's among them), sorted."""
+        names: list[str] = []
+        token: str | None = None
+        bucket, _, prefix = self._owners.removeprefix("s3://").partition("/")
+        while True:
+            page = await self._store.list_page(bucket, prefix, token, recursive=True)
+            names += [key[len(prefix) :] for key in page.keys]
+            token = page.next_token
+            if token is None:
+                break
+        now = self._clock.wall()
+        live = [self.owner]
+        for name in names:
+            if name != self.owner and await self.alive(name, now):
+                live.append(name)
+        return sorted(live)
+
+    async def alive(self, owner: str, now: float | None = None) -> bool:
+        """True while ``owner``'s heartbeat is fresh (read again once it is not, as known)."""
+        now = self._clock.wall() if now is None else now
+        if not owner:
+            return False  # released
+        if owner == self.owner:
+            return True
+        if self._others.get(owner, 0.0) > now:
+            return True
+        found = await self._read(self._owners + owner)
+        expires = float(found[0].get("expires", 0.0)) if found is not None else 0.0
+        self._others[owner] = expires
+        return expires > now
+
+    # -- claims --------------------------------------------------------------------------------
     async def acquire(
-        self, item: str, inference_id: str, *, seen: bool = False
-    ) -> Claim | Busy | None:
-        """Claim ``item``: a :class:`Claim` held now, :class:`Busy`, or None when finished.
+        self,
+        item: str,
+        inference_id: str,
+        *,
+        takeover: bool = True,
+        known: tuple[dict[str, Any], str] | None = None,
+    ) -> Claim | Busy:
+        """Claim ``item`` (state ``sending``: it is sent next): a :class:`Claim`, or :class:`Busy`.
 
-        ``seen``: its claim was seen before (it is read first, not written).
+        ``takeover``: when it is claimed already, read the claim and take it over if its owner's
+        heartbeat lapsed; else answer :class:`Busy` at once (one request). ``known``: the
+        claim and its ETag as just read (it is not written first).
         """
         for _ in range(8):  # each turn loses a race to another process, which then holds it
-            now = self._clock.wall()
             token = uuid.uuid4().hex
             record = {
                 "item": item,
                 "owner": self.owner,
                 "token": token,
-                "expires": now + self.lease,
-                "state": CLAIMED,
+                "state": SENDING,
                 "inference_id": inference_id,
             }
-            if not seen:
+            if known is None:
                 etag = await self._store.put_if(self.uri(item), self._body(record))
                 if etag is not None:
                     return self._hold(Claim(item, record, etag))
-            seen = False
-            found = await self.read(item)
+                if not takeover:
+                    return Busy(item)
+            found, known = known or await self.read(item), None
             if found is None:
                 continue  # gone between the two calls: claim again
             existing, existing_etag = found
             if existing.get("token") == token:  # our own write, answered 412 on a retry
                 return self._hold(Claim(item, existing, existing_etag))
-            meaning = verdict(existing, self._clock.wall())
-            if meaning is Verdict.FINISHED:
-                return None
-            if meaning is Verdict.HELD:
-                return Busy(item, float(existing["expires"]), str(existing.get("owner", "")))
+            holder = str(existing.get("owner", ""))
+            if holder == self.owner and item in self.held:
+                return Busy(item, holder)
+            if holder != self.owner and await self.alive(holder):
+                return Busy(item, holder)
+            state = str(existing.get("state"))
             taken = {
                 **existing,
                 "item": item,
                 "owner": self.owner,
                 "token": token,
-                "expires": self._clock.wall() + self.lease,
                 "inference_id": existing.get("inference_id") or inference_id,
+                "state": SUBMITTED if state == SUBMITTED and existing.get("handle") else SENDING,
             }
-            if existing.get("state") not in (SENDING, SUBMITTED):  # it was never sent
-                taken["state"] = CLAIMED
             etag = await self._store.put_if(
                 self.uri(item), self._body(taken), if_match=existing_etag
             )
             if etag is not None:
-                logger.info(
-                    "item %s: took over the lapsed claim of %s (%s)",
-                    item,
-                    existing.get("owner"),
-                    existing.get("state"),
-                )
-                return self._hold(
-                    Claim(
-                        item,
-                        taken,
-                        etag,
-                        taken_over=True,
-                        previous_state=str(existing.get("state")),
+                if holder:
+                    logger.info(
+                        "item %s: took over the lapsed claim of %s (%s)", item, holder, state
                     )
+                return self._hold(
+                    Claim(item, taken, etag, taken_over=bool(holder), previous_state=state)
                 )
         raise InvocationError(
             f"the claim of item {item!r} keeps changing under {self.uri(item)}",
@@ -209,80 +281,48 @@ class ClaimBook:
         self.held[claim.item] = claim
         return claim
 
+    def drop(self, claim: Claim) -> None:
+        """Stop holding ``claim`` (its item is finished: nothing to re-assert or release)."""
+        self.held.pop(claim.item, None)
+
     async def update(self, claim: Claim, *, release: bool = False, **changes: Any) -> bool:
         """Write ``changes`` to a held claim; False when it was lost (taken over by another).
 
-        ``release``: end the lease now (another process may take the item at once) and stop
-        holding it; a ``done`` claim is released too.
+        ``release``: give the item up (no owner: another process may take it at once).
         """
-        async with claim.lock:  # a renewal and a step must not race on one ETag
-            return await self._update(claim, release, changes)
-
-    async def _update(self, claim: Claim, release: bool, changes: dict[str, Any]) -> bool:
-        if claim.lost:
-            return False
-        now = self._clock.wall()
-        record = {
-            **claim.record,
-            **changes,
-            "token": uuid.uuid4().hex,
-            "expires": now if release else now + self.lease,
-        }
-        etag = await self._store.put_if(
-            self.uri(claim.item), self._body(record), if_match=claim.etag
-        )
-        if etag is None:
-            found = await self.read(claim.item)
-            if found is not None and found[0].get("token") == record["token"]:
-                etag = found[1]  # our own write, answered 412 on a retry
-        if etag is None:
-            self._lose(claim)
-            return False
-        claim.record, claim.etag = record, etag
-        if release or record.get("state") == DONE:
-            self.held.pop(claim.item, None)
-        return True
+        async with claim.lock:  # a re-assertion and a step must not race on one ETag
+            if claim.lost:
+                return False
+            record = {**claim.record, **changes, "token": uuid.uuid4().hex}
+            if release:
+                record["owner"] = ""
+            etag = await self._store.put_if(
+                self.uri(claim.item), self._body(record), if_match=claim.etag
+            )
+            if etag is None:
+                found = await self.read(claim.item)
+                if found is not None and found[0].get("token") == record["token"]:
+                    etag = found[1]  # our own write, answered 412 on a retry
+            if etag is None:
+                self._lose(claim)
+                return False
+            claim.record, claim.etag = record, etag
+            if release:
+                self.held.pop(claim.item, None)
+            return True
 
     def _lose(self, claim: Claim) -> None:
         if not claim.lost:
             claim.lost = True
             self.held.pop(claim.item, None)
             logger.warning(
-                "item %s: another process took it over (this one was too slow to renew its "
-                "lease); leaving it to that process",
+                "item %s: another process took it over (this one missed its heartbeat); "
+                "leaving it to that process",
                 claim.item,
             )
 
-    async def renew_due(self) -> None:
-        """Renew each held lease with less than three quarters of it left."""
-        now = self._clock.wall()
-        due = [
-            claim
-            for claim in list(self.held.values())
-            if float(claim.record["expires"]) - now < self.lease * 3 / 4
-        ]
-
-        async def renew(claim: Claim) -> None:
-            try:
-                if await self.update(claim):
-                    self.renewals += 1
-            except InvocationError as exc:  # try again at the next turn, if still in time
-                logger.warning("item %s: its lease could not be renewed: %s", claim.item, exc)
-
-        await asyncio.gather(*(renew(claim) for claim in due))
-
-    async def keep_renewed(self) -> None:
-        """Renew leases as they come due, until cancelled.
-
-        It looks every quarter of a lease, so each lease is renewed about halfway through:
-        a renewal may be late by a quarter of a lease before another process may take over.
-        """
-        while True:
-            await self._clock.sleep(self.lease / 4)
-            await self.renew_due()
-
-    async def release_all(self) -> None:
-        """End every lease still held (best effort), so that others take the items at once."""
+    async def close(self) -> None:
+        """Give up every claim still held (best effort): others take them at once."""
 
         async def release(claim: Claim) -> None:
             unsent = {} if claim.sent else {"state": claim.unsent_state}
@@ -291,4 +331,9 @@ class ClaimBook:
             except InvocationError as exc:
                 logger.warning("item %s: its claim could not be released: %s", claim.item, exc)
 
-        await asyncio.gather(*(release(claim) for claim in list(self.held.values())))
+        unsent = [claim for claim in self.held.values() if not claim.sent]
+        await asyncio.gather(*(release(claim) for claim in unsent))
+        try:  # the rest (sent, with their handles) lapse with the heartbeat
+            await self.beat(closing=True)
+        except InvocationError as exc:
+            logger.warning("the heartbeat could not be ended: %s", exc)

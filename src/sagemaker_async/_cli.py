@@ -275,8 +275,9 @@ def _parser() -> argparse.ArgumentParser:
         "--lease",
         type=_positive_seconds,
         default=300.0,
-        help="with an s3:// source: how long a claim on an item holds without renewal; a "
-        "process that dies leaves its items to the others after this (default 300)",
+        help="with an s3:// source: how long a process's claims hold without its heartbeat "
+        "(renewed every quarter of it); a process that dies leaves its items to the others "
+        "after this (default 300)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_aws_options(p)

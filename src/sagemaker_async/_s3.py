@@ -231,11 +231,18 @@ class ObjectStore:
         )
 
     async def list_page(
-        self, bucket: str, prefix: str, token: str | None, *, recursive: bool = False
+        self,
+        bucket: str,
+        prefix: str,
+        token: str | None,
+        *,
+        recursive: bool = False,
+        start_after: str | None = None,
     ) -> Page:
         """One ListObjectsV2 page (up to 1,000 keys) of the directory ``prefix``.
 
         ``recursive``: every key under ``prefix``, in sub-folders too (no delimiter).
+        ``start_after``: only keys after this one (a first page; the token carries it on).
 
         Raises:
             Unavailable: a transient failure; try again later.
@@ -244,6 +251,8 @@ class ObjectStore:
         extra: dict[str, Any] = {"ContinuationToken": token} if token else {}
         if not recursive:
             extra["Delimiter"] = "/"
+        if start_after and not token:
+            extra["StartAfter"] = start_after
         try:
             response = await self._bounded(
                 self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, **extra),

@@ -2,10 +2,20 @@
 
 Items are sent by ``InputLocation`` (their bytes never pass through the client), claimed
 through S3 conditional writes (:mod:`._claims`), and their results copied inside S3 to the
-output prefix: ``<out><item>.out`` or ``<out><item>.error``. Each process writes the entries
-it finished to ``<out>.manifest/<owner>.jsonl`` when it ends; the process that finds every
-item finished writes them all to ``<out>manifest.jsonl`` (an item whose process died before
-writing its part is read from its claim).
+output prefix: ``<out><item>.out`` or ``<out><item>.error``. An item is finished when one of
+these exists: processes learn it by listing ``out``, never by reading per item.
+
+Each process walks the source listing page by page. It claims first its share of a page (the
+items whose hash falls to it among the live processes' heartbeats), skipping those a listing
+of the claims shows taken; two pages later, what is still unclaimed of the page (a share of a
+process that is gone or behind). Then it sweeps: the source and ``out`` listings merged show
+the items without a result, which it takes over when their holder's heartbeat lapsed, or
+waits for.
+
+Each process writes the entries it finished to ``<out>.manifest/<owner>-<n>.jsonl`` in parts
+(every 1,000 entries, and at each heartbeat), keeping none in memory after that; the process
+that finds every item finished joins the parts in ``<out>manifest.jsonl`` (an item finished
+by a process that died before writing its part is read from its claim).
 """
 
 from __future__ import annotations
@@ -17,14 +27,16 @@ import json
 import logging
 import math
 import os
+import random
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+import zlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ._batch import BatchSummary, _fatal, _NotSent
-from ._claims import DONE, REJECTED, SENDING, SUBMITTED, Busy, Claim, ClaimBook
+from ._claims import CLAIMS, OWNERS, REJECTED, SENDING, SUBMITTED, Busy, Claim, ClaimBook
 from ._client import AsyncInferenceClient
 from ._errors import (
     ClientClosedError,
@@ -43,10 +55,14 @@ __all__ = ["S3BatchPlan", "run_s3_batch"]
 
 logger = logging.getLogger("sagemaker_async")
 
-CLAIMS = ".claims/"
-_CLAIMS_AHEAD = 16  # claims made ahead of map's reads
 PARTS = ".manifest/"
 MANIFEST = "manifest.jsonl"
+_PART_ENTRIES = 1000  # entries of a manifest part, at most
+_LAG = 2  # pages walked before the unclaimed rest of a page is claimed
+_MET = 4  # claims found taken in a share before the live processes are read again
+_UNFINISHED = 10_000  # items a sweep gives back at most (the rest: at the next sweep)
+_LATENCIES = 10_000  # latencies kept for the percentiles, at most (a uniform sample)
+_OWN = (CLAIMS, PARTS, OWNERS)  # the batch's own folders under out
 
 
 def _prefix(uri: str, field: str) -> tuple[str, str]:
@@ -133,17 +149,20 @@ async def run_s3_batch(
     """Run every object under the S3 prefix ``source`` through ``endpoint_name``.
 
     Any number of processes (on any machines) may run the same call at once: each item is
-    claimed by one of them through a conditional write under ``<out>.claims/``, with a lease
-    of ``lease`` seconds that its holder renews while it works. A lapsed lease (its process
-    died) is taken over: the taker resumes the saved handle, or, when the claim says the item
-    may have been sent without its handle being saved, sends it again with the same
-    InferenceId (a WARNING; counted in ``summary.resubmitted``). The call returns when every
-    item is finished, by this process or by others (counted in ``summary.skipped``), waiting
-    for other processes' leases if it must; a rerun after everything finished sends nothing.
+    claimed by one of them through a conditional write under ``<out>.claims/``, held while
+    its process's heartbeat (``<out>.owners/<owner>``, renewed every quarter of ``lease``
+    seconds) is fresh. A lapsed claim (its process died) is taken over: the taker resumes the
+    saved handle, or, when the claim says the item may have been sent without its handle
+    being saved, sends it again with the same InferenceId (a WARNING; counted in
+    ``summary.resubmitted``). The call returns when every item is finished, by this process
+    or by others (counted in ``summary.skipped``), waiting for other processes' leases if it
+    must; a rerun after everything finished sends nothing.
 
     Results are copied inside S3 to ``<out><item>.out``, failures to ``<out><item>.error``
     (the failure object, or the error message when there is none); ``<out>manifest.jsonl``
-    has one entry per item once every item is finished. Submissions go through
+    has one entry per item once every item is finished. When the run stops early (every item
+    would fail), the rest of the listing is counted in ``summary.not_submitted``; when it is
+    cancelled or times out, in ``summary.unfinished``. Submissions go through
     :meth:`AsyncInferenceClient.map` (``max_in_flight`` at most).
 
     Raises:
@@ -160,6 +179,10 @@ async def run_s3_batch(
     await client.open()
     runner = _Run(client, endpoint_name, plan, content_type, accept, max_in_flight, summary)
     return await runner.run(progress, timeout)
+
+
+class _Taken(Exception):
+    """Another process claimed the item first: it is that one's (learnt again by the sweep)."""
 
 
 class _Run:
@@ -185,16 +208,18 @@ class _Run:
         self.max_in_flight = max_in_flight
         self.summary = summary
         self.owner = _owner()
-        self.book = ClaimBook(
-            self.store,
-            self.clock,
-            f"s3://{plan.out_bucket}/{plan.out_prefix}{CLAIMS}",
-            lease=plan.lease,
-            owner=self.owner,
-        )
-        self.claims: dict[str, Claim] = {}  # by InferenceId: the items given to map
-        self.entries: list[dict[str, Any]] = []  # finished by this process
+        self.book = ClaimBook(self.store, self.clock, plan.out, lease=plan.lease, owner=self.owner)
+        self.items: dict[str, str] = {}  # by InferenceId: the items given to map
+        self.claims: dict[str, Claim] = {}  # by InferenceId: those claimed
+        self.in_flight: set[str] = set()  # the items given to map, not yet out of it
+        self.given_up: set[str] = set()  # counted not submitted or unfinished here
+        self.waiting: dict[str, str] = {}  # item: the live owner that held it at the last sweep
+        self.seen: dict[str, float] = {}  # item: when a sweep first found it claimed, unfinished
+        self.entries: list[str] = []  # finished here, not yet in a manifest part (JSON lines)
+        self.parts = 0
+        self.owners = [self.owner]  # the live processes (as their heartbeats say), sorted
         self.stopping = False
+        self.taken = 0  # items found claimed by another process at the first write
         self.pending = 0  # items listed and not yet counted
         self.report: Callable[[], None] = lambda: None
 
@@ -205,7 +230,10 @@ class _Run:
         if progress is not None:
             self.report = lambda: progress(summary)
         started = self.clock.monotonic()
-        renewer = asyncio.ensure_future(self.book.keep_renewed())
+        complete = False
+        await self.book.beat()
+        self.owners = await self.book.owners()
+        beater = asyncio.ensure_future(self._keep_beating())
         work = asyncio.ensure_future(self._work())
         try:
             done, _ = await asyncio.wait({work}, timeout=timeout)
@@ -218,37 +246,74 @@ class _Run:
                 )
             else:
                 work.result()
+                complete = not self.stopping
         finally:
             work.cancel()
-            renewer.cancel()
+            beater.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            summary.unfinished += self.pending  # listed, neither finished nor refused
+                await beater
+            # Listed and not counted: finished by others after a whole run; else never sent
+            # (a stop) or not known to be finished (a timeout, a cancel).
+            if complete:
+                summary.skipped += self.pending
+            elif self.stopping:
+                summary.not_submitted += self.pending
+            else:
+                summary.unfinished += self.pending
             self.pending = 0
             summary.listing = False
-            await asyncio.shield(self._close())
+            await asyncio.shield(self._close(complete))
             summary.wall_seconds = self.clock.monotonic() - started
+            self.report()
         return summary
 
-    async def _close(self) -> None:
-        """Release what is still held, write this process's part, and the manifest if whole."""
-        await self.book.release_all()
-        if self.entries:
-            part = f"{self.plan.out}{PARTS}{self.owner}.jsonl"
+    async def _keep_beating(self) -> None:
+        """Every quarter of a lease: the heartbeat, the live processes, a manifest part."""
+        while True:
+            await self.clock.sleep(self.plan.lease / 4)
             try:
-                await self.store.put(part, _jsonl(self.entries), content_type=None, deadline=None)
+                await self.book.beat()
+                self.owners = await self.book.owners()
             except InvocationError as exc:
-                logger.error("the manifest part %s could not be written: %s", part, exc)
+                logger.warning("the heartbeat could not be written: %s", exc)
+            await self._flush()
+
+    async def _close(self, complete: bool) -> None:
+        """Write this process's last part, give up what is held, and the manifest if whole."""
+        await self._flush()
+        await self.book.close()
         s = self.summary
-        if s.total and s.succeeded + s.failed + s.skipped == s.total:
+        if complete and s.total and s.succeeded + s.failed + s.skipped == s.total:
             try:
                 await self._write_manifest()
             except InvocationError as exc:
                 logger.error("%s%s could not be written: %s", self.plan.out, MANIFEST, exc)
 
+    async def _flush(self) -> None:
+        """Write the entries finished since the last part as a new part (none kept after)."""
+        if not self.entries:
+            return
+        lines, self.entries = self.entries, []
+        self.parts += 1
+        part = f"{self.plan.out}{PARTS}{self.owner}-{self.parts:06d}.jsonl"
+        try:
+            await self.store.put(part, "".join(lines).encode(), content_type=None, deadline=None)
+        except InvocationError as exc:
+            logger.error("the manifest part %s could not be written: %s", part, exc)
+            self.entries[:0] = lines  # tried again with the next part
+
     # -- listing -------------------------------------------------------------------------------
-    async def _keys(self, bucket: str, prefix: str) -> AsyncIterator[str]:
-        """Every key under ``prefix``, page by page (each read when the last one is used)."""
+    async def _keys(
+        self, bucket: str, prefix: str, start_after: str | None = None
+    ) -> AsyncGenerator[str, None]:
+        """Every key under ``prefix`` (after ``start_after``), page by page, read as used."""
+        async for page in self._pages(bucket, prefix, start_after):
+            for key in page:
+                yield key
+
+    async def _pages(
+        self, bucket: str, prefix: str, start_after: str | None = None
+    ) -> AsyncIterator[list[str]]:
         token: str | None = None
         policy = retrying(
             self.client.retry,
@@ -260,95 +325,234 @@ class _Run:
         )
 
         async def one_page() -> Page:
-            return await self.store.list_page(bucket, prefix, token, recursive=True)
+            return await self.store.list_page(
+                bucket, prefix, token, recursive=True, start_after=start_after
+            )
 
         while True:
             page = await call_with_retry(policy, one_page)
-            for key in page.keys:
-                yield key
+            yield page.keys
             token = page.next_token
             if token is None:
                 return
 
-    async def _items(self) -> AsyncIterator[str]:
+    async def _item_pages(self, after: str | None = None) -> AsyncIterator[list[str]]:
+        """The items of the source, a listing page at a time (after item ``after``)."""
         plan = self.plan
-        async for key in self._keys(plan.source_bucket, plan.source_prefix):
-            if not plan.excluded(key):
-                yield key[len(plan.source_prefix) :]
+        start = plan.source_prefix + after if after is not None else None
+        cut = len(plan.source_prefix)
+        async for keys in self._pages(plan.source_bucket, plan.source_prefix, start):
+            yield [key[cut:] for key in keys if not plan.excluded(key)]
+
+    async def _claimed_in(self, after: str | None, last: str) -> set[str]:
+        """The items after ``after`` up to ``last`` that have a claim (one listing or so)."""
+        prefix = self.plan.out_prefix + CLAIMS
+        start = prefix + after if after is not None else None
+        found: set[str] = set()
+        async for key in self._keys(self.plan.out_bucket, prefix, start):
+            item = key[len(prefix) :]
+            if item > last:
+                break
+            found.add(item)
+        return found
+
+    async def _sweep(self, after: str | None) -> tuple[list[str], str | None]:
+        """The items after ``after`` that have no result yet (up to 10,000), and where to go on.
+
+        The source and ``out`` listings are merged: the result of an item sorts after it, and
+        an item is known to have none once the ``out`` listing passed ``<item>.out``.
+        """
+        plan = self.plan
+        out = self._keys(
+            plan.out_bucket, plan.out_prefix, plan.out_prefix + after if after else None
+        )
+        cut = len(plan.out_prefix)
+        seen: set[str] = set()  # items with a result, listed ahead of the source
+        position = ""  # the last key of ``out`` read, without the prefix
+        exhausted = False
+        unfinished: list[str] = []
+        before = after  # the last item before the first unfinished one
+        async with contextlib.aclosing(out):
+            async for page in self._item_pages(after):
+                for item in page:
+                    last = item + ".out"
+                    while not exhausted and position <= last:
+                        try:
+                            position = (await anext(out))[cut:]
+                        except StopAsyncIteration:
+                            exhausted = True
+                            break
+                        if position.startswith(_OWN):
+                            continue
+                        if position.endswith(".out"):
+                            seen.add(position[:-4])
+                        elif position.endswith(".error"):
+                            seen.add(position[:-6])
+                    if item in seen:
+                        seen.discard(item)
+                        if not unfinished:
+                            before = item
+                        continue
+                    unfinished.append(item)
+                    if len(unfinished) >= _UNFINISHED:
+                        return unfinished, before
+                if len(seen) > _PART_ENTRIES:  # results of no item (or out of order): forget
+                    seen = {name for name in seen if name > page[-1]} if page else seen
+        return unfinished, before
 
     # -- the work ------------------------------------------------------------------------------
+    def _offer(self, item: str, claim: Claim | None = None) -> dict[str, Any]:
+        inference_id = claim.inference_id if claim is not None else str(uuid.uuid4())
+        self.items[inference_id] = item
+        if claim is not None:
+            self.claims[inference_id] = claim
+        self.in_flight.add(item)
+        return {"input_location": self.plan.source_uri(item), "inference_id": inference_id}
+
+    def _mine(self, page: list[str]) -> tuple[list[str], list[str]]:
+        """``page`` split in this process's share and the others' (by hash, live processes)."""
+        owners = self.owners
+        if len(owners) < 2 or self.owner not in owners:
+            return page, []
+        rank, count = owners.index(self.owner), len(owners)
+        mine: list[str] = []
+        others: list[str] = []
+        for item in page:
+            (mine if zlib.crc32(item.encode()) % count == rank else others).append(item)
+        return mine, others
+
     async def _inputs(self) -> AsyncIterator[dict[str, Any]]:
-        """The items to send, claimed as map reads them; then those others held, as they lapse."""
-        waiting: list[Busy] = []
-        self.summary.listing = True
-        ahead: collections.deque[asyncio.Future[dict[str, Any] | None]] = collections.deque()
-        try:
-            async for item in self._items():
-                self.summary.total += 1
-                self.pending += 1
-                # Claims are made a few items ahead (each one is a round trip or two).
-                ahead.append(asyncio.ensure_future(self._claimed(item, waiting)))
-                while len(ahead) > _CLAIMS_AHEAD or (ahead and ahead[0].done()):
-                    given = await ahead.popleft()
-                    if given is not None:
-                        yield given
-                    if self.stopping:
-                        return
-            while ahead:
-                given = await ahead.popleft()
-                if given is not None:
-                    yield given
-                if self.stopping:
-                    return
-        finally:  # claims made and never given: held, and released at the close
-            await asyncio.gather(*ahead, return_exceptions=True)
-        self.summary.listing = False
-        self.report()
-        while waiting and not self.stopping:
-            earliest = min(busy.expires for busy in waiting)
-            await self.clock.sleep(max(0.0, earliest - self.clock.wall()) + 0.05)
-            now = self.clock.wall()
-            due = [busy for busy in waiting if busy.expires <= now]
-            waiting = [busy for busy in waiting if busy.expires > now]
-            # One claim found renewed says its owner lives (it renews all its claims at once):
-            # its other items are read again at that claim's expiry, not now.
-            alive: dict[str, float] = {}
-            for busy in due:
-                if busy.owner in alive:
-                    waiting.append(Busy(busy.item, alive[busy.owner], busy.owner))
+        """The items to send: this process's share, the unclaimed rest, then the sweeps'."""
+        summary = self.summary
+        summary.listing = True
+        later: collections.deque[tuple[str | None, str, list[str]]] = collections.deque()
+        after: str | None = None
+        async for page in self._item_pages():
+            summary.total += len(page)
+            self.pending += len(page)
+            if not page or self.stopping:  # after a stop, items are only counted
+                continue
+            claimed = await self._claimed_in(after, page[-1])
+            mine, others = self._mine([item for item in page if item not in claimed])
+            random.shuffle(mine)  # processes that do not know of each other yet meet less
+            met, i = self.taken, 0
+            while i < len(mine) and not self.stopping:
+                if self.taken - met >= _MET:  # others claim this share: who is live now?
+                    self.owners = await self.book.owners()
+                    claimed = await self._claimed_in(after, page[-1])
+                    mine, more = self._mine([item for item in mine[i:] if item not in claimed])
+                    others += more
+                    met, i = self.taken, 0
                     continue
-                given = await self._claimed(busy.item, waiting, seen=True)
-                if given is not None:
+                yield self._offer(mine[i])
+                i += 1
+            later.append((after, page[-1], others))
+            after = page[-1]
+            while len(later) > _LAG and not self.stopping:
+                async for given in self._unclaimed(*later.popleft()):
                     yield given
-                elif waiting and waiting[-1].item == busy.item and waiting[-1].expires > now:
-                    alive[waiting[-1].owner] = waiting[-1].expires
+        while later and not self.stopping:
+            async for given in self._unclaimed(*later.popleft()):
+                yield given
+        summary.listing = False
+        self.report()
+        if not self.stopping:
+            async for given in self._rest():
+                yield given
+
+    async def _unclaimed(
+        self, after: str | None, last: str, items: list[str]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Those of ``items`` (a page's others' share) now in this one's share and unclaimed.
+
+        The shares are those of the processes live now: the share of a process that is gone
+        is split among the others. What is left (a live process behind) is the sweeps'.
+        """
+        if not items:
+            return
+        rest, _ = self._mine(items)
+        if not rest:
+            return
+        claimed = await self._claimed_in(after, last)
+        rest = [item for item in rest if item not in claimed]
+        random.shuffle(rest)
+        for item in rest:
+            yield self._offer(item)
+            if self.stopping:
+                return
+
+    async def _rest(self) -> AsyncIterator[dict[str, Any]]:
+        """Sweep until every item is finished: take over lapsed claims, wait for live ones.
+
+        The sweeps back off (a second, doubling up to half a lease) while nothing is taken:
+        each lists the source and ``out`` from the first unfinished item on.
+        """
+        after: str | None = None
+        first = pause = min(1.0, self.plan.lease / 4)
+        grace = min(2.0, self.plan.lease / 4)
+        while not self.stopping:
+            before = after
+            unfinished, after = await self._sweep(after)
+            waiting = {item: self.waiting[item] for item in unfinished if item in self.waiting}
+            self.waiting = waiting
+            todo = []
+            for item in unfinished:
+                if item in self.in_flight or item in self.given_up:
+                    continue  # this process's own, under way; or one it gave up
+                holder = waiting.get(item)
+                if holder is None or not await self.book.alive(holder):
+                    todo.append(item)  # else held by a live process: not read again
+            if not todo and not waiting:
+                return  # what is left is this process's own, under way
+            claimed = await self._claimed_in(before, todo[-1]) if todo else set()
+            now = self.clock.wall()
+            self.seen = {item: self.seen.get(item, now) for item in todo if item in claimed}
+            took = False
+            for item in todo:
+                if now - self.seen.get(item, -math.inf) < grace:
+                    continue  # claimed: likely under way, finished before long: not read yet
+                known = await self.book.read(item) if item in claimed else None
+                got = await self.book.acquire(item, str(uuid.uuid4()), known=known)
+                if isinstance(got, Busy):
+                    waiting[item] = got.owner
+                    continue
+                waiting.pop(item, None)
+                if got.taken_over and await self._has_result(item):
+                    self.book.drop(got)  # finished since the sweep listed it
+                    continue
+                took = True
+                yield self._offer(item, got)
                 if self.stopping:
                     return
+            pause = first if took or self.seen else min(pause * 2, max(first, self.plan.lease / 2))
+            await self.clock.sleep(pause)
 
-    async def _claimed(
-        self, item: str, waiting: list[Busy], *, seen: bool = False
-    ) -> dict[str, Any] | None:
-        """Claim ``item``: its input for map, or None (finished, or held by another: waiting)."""
-        got = await self.book.acquire(item, str(uuid.uuid4()), seen=seen)
-        if got is None:
-            self._count("skipped")
-            return None
-        if isinstance(got, Busy):
-            waiting.append(got)
-            return None
-        self.claims[got.inference_id] = got
-        return {"input_location": self.plan.source_uri(item), "inference_id": got.inference_id}
+    async def _has_result(self, item: str) -> bool:
+        """True when ``item`` has its ``.out`` or ``.error`` (one listing, no body read)."""
+        prefix = f"{self.plan.out_prefix}{item}."
+        page = await self.store.list_page(self.plan.out_bucket, prefix, None, recursive=True)
+        return bool({prefix + "out", prefix + "error"} & set(page.keys))
 
-    def _count(self, what: str) -> None:
+    def _count(self, what: str, item: str | None = None) -> None:
         setattr(self.summary, what, getattr(self.summary, what) + 1)
         self.pending -= 1
+        if item is not None:
+            self.given_up.add(item)
         self.report()
 
     async def _submit(self, endpoint: str, **kwargs: Any) -> AsyncInferenceHandle:
-        """One item's call: resume the handle its claim holds, else send it (saving its handle)."""
-        claim = self.claims[kwargs["inference_id"]]
+        """One item's call: claim it, resume the handle its claim holds, else send it."""
+        inference_id = kwargs["inference_id"]
         if self.stopping:
             raise _NotSent()
+        claim = self.claims.get(inference_id)
+        if claim is None:
+            got = await self.book.acquire(self.items[inference_id], inference_id, takeover=False)
+            if isinstance(got, Busy):
+                raise _Taken()
+            claim = self.claims[inference_id] = got
+            if self.stopping:
+                raise _NotSent()
         if claim.record.get("state") == SUBMITTED and claim.record.get("handle"):
             self.summary.resumed += 1
             return self.client.resume(claim.record["handle"])
@@ -360,10 +564,6 @@ class _Run:
                 claim.item,
                 claim.inference_id,
             )
-        if claim.record.get("state") != SENDING and not await self.book.update(
-            claim, state=SENDING
-        ):
-            raise _NotSent()  # another process took it over: it is that one's now
         claim.sent = True
         handle = await self.client.invoke_endpoint_async(endpoint, **kwargs)
         try:
@@ -386,8 +586,16 @@ class _Run:
         )
         async with contextlib.aclosing(outcomes):
             async for outcome in outcomes:
-                claim = self.claims.pop(outcome.input["inference_id"])
-                if outcome.handle is not None:
+                inference_id = outcome.input["inference_id"]
+                item = self.items.pop(inference_id)
+                self.in_flight.discard(item)
+                claim = self.claims.pop(inference_id, None)
+                if claim is None:  # taken by another first, or not claimed before a stop
+                    if isinstance(outcome.error, _Taken):
+                        self.taken += 1
+                    else:
+                        self._count("not_submitted", item)
+                elif outcome.handle is not None:
                     await self._finish(claim, outcome.handle, outcome.error or outcome.result)
                 else:
                     assert outcome.error is not None
@@ -395,13 +603,12 @@ class _Run:
 
     async def _not_sent(self, claim: Claim, error: BaseException) -> None:
         if claim.lost:
-            self._count("skipped")  # the process that took it over runs it
-            return
+            return  # the process that took it over runs it: counted by the sweeps (pending)
         maybe = isinstance(error, InvocationError) and error.possibly_submitted
         state = SENDING if maybe else REJECTED if claim.sent else claim.unsent_state
         with contextlib.suppress(InvocationError):
             await self.book.update(claim, release=True, state=state)
-        self._count("not_submitted")
+        self._count("not_submitted", claim.item)
         if isinstance(error, _NotSent):
             return
         if maybe:
@@ -417,7 +624,7 @@ class _Run:
             self.summary.stopped = f"every item would fail: {error}"
 
     async def _finish(self, claim: Claim, handle: AsyncInferenceHandle, outcome: Any) -> None:
-        """Copy what became of a sent item to ``out``, then mark its claim done."""
+        """Copy what became of a sent item to ``out`` (which marks it finished)."""
         self.summary.duplicates += max(0, handle.submit_attempts - 1)
         if isinstance(outcome, (InvocationError, ClientClosedError)) or (
             isinstance(outcome, InferenceTimeoutError) and not outcome.deadline_exceeded
@@ -425,18 +632,20 @@ class _Run:
             logger.error("item %s: waiting stopped, a rerun resumes it: %s", claim.item, outcome)
             with contextlib.suppress(InvocationError):
                 await self.book.update(claim, release=True)
-            self._count("unfinished")
+            self._count("unfinished", claim.item)
             return
         if isinstance(outcome, BaseException) and not isinstance(
             outcome, (InferenceFailedError, InferenceTimeoutError)
         ):
             raise outcome
-        if float(claim.record["expires"]) - self.clock.wall() < self.plan.lease / 4:
-            # Late to renew (a slow process): make sure the item is still ours before writing.
+        if not self.book.live():
+            # Late to beat (a stalled process): make sure the item is still ours first.
             with contextlib.suppress(InvocationError):
-                await self.book.update(claim)
-        if claim.lost:
-            self._count("skipped")  # the process that took it over finishes it
+                await self.book.beat()
+        if claim.lost or not self.book.live(0.0):
+            # Another process took it over, or may: it stays pending, for the sweeps to
+            # count as finished by another, or to take back (it is never counted twice).
+            self.book.drop(claim)
             return
         target = f"{self.plan.out}{claim.item}"
         entry: dict[str, Any] = {
@@ -459,21 +668,24 @@ class _Run:
             )
             with contextlib.suppress(InvocationError):
                 await self.book.update(claim, release=True)
-            self._count("unfinished")
+            self._count("unfinished", claim.item)
             return
+        self.book.drop(claim)
         entry["finished_at"] = _iso(self.clock.wall())
-        try:
-            kept = await self.book.update(claim, state=DONE, entry=entry, release=True)
-        except InvocationError as exc:
-            logger.error("item %s: its claim could not be marked done: %s", claim.item, exc)
-            self._count("unfinished")
-            return
-        if not kept:
-            self._count("skipped")
-            return
-        self.entries.append(entry)
-        self.summary.latencies.append(self.clock.wall() - handle.submitted_at.timestamp())
+        self.entries.append(json.dumps(entry) + "\n")
+        if len(self.entries) >= _PART_ENTRIES:
+            await self._flush()
+        self._latency(self.clock.wall() - handle.submitted_at.timestamp())
         self._count("failed" if entry["status"] == "failed" else "succeeded")
+
+    def _latency(self, seconds: float) -> None:
+        """Keep a uniform sample of at most 10,000 latencies (reservoir): memory stays flat."""
+        kept = self.summary.latencies
+        seen = self.summary.succeeded + self.summary.failed + 1
+        if len(kept) < _LATENCIES:
+            kept.append(seconds)
+        elif (at := random.randrange(seen)) < _LATENCIES:
+            kept[at] = seconds
 
     async def _save_failure(
         self, handle: AsyncInferenceHandle, error: BaseException, target: str
@@ -489,32 +701,51 @@ class _Run:
 
     # -- the manifest --------------------------------------------------------------------------
     async def _write_manifest(self) -> None:
-        """``<out>manifest.jsonl``: the parts' entries, and those only a claim holds."""
+        """``<out>manifest.jsonl``: the parts joined, and the entries only a claim holds."""
         plan = self.plan
-        entries: dict[str, dict[str, Any]] = {}
-        source = f"s3://{plan.source_bucket}/{plan.source_prefix}"
+        bodies: list[bytes] = []
         async for key in self._keys(plan.out_bucket, plan.out_prefix + PARTS):
             got = await self.store.read(f"s3://{plan.out_bucket}/{key}")
-            if isinstance(got, Absent):
-                continue
-            for line in got.body.decode().splitlines():
-                with contextlib.suppress(ValueError, KeyError):
-                    entry = json.loads(line)
-                    entries[entry["input"]] = entry
-        claims = plan.out_prefix + CLAIMS
-        async for key in self._keys(plan.out_bucket, claims):
-            item = key[len(claims) :]
-            if source + item in entries:
-                continue
-            found = await self.book.read(item)
-            if found is not None and found[0].get("state") == DONE and found[0].get("entry"):
-                entries[source + item] = found[0]["entry"]
-        ordered = [entries[name] for name in sorted(entries)]
-        await self.store.put(plan.out + MANIFEST, _jsonl(ordered), content_type=None, deadline=None)
+            if not isinstance(got, Absent):
+                bodies.append(got.body if got.body.endswith(b"\n") else got.body + b"\n")
+        if sum(body.count(b"\n") for body in bodies) < self.summary.total:
+            bodies.append(await self._entries_of_claims(bodies))
+        await self.store.put(
+            plan.out + MANIFEST, b"".join(bodies), content_type=None, deadline=None
+        )
 
-
-def _jsonl(entries: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(entry) + "\n" for entry in entries).encode()
+    async def _entries_of_claims(self, bodies: list[bytes]) -> bytes:
+        """Entries of the items finished by a process that died before writing them."""
+        plan = self.plan
+        known: set[str] = set()
+        for body in bodies:
+            for line in body.splitlines():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    known.add(json.loads(line)["input"])
+        lines: list[str] = []
+        async for page in self._item_pages():
+            for item in page:
+                if plan.source_uri(item) in known:
+                    continue
+                found = await self.book.read(item)
+                handle = found[0].get("handle") if found is not None else None
+                if not isinstance(handle, dict):
+                    continue
+                target = f"{plan.out}{item}"
+                failed = not isinstance(await self.store.read(target + ".error"), Absent)
+                entry = {
+                    "input": plan.source_uri(item),
+                    "inference_id": found[0].get("inference_id") if found else None,
+                    "output_location": handle.get("output_location"),
+                    "failure_location": handle.get("failure_location"),
+                    "submitted_at": handle.get("submitted_at"),
+                    "status": "failed" if failed else "succeeded",
+                    "output": None if failed else target + ".out",
+                    "error": target + ".error" if failed else None,
+                    "finished_at": None,
+                }
+                lines.append(json.dumps(entry) + "\n")
+        return "".join(lines).encode()
 
 
 def _iso(ts: float) -> str:
