@@ -2,8 +2,8 @@
 
 Not moto: moto saturates near 300 requests/s on the benchmark machine, which would make the
 server, not the client under test, the bottleneck. This serves the few calls the clients make:
-CreateBucket, PutObject (with If-None-Match: * and If-Match), CopyObject, GetObject,
-HeadObject, DeleteObject and ListObjectsV2 (prefix,
+CreateBucket, PutObject (with If-None-Match: * and If-Match), multipart uploads (create, upload
+part, complete, abort), CopyObject, GetObject, HeadObject, DeleteObject and ListObjectsV2 (prefix,
 delimiter, start-after, continuation-token, max-keys up to 1,000), with S3's XML errors.
 Signatures are not checked.
 
@@ -91,6 +91,7 @@ class Store:
         self.reset_counts()
         self.writes: dict[str, dict[str, float]] = defaultdict(dict)
         self.reset_hooks: list[Any] = []
+        self.uploads: dict[str, tuple[str, str, dict[int, bytes]]] = {}  # id: bucket, key, parts
         self.lag: list[float] = []
 
     # -- counting -----------------------------------------------------------------------------
@@ -357,6 +358,8 @@ async def _object_op(request: web.Request) -> web.StreamResponse:
         if obj is None:
             return web.Response(status=404)
         return web.Response(status=200, headers=_object_headers(obj))
+    if "uploads" in request.query or "uploadId" in request.query:
+        return await _multipart(request, store, name, key)
     if method == "PUT" and "x-amz-copy-source" in request.headers:
         store.count(name, "PUT")
         store.label("COPY", key)
@@ -413,6 +416,52 @@ async def _object_op(request: web.Request) -> web.StreamResponse:
             bucket.delete(key)
         return web.Response(status=204)
     return _error(501, "NotImplemented", f"{method} on an object is not implemented", key)
+
+
+def _body_of(request: web.Request, data: bytes) -> bytes:
+    encoding = request.headers.get("Content-Encoding", "")
+    sha = request.headers.get("x-amz-content-sha256", "")
+    if "aws-chunked" in encoding or sha.startswith("STREAMING-"):
+        return _decode_aws_chunked(data)
+    return data
+
+
+async def _multipart(request: web.Request, store: Store, name: str, key: str) -> web.Response:
+    """CreateMultipartUpload, UploadPart, CompleteMultipartUpload, AbortMultipartUpload."""
+    method, query = request.method, request.query
+    store.count(name, "PUT" if method == "PUT" else "OTHER")
+    store.label(f"{method} multipart", key)
+    if method == "POST" and "uploads" in query:
+        upload_id = uuid.uuid4().hex
+        store.uploads[upload_id] = (name, key, {})
+        body = (
+            f'<InitiateMultipartUploadResult xmlns="{_XMLNS}"><Bucket>{escape(name)}</Bucket>'
+            f"<Key>{escape(key)}</Key><UploadId>{upload_id}</UploadId>"
+            "</InitiateMultipartUploadResult>"
+        )
+        return web.Response(body=body.encode(), content_type="application/xml")
+    upload = store.uploads.get(query["uploadId"])
+    if upload is None or upload[:2] != (name, key):
+        return _error(404, "NoSuchUpload", "The specified upload does not exist.", key)
+    if method == "PUT":
+        data = _body_of(request, await request.read())
+        upload[2][int(query["partNumber"])] = data
+        return web.Response(status=200, headers={"ETag": '"' + hashlib.md5(data).hexdigest() + '"'})
+    if method == "DELETE":
+        del store.uploads[query["uploadId"]]
+        return web.Response(status=204)
+    if method == "POST":
+        await request.read()
+        del store.uploads[query["uploadId"]]
+        parts = upload[2]
+        obj = store.put(name, key, b"".join(parts[n] for n in sorted(parts)))
+        body = (
+            f'<CompleteMultipartUploadResult xmlns="{_XMLNS}"><Bucket>{escape(name)}</Bucket>'
+            f"<Key>{escape(key)}</Key><ETag>{escape(obj.etag)}</ETag>"
+            "</CompleteMultipartUploadResult>"
+        )
+        return web.Response(body=body.encode(), content_type="application/xml")
+    return _error(501, "NotImplemented", f"{method} on an upload is not implemented", key)
 
 
 # -- admin ------------------------------------------------------------------------------------

@@ -335,7 +335,7 @@ async def test_manifest_parts_are_written_as_the_run_goes(
     assert summary.succeeded == 24
     # About 2 s of work, a part at least every quarter of a lease: entries are not kept
     # in memory until the end.
-    parts = await keys(s3, bucket, base + "out/.manifest/")
+    parts = [k for k in await keys(s3, bucket, base + "out/.manifest/") if k.endswith(".jsonl")]
     assert len(parts) >= 3, parts
     entries = []
     for part in parts:
@@ -591,3 +591,152 @@ async def test_items_refused_by_an_unknown_endpoint_are_sent_afresh_by_a_rerun(
     assert second.succeeded == second.total == 20 and second.resubmitted == 0, second
     assert not [r for r in caplog.records if "resubmitting" in r.getMessage()]
     assert with_it.stats("late").received == 20
+
+
+# -- the manifest at the end: streamed, written by one process -------------------------------
+
+
+async def writer_of(moto_url: str, bucket: str, base: str, total: int) -> Any:
+    """A process's S3 batch run (not started) on ``s3://bucket/base`` that found ``total`` items."""
+    from sagemaker_async._s3batch import S3BatchPlan, _Run
+
+    client = AsyncInferenceClient(
+        region_name="us-east-1",
+        endpoint_url=moto_url,
+        s3_endpoint_url=moto_url,
+        retry=RetryConfig(initial_delay=0.01, max_delay=0.05, jitter=0.0),
+    )
+    await client.open()
+    plan = S3BatchPlan.of(f"s3://{bucket}/{base}in/", f"s3://{bucket}/{base}out/", 30.0)
+    summary = BatchSummary(total=total, skipped=total)
+    return client, _Run(client, "echo", plan, None, None, 1, summary)
+
+
+async def test_a_manifest_over_5_mib_is_uploaded_in_parts_every_line_once_no_upload_left(
+    moto_url: str, s3: Any, embedded_s3: Any
+) -> None:
+    bucket = "manifest-" + uuid.uuid4().hex[:8]
+    await s3.create_bucket(Bucket=bucket)
+    base = "big/"
+    pad = "x" * 600
+    lines = [
+        json.dumps({"input": f"s3://{bucket}/{base}in/{i:05d}", "pad": pad}) for i in range(10_000)
+    ]
+    for n in range(10):  # 10 parts of 1,000 entries: about 6.5 MB
+        body = "".join(line + "\n" for line in lines[n * 1000 : (n + 1) * 1000])
+        await s3.put_object(Bucket=bucket, Key=f"{base}out/.manifest/p-{n:06d}.jsonl", Body=body)
+    key = f"{bucket}/{base}out/manifest.jsonl"
+    before = embedded_s3.counts_by_path().get(key, {})
+    client, run = await writer_of(moto_url, bucket, base, len(lines))
+    try:
+        await run._close(True)
+    finally:
+        await client.aclose()
+    spent = embedded_s3.counts_by_path().get(key, {})
+    got = (await read(s3, bucket, f"{base}out/manifest.jsonl")).decode().splitlines()
+    assert sorted(got) == sorted(lines)  # every line once
+    # CreateMultipartUpload and CompleteMultipartUpload (POST), two UploadPart (PUT).
+    assert spent.get("OTHER", 0) - before.get("OTHER", 0) == 2, spent
+    assert spent.get("PUT", 0) - before.get("PUT", 0) == 2, spent
+    assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
+
+
+async def test_a_streamed_upload_cancelled_midway_is_aborted(moto_url: str, s3: Any) -> None:
+    bucket = "abort-" + uuid.uuid4().hex[:8]
+    await s3.create_bucket(Bucket=bucket)
+    reached, never = asyncio.Event(), asyncio.Event()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"a" * (6 * 1024 * 1024)  # one part: uploaded before the next is asked for
+        reached.set()
+        await never.wait()
+        yield b"b"
+
+    async with AsyncInferenceClient(
+        region_name="us-east-1", endpoint_url=moto_url, s3_endpoint_url=moto_url
+    ) as client:
+        task = asyncio.ensure_future(client._store.put_streamed(f"s3://{bucket}/m.jsonl", chunks()))
+        await reached.wait()
+        uploads = (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", [])
+        assert [u["Key"] for u in uploads] == ["m.jsonl"]  # under way
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
+    assert await keys(s3, bucket, "") == []
+
+
+async def test_a_streamed_upload_that_fails_midway_is_aborted(moto_url: str, s3: Any) -> None:
+    bucket = "fails-" + uuid.uuid4().hex[:8]
+    await s3.create_bucket(Bucket=bucket)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"a" * (6 * 1024 * 1024)
+        raise OSError("a manifest part could not be read")
+
+    async with AsyncInferenceClient(
+        region_name="us-east-1", endpoint_url=moto_url, s3_endpoint_url=moto_url
+    ) as client:
+        with pytest.raises(OSError):
+            await client._store.put_streamed(f"s3://{bucket}/m.jsonl", chunks())
+    assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
+
+
+async def test_of_three_processes_one_writes_the_manifest_and_a_rerun_none(
+    emulator: LocalAsyncEndpoint, s3: Any, embedded_s3: Any
+) -> None:
+    bucket = emulator.bucket
+    base = f"one-{uuid.uuid4().hex[:8]}/"
+    n = 30
+    await put_inputs(s3, bucket, base + "in/", [f"{i:02d}" for i in range(n)])
+    source, out = f"s3://{bucket}/{base}in/", f"s3://{bucket}/{base}out/"
+    key = f"{bucket}/{base}out/manifest.jsonl"
+
+    def writes() -> int:
+        spent = embedded_s3.counts_by_path().get(key, {})
+        return int(spent.get("PUT", 0) + spent.get("OTHER", 0))
+
+    async with client_of(emulator) as a, client_of(emulator) as b, client_of(emulator) as c:
+        summaries = await asyncio.gather(
+            *(run_s3_batch(x, "echo", source, out, lease=30, max_in_flight=4) for x in (a, b, c))
+        )
+    assert all(s.succeeded + s.skipped == s.total == n for s in summaries), summaries
+    assert writes() == 1
+    async with client_of(emulator) as client:
+        rerun = await run_s3_batch(client, "echo", source, out, lease=30)
+    assert rerun.skipped == n and emulator.stats("echo").received == n
+    assert writes() == 1  # the manifest is whole already
+    lines = (await read(s3, bucket, f"{base}out/manifest.jsonl")).decode().splitlines()
+    assert sorted(json.loads(line)["input"] for line in lines) == [
+        f"{source}{i:02d}" for i in range(n)
+    ]
+
+
+async def test_a_manifest_left_unwritten_by_a_dead_writer_is_written_by_a_rerun(
+    emulator: LocalAsyncEndpoint, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sagemaker_async import _s3batch
+
+    bucket = emulator.bucket
+    base = f"dead-{uuid.uuid4().hex[:8]}/"
+    names = [f"{i:02d}" for i in range(12)]
+    await put_inputs(s3, bucket, base + "in/", names)
+    source, out = f"s3://{bucket}/{base}in/", f"s3://{bucket}/{base}out/"
+    async with client_of(emulator) as client:
+        await run_s3_batch(client, "echo", source, out, lease=30)
+    # As if the writer died midway, and a process died before writing its manifest part:
+    # the marker names a process with no heartbeat, the manifest and the parts are gone.
+    for part in await keys(s3, bucket, base + "out/.manifest/"):
+        await s3.delete_object(Bucket=bucket, Key=f"{base}out/.manifest/{part}")
+    await s3.delete_object(Bucket=bucket, Key=f"{base}out/manifest.jsonl")
+    await s3.put_object(
+        Bucket=bucket,
+        Key=f"{base}out/.manifest/writer",
+        Body=json.dumps({"owner": "gone-1", "state": "writing", "total": 12}).encode(),
+    )
+    monkeypatch.setattr(_s3batch, "_KNOWN", 5)  # the entries are found in three passes
+    async with client_of(emulator) as client:
+        rerun = await run_s3_batch(client, "echo", source, out, lease=30)
+    assert rerun.skipped == len(names) and emulator.stats("echo").received == len(names)
+    lines = (await read(s3, bucket, f"{base}out/manifest.jsonl")).decode().splitlines()
+    assert sorted(json.loads(line)["input"] for line in lines) == [source + n for n in names]

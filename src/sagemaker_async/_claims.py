@@ -130,6 +130,10 @@ class ClaimBook:
                 record = {}  # not ours: lapsed, taken over
             return (record if isinstance(record, dict) else {}), got.etag or ""
 
+    async def read_json(self, uri: str) -> tuple[dict[str, Any], str] | None:
+        """The JSON object at ``uri`` (such as a marker) and its ETag; None when there is none."""
+        return await self._read(uri)
+
     async def read(self, item: str) -> tuple[dict[str, Any], str] | None:
         """The claim of ``item`` and its ETag; None when there is none."""
         return await self._read(self.uri(item))

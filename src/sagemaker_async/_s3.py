@@ -1,5 +1,8 @@
 """The S3 calls the client makes: read a location, list a directory page, upload a large body.
 
+A body made as it goes (an S3 batch's manifest) is streamed with a multipart upload, one part
+in memory at a time, and aborted on any failure or cancellation (nothing is left behind).
+
 Reads and listings make one attempt each: the completion engine's schedule is their retry (a
 missed poll is polled again later anyway), so no task sleeps inside a request. A transient
 failure raises :class:`Unavailable`; ``SlowDown`` also halves the request budget. Uploads,
@@ -8,9 +11,10 @@ made while submitting, are retried here with the client's retry policy.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
-from collections.abc import Awaitable
+from collections.abc import AsyncIterable, Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,6 +41,7 @@ from ._validation import parse_s3_uri
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 __all__ = ["Absent", "ObjectStore", "Page", "S3Object", "Unavailable"]
 
@@ -81,6 +86,9 @@ class Page:
 
 
 T = TypeVar("T")
+
+#: The smallest part of a multipart upload but the last (S3's rule, not in botocore's model).
+MIN_PART = 5 * 1024 * 1024
 
 
 class ObjectStore:
@@ -373,3 +381,101 @@ class ObjectStore:
         except Exception as exc:
             raise to_invocation_error(exc, "PutObject") from exc
         logger.debug("uploaded a %d-byte body to %s", len(body), uri)
+
+    async def put_streamed(
+        self, uri: str, chunks: AsyncIterable[bytes], *, deadline: float | None = None
+    ) -> None:
+        """Upload the concatenation of ``chunks`` to ``uri``, holding about one part at a time.
+
+        Under :data:`MIN_PART` in all, one PutObject; else a multipart upload whose parts (all
+        but the last of at least :data:`MIN_PART`) are filled from ``chunks`` as they come.
+        Each request is retried with the client's retry policy (an UploadPart overwrites its
+        part). On any failure or cancellation, the upload is aborted (AbortMultipartUpload)
+        before the error is raised again: no part is left stored, nor billed.
+
+        Raises:
+            InvocationError: S3 refused a request (the error of the first failed one).
+        """
+        bucket, key = parse_s3_uri(uri)
+        buffer = bytearray()
+        upload_id: str | None = None
+        parts: list[CompletedPartTypeDef] = []
+
+        async def send(body: bytes) -> None:
+            nonlocal upload_id
+            if upload_id is None:
+                created = await self._multipart(
+                    "CreateMultipartUpload",
+                    uri,
+                    deadline,
+                    lambda: self._client.create_multipart_upload(Bucket=bucket, Key=key),
+                )
+                upload_id = str(created["UploadId"])
+            number, upload = len(parts) + 1, upload_id
+            answer = await self._multipart(
+                "UploadPart",
+                uri,
+                deadline,
+                lambda: self._client.upload_part(
+                    Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=body
+                ),
+            )
+            parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+
+        try:
+            async for chunk in chunks:
+                buffer += chunk
+                if len(buffer) >= MIN_PART:
+                    body, buffer = bytes(buffer), bytearray()
+                    await send(body)
+                    del body
+            if upload_id is None:
+                await self.put(uri, bytes(buffer), content_type=None, deadline=deadline)
+                return
+            if buffer:
+                await send(bytes(buffer))
+                buffer = bytearray()
+            upload = upload_id
+            await self._multipart(
+                "CompleteMultipartUpload",
+                uri,
+                deadline,
+                lambda: self._client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+                ),
+            )
+        except BaseException:
+            if upload_id is not None:
+                await asyncio.shield(self._abort(bucket, key, upload_id))
+            raise
+        logger.debug("uploaded %s in %d part(s)", uri, len(parts))
+
+    async def _multipart(
+        self, operation: str, uri: str, deadline: float | None, call: Any
+    ) -> dict[str, Any]:
+        try:
+            answer: dict[str, Any] = await call_with_retry(
+                self._policy(f"{operation} {uri}", deadline), call
+            )
+        except Exception as exc:
+            raise to_invocation_error(exc, operation) from exc
+        return answer
+
+    async def _abort(self, bucket: str, key: str, upload_id: str) -> None:
+        """AbortMultipartUpload, retried; a failure is logged.
+
+        The bucket's lifecycle rule ``AbortIncompleteMultipartUpload`` is then the last resort.
+        """
+        uri = f"s3://{bucket}/{key}"
+        try:
+            await self._multipart(
+                "AbortMultipartUpload",
+                uri,
+                None,
+                lambda: self._client.abort_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id
+                ),
+            )
+        except InvocationError as exc:
+            if exc.code != "NoSuchUpload":  # completed, or aborted already
+                logger.warning("the multipart upload %s of %s is left: %s", upload_id, uri, exc)

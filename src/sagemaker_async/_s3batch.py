@@ -13,9 +13,11 @@ the items without a result, which it takes over when their holder's heartbeat la
 waits for.
 
 Each process writes the entries it finished to ``<out>.manifest/<owner>-<n>.jsonl`` in parts
-(every 1,000 entries, and at each heartbeat), keeping none in memory after that; the process
-that finds every item finished joins the parts in ``<out>manifest.jsonl`` (an item finished
-by a process that died before writing its part is read from its claim).
+(every 1,000 entries, and at each heartbeat), keeping none in memory after that. The first
+process to find every item finished wins ``<out>.manifest/writer`` (a conditional write naming
+it) and streams the parts, one at a time, into ``<out>manifest.jsonl`` (a multipart upload);
+the others wait for it, and take the marker over if its writer's heartbeat lapses. An item
+finished by a process that died before writing its part is read from its claim.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ logger = logging.getLogger("sagemaker_async")
 
 PARTS = ".manifest/"
 MANIFEST = "manifest.jsonl"
+WRITER = PARTS + "writer"  # who writes the manifest (not a part: parts end with .jsonl)
+_KNOWN = 20_000  # inputs held at once while looking for the entries only claims hold
 _PART_ENTRIES = 1000  # entries of a manifest part, at most
 _LAG = 2  # pages walked before the unclaimed rest of a page is claimed
 _MET = 4  # claims found taken in a share before the live processes are read again
@@ -279,15 +283,23 @@ class _Run:
             await self._flush()
 
     async def _close(self, complete: bool) -> None:
-        """Write this process's last part, give up what is held, and the manifest if whole."""
+        """Write this process's last part, the manifest if whole, and give up what is held.
+
+        The heartbeat goes on while the manifest is written: it holds the writer's marker.
+        """
         await self._flush()
-        await self.book.close()
         s = self.summary
         if complete and s.total and s.succeeded + s.failed + s.skipped == s.total:
+            beating = asyncio.ensure_future(self.book.keep_beating())
             try:
-                await self._write_manifest()
+                await self._manifest()
             except InvocationError as exc:
                 logger.error("%s%s could not be written: %s", self.plan.out, MANIFEST, exc)
+            finally:
+                beating.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beating
+        await self.book.close()
 
     async def _flush(self) -> None:
         """Write the entries finished since the last part as a new part (none kept after)."""
@@ -700,52 +712,142 @@ class _Run:
         await self.store.put(target, str(error).encode(), content_type="text/plain", deadline=None)
 
     # -- the manifest --------------------------------------------------------------------------
-    async def _write_manifest(self) -> None:
-        """``<out>manifest.jsonl``: the parts joined, and the entries only a claim holds."""
-        plan = self.plan
-        bodies: list[bytes] = []
-        async for key in self._keys(plan.out_bucket, plan.out_prefix + PARTS):
-            got = await self.store.read(f"s3://{plan.out_bucket}/{key}")
-            if not isinstance(got, Absent):
-                bodies.append(got.body if got.body.endswith(b"\n") else got.body + b"\n")
-        if sum(body.count(b"\n") for body in bodies) < self.summary.total:
-            bodies.append(await self._entries_of_claims(bodies))
-        await self.store.put(
-            plan.out + MANIFEST, b"".join(bodies), content_type=None, deadline=None
-        )
+    async def _manifest(self) -> None:
+        """Write ``<out>manifest.jsonl`` unless another process does (or did) it.
 
-    async def _entries_of_claims(self, bodies: list[bytes]) -> bytes:
-        """Entries of the items finished by a process that died before writing them."""
+        The writer holds ``<out>.manifest/writer`` (``state`` writing, then written, with the
+        number of items): won with ``If-None-Match: *``, taken over with ``If-Match`` when its
+        owner's heartbeat lapsed (it died writing), as claims are. A process that finds it
+        written for as many items does nothing (a rerun after everything finished); one that
+        finds a live writer waits for it.
+        """
+        uri = self.plan.out + WRITER
+        total = self.summary.total
+        pause = min(1.0, self.plan.lease / 4)
+        token, told = "", False
+        while True:
+            found = await self.book.read_json(uri)
+            etag: str | None = None
+            if found is not None and token and found[0].get("token") == token:
+                etag = found[1]  # our own write, answered 412 on a retry
+            elif found is not None:
+                existing = found[0]
+                holder = str(existing.get("owner", ""))
+                if existing.get("state") == "written" and existing.get("total") == total:
+                    logger.debug("%s%s is written already", self.plan.out, MANIFEST)
+                    return
+                if existing.get("state") == "writing" and await self.book.alive(holder):
+                    if not told:
+                        logger.debug("%s writes %s%s: waiting", holder, self.plan.out, MANIFEST)
+                        told = True
+                    await self.clock.sleep(pause)
+                    continue
+            if etag is None:
+                token = uuid.uuid4().hex
+                body = {"owner": self.owner, "state": "writing", "total": total, "token": token}
+                etag = await self.store.put_if(
+                    uri, json.dumps(body).encode(), if_match=found[1] if found else None
+                )
+                if etag is None:
+                    continue  # another won (or ours answered 412): read again
+            await self._write_manifest()
+            body = {"owner": self.owner, "state": "written", "total": total, "token": token}
+            await self.store.put_if(uri, json.dumps(body).encode(), if_match=etag)
+            return
+
+    async def _part_bodies(self) -> AsyncIterator[bytes]:
+        """The manifest parts, read one at a time (each ends with a newline)."""
         plan = self.plan
-        known: set[str] = set()
-        for body in bodies:
-            for line in body.splitlines():
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    known.add(json.loads(line)["input"])
-        lines: list[str] = []
-        async for page in self._item_pages():
-            for item in page:
-                if plan.source_uri(item) in known:
-                    continue
-                found = await self.book.read(item)
-                handle = found[0].get("handle") if found is not None else None
-                if not isinstance(handle, dict):
-                    continue
-                target = f"{plan.out}{item}"
-                failed = not isinstance(await self.store.read(target + ".error"), Absent)
-                entry = {
-                    "input": plan.source_uri(item),
-                    "inference_id": found[0].get("inference_id") if found else None,
-                    "output_location": handle.get("output_location"),
-                    "failure_location": handle.get("failure_location"),
-                    "submitted_at": handle.get("submitted_at"),
-                    "status": "failed" if failed else "succeeded",
-                    "output": None if failed else target + ".out",
-                    "error": target + ".error" if failed else None,
-                    "finished_at": None,
-                }
-                lines.append(json.dumps(entry) + "\n")
-        return "".join(lines).encode()
+        policy = retrying(
+            self.client.retry,
+            clock=self.clock,
+            deadline=None,
+            max_attempts=None,
+            what=f"GetObject {plan.out}{PARTS}",
+            retry_if=lambda exc: isinstance(exc, Unavailable),
+        )
+        async for key in self._keys(plan.out_bucket, plan.out_prefix + PARTS):
+            if not key.endswith(".jsonl"):
+                continue
+            uri = f"s3://{plan.out_bucket}/{key}"
+            got = await call_with_retry(policy, lambda uri=uri: self.store.read(uri))  # type: ignore[misc]
+            if not isinstance(got, Absent):
+                yield got.body if got.body.endswith(b"\n") else got.body + b"\n"
+
+    async def _write_manifest(self) -> None:
+        """``<out>manifest.jsonl``: the parts, then the entries only a claim holds.
+
+        Streamed: one part in memory at a time, a multipart upload once over 5 MiB.
+        """
+        written = 0
+
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal written
+            async for body in self._part_bodies():
+                written += body.count(b"\n")
+                yield body
+            if written < self.summary.total:
+                async for lines in self._entries_of_claims():
+                    yield lines
+
+        await self.store.put_streamed(self.plan.out + MANIFEST, chunks())
+
+    async def _entries_of_claims(self) -> AsyncIterator[bytes]:
+        """Entries of the items finished by a process that died before writing them in a part.
+
+        Which items no part holds is learnt without holding every input: the inputs are split
+        by hash into ``ceil(total / 20,000)`` shares; for each share, the parts are read again
+        keeping only that share's inputs (about 20,000 at most), then the source is listed and
+        the share's items not found are read from their claims. Memory stays bounded whatever
+        the number of items, for one more reading of the parts and one listing per share: this
+        runs only when a process died with entries not yet in a part, so seldom. (Merging
+        sorted listings, as the sweeps do, does not apply: parts are in finishing order.)
+        """
+        plan = self.plan
+        shares = max(1, math.ceil(self.summary.total / _KNOWN))
+
+        def share_of(uri: str) -> int:
+            return zlib.crc32(uri.encode()) % shares
+
+        for share in range(shares):
+            known: set[str] = set()
+            async for body in self._part_bodies():
+                for line in body.splitlines():
+                    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                        uri = json.loads(line)["input"]
+                        if share_of(uri) == share:
+                            known.add(uri)
+            async for page in self._item_pages():
+                lines: list[str] = []
+                for item in page:
+                    uri = plan.source_uri(item)
+                    if share_of(uri) != share or uri in known:
+                        continue
+                    entry = await self._entry_of_claim(item)
+                    if entry is not None:
+                        lines.append(json.dumps(entry) + "\n")
+                if lines:
+                    yield "".join(lines).encode()
+
+    async def _entry_of_claim(self, item: str) -> dict[str, Any] | None:
+        plan = self.plan
+        found = await self.book.read(item)
+        handle = found[0].get("handle") if found is not None else None
+        if found is None or not isinstance(handle, dict):
+            return None
+        target = f"{plan.out}{item}"
+        failed = not isinstance(await self.store.read(target + ".error"), Absent)
+        return {
+            "input": plan.source_uri(item),
+            "inference_id": found[0].get("inference_id"),
+            "output_location": handle.get("output_location"),
+            "failure_location": handle.get("failure_location"),
+            "submitted_at": handle.get("submitted_at"),
+            "status": "failed" if failed else "succeeded",
+            "output": None if failed else target + ".out",
+            "error": target + ".error" if failed else None,
+            "finished_at": None,
+        }
 
 
 def _iso(ts: float) -> str:
