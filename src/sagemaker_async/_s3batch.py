@@ -35,7 +35,7 @@ import uuid
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._batch import BatchSummary, _fatal, _NotSent
 from ._claims import CLAIMS, OWNERS, REJECTED, SENDING, SUBMITTED, Busy, Claim, ClaimBook
@@ -52,6 +52,9 @@ from ._map import map_inferences
 from ._retry import call_with_retry, retrying
 from ._s3 import Absent, Page, Unavailable
 from ._validation import parse_s3_uri
+
+if TYPE_CHECKING:
+    import tenacity
 
 __all__ = ["S3BatchPlan", "run_s3_batch"]
 
@@ -323,18 +326,22 @@ class _Run:
             for key in page:
                 yield key
 
-    async def _pages(
-        self, bucket: str, prefix: str, start_after: str | None = None
-    ) -> AsyncIterator[list[str]]:
-        token: str | None = None
-        policy = retrying(
+    def _until_available(self, what: str) -> tenacity.AsyncRetrying:
+        """The policy of the batch's own reads: retried, with no end, while S3 is unavailable."""
+        return retrying(
             self.client.retry,
             clock=self.clock,
             deadline=None,
             max_attempts=None,
-            what=f"ListObjectsV2 s3://{bucket}/{prefix}",
+            what=what,
             retry_if=lambda exc: isinstance(exc, Unavailable),
         )
+
+    async def _pages(
+        self, bucket: str, prefix: str, start_after: str | None = None
+    ) -> AsyncIterator[list[str]]:
+        token: str | None = None
+        policy = self._until_available(f"ListObjectsV2 s3://{bucket}/{prefix}")
 
         async def one_page() -> Page:
             return await self.store.list_page(
@@ -758,14 +765,7 @@ class _Run:
     async def _part_bodies(self) -> AsyncIterator[bytes]:
         """The manifest parts, read one at a time (each ends with a newline)."""
         plan = self.plan
-        policy = retrying(
-            self.client.retry,
-            clock=self.clock,
-            deadline=None,
-            max_attempts=None,
-            what=f"GetObject {plan.out}{PARTS}",
-            retry_if=lambda exc: isinstance(exc, Unavailable),
-        )
+        policy = self._until_available(f"GetObject {plan.out}{PARTS}")
         async for key in self._keys(plan.out_bucket, plan.out_prefix + PARTS):
             if not key.endswith(".jsonl"):
                 continue
