@@ -70,6 +70,13 @@ async def put_inputs(s3: Any, bucket: str, prefix: str, names: list[str]) -> Non
         await s3.put_object(Bucket=bucket, Key=prefix + name, Body=f"payload {name}".encode())
 
 
+async def batch_inputs(s3: Any, bucket: str, name: str, items: list[str]) -> tuple[str, str, str]:
+    """``items`` under a new ``<name>-<random>/in/``: that base, the source and the ``--out``."""
+    base = f"{name}-{uuid.uuid4().hex[:8]}/"
+    await put_inputs(s3, bucket, base + "in/", items)
+    return base, f"s3://{bucket}/{base}in/", f"s3://{bucket}/{base}out/"
+
+
 async def keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     found: list[str] = []
     paginator = s3.get_paginator("list_objects_v2")
@@ -287,10 +294,8 @@ async def test_several_processes_spend_few_s3_requests_per_item_by_kind(
     emulator: LocalAsyncEndpoint, s3: Any, embedded_s3: Any
 ) -> None:
     bucket = emulator.bucket
-    base = f"cost-{uuid.uuid4().hex[:8]}/"
     n = 150
-    await put_inputs(s3, bucket, base + "in/", [f"{i:03d}" for i in range(n)])
-    source, out = f"s3://{bucket}/{base}in/", f"s3://{bucket}/{base}out/"
+    base, source, out = await batch_inputs(s3, bucket, "cost", [f"{i:03d}" for i in range(n)])
     before = embedded_s3.counts_by_path()
     async with client_of(emulator) as a, client_of(emulator) as b, client_of(emulator) as c:
         summaries = await asyncio.gather(
@@ -326,10 +331,8 @@ async def test_manifest_parts_are_written_as_the_run_goes(
     emulator: LocalAsyncEndpoint, s3: Any
 ) -> None:
     bucket = emulator.bucket
-    base = f"parts-{uuid.uuid4().hex[:8]}/"
     names = [str(i) for i in range(24)]
-    await put_inputs(s3, bucket, base + "in/", names)
-    source, out = f"s3://{bucket}/{base}in/", f"s3://{bucket}/{base}out/"
+    base, source, out = await batch_inputs(s3, bucket, "parts", names)
     async with client_of(emulator) as client:
         summary = await run_s3_batch(client, "slow", source, out, lease=1, max_in_flight=4)
     assert summary.succeeded == 24
@@ -347,9 +350,7 @@ async def test_an_interrupted_s3_batch_counts_every_item_once(
     emulator: LocalAsyncEndpoint, s3: Any
 ) -> None:
     bucket = emulator.bucket
-    base = f"cut-{uuid.uuid4().hex[:8]}/"
-    await put_inputs(s3, bucket, base + "in/", [f"{i:02d}" for i in range(30)])
-    source, out = f"s3://{bucket}/{base}in/", f"s3://{bucket}/{base}out/"
+    _, source, out = await batch_inputs(s3, bucket, "cut", [f"{i:02d}" for i in range(30)])
     summary = BatchSummary()
     some_done = asyncio.Event()
 
@@ -435,11 +436,9 @@ async def test_three_processes_one_killed_finish_every_item_once_and_a_rerun_sen
     emulator: LocalAsyncEndpoint, s3: Any
 ) -> None:
     bucket = emulator.bucket
-    base = f"procs-{uuid.uuid4().hex[:8]}/"
     n = 40
     names = [f"item {i:02d}.json" for i in range(n)]
-    await put_inputs(s3, bucket, base + "in/", names)
-    source, out = f"s3://{bucket}/{base}in/", f"s3://{bucket}/{base}out/"
+    base, source, out = await batch_inputs(s3, bucket, "procs", names)
     args = ["batch", "slow", source, "--out", out, "--lease", "2", "--max-in-flight", "4"]
     args += ["--no-progress"]
     env = {**os.environ, **emulator.env}
@@ -527,9 +526,7 @@ async def test_the_cli_progress_says_what_this_process_and_all_finished(
     emulator: LocalAsyncEndpoint, s3: Any
 ) -> None:
     bucket = emulator.bucket
-    base = f"progress-{uuid.uuid4().hex[:8]}/"
-    await put_inputs(s3, bucket, base + "in/", ["1", "2", "3"])
-    source, out = f"s3://{bucket}/{base}in/", f"s3://{bucket}/{base}out/"
+    _, source, out = await batch_inputs(s3, bucket, "progress", ["1", "2", "3"])
     code, stdout, err = await run_cli("batch", "echo", source, "--out", out, env=emulator.env)
     assert code == 0, err
     assert json.loads(stdout)["manifest"] == out + "manifest.jsonl"
@@ -686,10 +683,8 @@ async def test_of_three_processes_one_writes_the_manifest_and_a_rerun_none(
     emulator: LocalAsyncEndpoint, s3: Any, embedded_s3: Any
 ) -> None:
     bucket = emulator.bucket
-    base = f"one-{uuid.uuid4().hex[:8]}/"
     n = 30
-    await put_inputs(s3, bucket, base + "in/", [f"{i:02d}" for i in range(n)])
-    source, out = f"s3://{bucket}/{base}in/", f"s3://{bucket}/{base}out/"
+    base, source, out = await batch_inputs(s3, bucket, "one", [f"{i:02d}" for i in range(n)])
     key = f"{bucket}/{base}out/manifest.jsonl"
 
     def writes() -> int:
@@ -718,10 +713,8 @@ async def test_a_manifest_left_unwritten_by_a_dead_writer_is_written_by_a_rerun(
     from sagemaker_async import _s3batch
 
     bucket = emulator.bucket
-    base = f"dead-{uuid.uuid4().hex[:8]}/"
     names = [f"{i:02d}" for i in range(12)]
-    await put_inputs(s3, bucket, base + "in/", names)
-    source, out = f"s3://{bucket}/{base}in/", f"s3://{bucket}/{base}out/"
+    base, source, out = await batch_inputs(s3, bucket, "dead", names)
     async with client_of(emulator) as client:
         await run_s3_batch(client, "echo", source, out, lease=30)
     # As if the writer died midway, and a process died before writing its manifest part:
